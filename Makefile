@@ -1,0 +1,32 @@
+# Set-up and everyday commands. Each target installs what it needs into .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-test test lint serve train-default bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+test: install-test
+	$(BIN)/ruff check .
+	@# pytest exits 5 when it collected no tests: that is a failure, not a pass.
+	$(BIN)/python -m pytest -q -rs; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+lint: install-test
+	$(BIN)/ruff check .
+
+train-default: install
+	bash scripts/train_default.sh
+
+bench: install
+	$(BIN)/python bench/segment_speed.py
+	$(BIN)/python bench/accuracy.py

@@ -1,0 +1,87 @@
+"""A model is two files: ``weights.safetensors`` and ``card.json``.
+
+The card carries everything inference needs (architecture, spacing, window, context slices,
+threshold, post-processing) and, for registry versions, where the model came from (parent,
+dataset, hyperparameters, metrics, sha256 of the weights). Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spineseg.errors import InputError
+
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "card.json"
+CARD_SCHEMA = 1
+
+
+@dataclass
+class ModelCard:
+    """Description of one trained model.
+
+    architecture: ``{"name": "monai.BasicUNet", "features": [...], "in_channels": C,
+        "out_channels": 1}`` -- ``in_channels`` = 2 * context_slices + 1.
+    spacing_mm: (x, y, z) spacing the network sees; slices are axial after canonical (RAS)
+        reorientation; ``z`` is the distance between the context slices.
+    window_hu: (low, high) HU clip, then linear map to [0, 1].
+    context_slices: neighbours on each side stacked as channels (2.5D).
+    threshold: on the sigmoid probability.
+    min_component_ml: connected components smaller than this are dropped.
+    """
+
+    id: str
+    architecture: dict[str, Any]
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    window_hu: tuple[float, float] = (-1000.0, 2000.0)
+    context_slices: int = 1
+    threshold: float = 0.5
+    min_component_ml: float = 1.0
+    labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "spine"})
+    parent_id: str | None = None
+    created: str | None = None
+    code_version: str | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    notes: str = ""
+    schema: int = CARD_SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<card>") -> ModelCard:
+        known = set(cls.__dataclass_fields__)
+        missing = {"id", "architecture"} - set(data)
+        if missing:
+            raise InputError(source, f"model card lacks {sorted(missing)}")
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        card.spacing_mm = tuple(float(v) for v in card.spacing_mm)  # type: ignore[assignment]
+        card.window_hu = tuple(float(v) for v in card.window_hu)  # type: ignore[assignment]
+        return card
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise InputError(path, "model card not found") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"model card is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise InputError(path, "model card must be a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
