@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny synthetic phantoms and access to ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spineseg.imaging.volume import Provenance, Volume
+
+SHARED_DATA = Path(os.environ.get("SPINESEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+CASES = SHARED_DATA / "cases"
+
+
+@pytest.fixture
+def shared_cases() -> Path:
+    """The folder of real cases; skips the test with the reason when it is absent."""
+    if not CASES.is_dir():
+        pytest.skip(f"shared data not found at {CASES} (set SPINESEG_SHARED_DATA)")
+    return CASES
+
+
+def make_phantom(shape: tuple[int, int, int] = (48, 40, 24), spacing=(1.5, 1.5, 2.5)) -> tuple[Volume, np.ndarray]:
+    """A soft-tissue body (40 HU) in air (-1000 HU) with a bright bone column (700 HU) running
+    along the slice axis, plus its exact binary mask."""
+    nx, ny, nz = shape
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    x, y = np.ogrid[:nx, :ny]
+    body = ((x - nx / 2) / (nx * 0.45)) ** 2 + ((y - ny / 2) / (ny * 0.4)) ** 2 <= 1
+    hu[body] = 40.0
+    column = ((x - nx / 2) ** 2 + (y - ny * 0.65) ** 2) <= (min(nx, ny) * 0.12) ** 2
+    hu[column] = 700.0
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[column] = 1
+    affine = np.diag([*spacing, 1.0])
+    return Volume(hu, affine, Provenance("phantom", "derived")), mask
+
+
+@pytest.fixture
+def phantom() -> tuple[Volume, np.ndarray]:
+    return make_phantom()
