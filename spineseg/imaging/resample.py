@@ -1,0 +1,141 @@
+"""Geometry: canonical (RAS) orientation, resampling to a spacing and back, and moving a
+label map onto another grid through the affines.
+
+Resampling uses the "voxels are little boxes" convention (``align_corners=False``): voxel
+centres of an ``n_in`` axis resampled to ``n_out`` voxels sit at input index
+``(o + 0.5) * n_in / n_out - 0.5``; the affine is updated to match, so world positions hold.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spineseg.imaging.volume import Volume
+
+
+def canonical_transform(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The axis permutation/flip taking an array to RAS order, and the new affine.
+
+    Returns ``(ornt, new_affine)``; apply with ``nib.orientations.apply_orientation``.
+    """
+    ornt = nib.orientations.io_orientation(affine)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape[:3])
+    return ornt, new_affine
+
+
+def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
+    """``volume`` reoriented to RAS axis order (a view, no interpolation) and the orientation
+    used, to undo it later with ``from_canonical``."""
+    ornt, new_affine = canonical_transform(volume.affine, volume.shape)
+    array = nib.orientations.apply_orientation(volume.array, ornt)
+    return Volume(np.ascontiguousarray(array), new_affine, volume.provenance), ornt
+
+
+def from_canonical(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo ``to_canonical`` on an array that lies on the canonical grid."""
+    return np.ascontiguousarray(nib.orientations.apply_orientation(array, _invert_ornt(ornt)))
+
+
+def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
+    """The orientation that undoes ``ornt`` (axis permutation with flips)."""
+    inverse = np.zeros_like(ornt)
+    for src_axis, (dst_axis, flip) in enumerate(ornt):
+        inverse[int(dst_axis)] = (src_axis, flip)
+    return inverse
+
+
+def resampled_shape(
+    shape: tuple[int, int, int], spacing: tuple[float, ...], target: tuple[float, ...]
+) -> tuple[int, int, int]:
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))  # type: ignore[return-value]
+
+
+def resample_array(array: np.ndarray, out_shape: tuple[int, int, int], *, antialias: bool = True) -> np.ndarray:
+    """Linear resampling of a 3D float array to ``out_shape`` (box-voxel convention).
+
+    In-plane (axes 0, 1) uses bilinear interpolation with antialiasing when shrinking; the
+    slice axis (2) is linear. Returns float32.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    nx, ny, nz = tensor.shape
+    ox, oy, oz = out_shape
+    if (ox, oy) != (nx, ny):
+        planes = tensor.permute(2, 0, 1).unsqueeze(1)  # (K, 1, I, J)
+        planes = F.interpolate(planes, size=(ox, oy), mode="bilinear", align_corners=False, antialias=antialias)
+        tensor = planes.squeeze(1).permute(1, 2, 0)
+    if oz != nz:
+        columns = tensor.reshape(1, ox * oy, nz)
+        columns = F.interpolate(columns, size=oz, mode="linear", align_corners=False)
+        tensor = columns.reshape(ox, oy, oz)
+    return tensor.contiguous().numpy()
+
+
+def resampled_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+    """Affine of an array resampled from ``in_shape`` to ``out_shape`` over the same extent."""
+    scale = np.array(in_shape[:3], dtype=np.float64) / np.array(out_shape[:3], dtype=np.float64)
+    index_map = np.eye(4)
+    index_map[:3, :3] = np.diag(scale)
+    index_map[:3, 3] = 0.5 * scale - 0.5
+    return affine @ index_map
+
+
+def resample_to_spacing(volume: Volume, spacing: tuple[float, float, float]) -> Volume:
+    """``volume`` linearly resampled so its voxels are ``spacing`` mm (to within rounding)."""
+    out_shape = resampled_shape(volume.shape, volume.spacing, spacing)
+    if out_shape == volume.shape:
+        return volume
+    array = resample_array(volume.array, out_shape)
+    return Volume(array, resampled_affine(volume.affine, volume.shape, out_shape), volume.provenance)
+
+
+def labels_onto_grid(
+    labels: np.ndarray, label_affine: np.ndarray, shape: tuple[int, int, int], affine: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Nearest-neighbour lookup of ``labels`` at the voxel centres of a grid ``(shape, affine)``.
+
+    Returns the resampled labels (same dtype; 0 outside the label grid) and the fraction of the
+    target grid's voxels that fall inside the label grid (0.0 means the grids do not overlap).
+    """
+    index_map = np.linalg.inv(label_affine) @ affine  # target voxel -> label voxel
+    linear = index_map[:3, :3]
+    out = np.zeros(shape, dtype=labels.dtype)
+    nonzero = np.abs(linear) > 1e-6
+    if np.all(nonzero.sum(axis=1) == 1) and np.all(nonzero.sum(axis=0) == 1):
+        # Axis-aligned (permutation, flips, scaling): one index vector per axis.
+        src_axis_for = np.argmax(nonzero, axis=1)  # label axis r reads target axis src_axis_for[r]
+        per_axis = []
+        valid = []
+        for r in range(3):
+            c = int(src_axis_for[r])
+            idx = np.rint(linear[r, c] * np.arange(shape[c]) + index_map[r, 3]).astype(np.int64)
+            ok = (idx >= 0) & (idx < labels.shape[r])
+            per_axis.append((c, idx, ok))
+            valid.append(ok)
+        # Build label-axis-ordered index arrays, then permute to target order.
+        order = [per_axis[r][0] for r in range(3)]
+        sel = [per_axis[r][1][per_axis[r][2]] for r in range(3)]
+        if all(s.size for s in sel):
+            block = labels[np.ix_(*sel)]  # axes in label order
+            block = np.transpose(block, np.argsort(order))
+            target_sel = [None, None, None]
+            for r in range(3):
+                target_sel[order[r]] = np.nonzero(per_axis[r][2])[0]
+            out[np.ix_(*target_sel)] = block
+        inside = float(np.prod([v.mean() for v in (per_axis[r][2] for r in np.argsort(order))]))
+        return out, inside
+    # General case: slice by slice through the full mapping.
+    from scipy.ndimage import map_coordinates
+
+    ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    inside_count = 0
+    for k in range(shape[2]):
+        pts = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k), np.ones(ii.size)])
+        src = (index_map @ pts)[:3]
+        rounded = np.rint(src)
+        ok = np.all((rounded >= 0) & (rounded < np.array(labels.shape)[:, None]), axis=0)
+        inside_count += int(ok.sum())
+        out[:, :, k] = map_coordinates(labels, src, order=0, mode="constant", cval=0).reshape(shape[:2])
+    return out, inside_count / float(np.prod(shape))

@@ -1,0 +1,150 @@
+"""``segment``: a CT ``Volume`` in, a spine ``Segmentation`` on the same grid out.
+
+Steps (each overridable by passing a different ``LoadedModel``): canonical orientation ->
+resample to the model's spacing -> HU window -> 2.5D U-Net over axial slices in batches ->
+probabilities back on the input grid -> threshold -> drop small components.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spineseg.imaging.volume import Volume
+from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
+from spineseg.model.postprocess import remove_small_components
+from spineseg.model.preprocess import back_to_input_grid, pad_to_multiple, prepare_volume, slice_stack
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class LoadedModel:
+    """A network with its card, ready on a device."""
+
+    network: torch.nn.Module
+    card: ModelCard
+    device: torch.device
+
+    @classmethod
+    def from_folder(cls, folder: Path, device: str = "auto") -> LoadedModel:
+        folder = Path(folder)
+        card = ModelCard.read(folder / CARD_FILE)
+        network = load_weights(build_network(card.architecture), folder / WEIGHTS_FILE)
+        target = pick_device(device)
+        return cls(network.to(target).eval(), card, target)
+
+
+@dataclass
+class Segmentation:
+    """The result of ``segment``.
+
+    mask: uint8 (I, J, K) on the input grid, 1 = spine.
+    probabilities: float32 (I, J, K) on the input grid, sigmoid outputs before post-processing.
+    volume: the input (its affine is the mask's affine).
+    timings: seconds per stage (``preprocess``, ``model``, ``postprocess``, ``total``).
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    volume: Volume
+    model_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def spine_volume_ml(self) -> float:
+        return float(self.mask.sum()) * self.volume.voxel_volume_ml
+
+    def mask_volume(self) -> Volume:
+        return self.volume.with_array(self.mask)
+
+
+_MODEL_CACHE: dict[tuple[str, float, str], LoadedModel] = {}
+
+
+def resolve_loaded_model(model: LoadedModel | str | Path | None, device: str = "auto") -> LoadedModel:
+    """``None`` -> the registry's production version; a folder with a card -> that model; any
+    other string -> a registry version id. Loaded models are cached by weights file mtime."""
+    if isinstance(model, LoadedModel):
+        return model
+    folder = _model_folder(model)
+    weights = folder / WEIGHTS_FILE
+    key = (str(folder.resolve()), weights.stat().st_mtime if weights.exists() else 0.0, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = LoadedModel.from_folder(folder, device)
+    return _MODEL_CACHE[key]
+
+
+def _model_folder(model: str | Path | None) -> Path:
+    if model is not None and (Path(model) / CARD_FILE).is_file():
+        return Path(model)
+    from spineseg.registry import resolve_model  # the registry sits above the model layer
+
+    resolved = resolve_model(model)
+    return Path(getattr(resolved, "path", resolved))
+
+
+@torch.inference_mode()
+def predict_model_grid(
+    loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None
+) -> np.ndarray:
+    """Sigmoid probabilities (float32, same shape as ``image``) for a normalised volume on the
+    model grid, one axial slice at a time in batches."""
+    card = loaded.card
+    n_slices = image.shape[2]
+    out = np.empty(image.shape, dtype=np.float32)
+    multiple = size_multiple(card.architecture)
+    use_bf16 = loaded.device.type == "cpu" and bool(card.hyperparameters.get("bf16_inference", False))
+    for start in range(0, n_slices, batch_size):
+        indices = np.arange(start, min(start + batch_size, n_slices))
+        batch, (h, w) = pad_to_multiple(slice_stack(image, indices, card.context_slices), multiple)
+        batch = batch.to(loaded.device)
+        with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = loaded.network(batch)
+        probs = torch.sigmoid(logits.float())[:, 0, :h, :w].cpu().numpy()
+        out[:, :, indices] = probs.transpose(1, 2, 0)
+        if progress:
+            progress(float(indices[-1] + 1) / n_slices, "model")
+    return out
+
+
+def segment(
+    volume: Volume,
+    model: LoadedModel | str | Path | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> Segmentation:
+    """Segment the spine in ``volume`` with ``model`` (default: the production model)."""
+    started = time.perf_counter()
+    loaded = resolve_loaded_model(model, device)
+    card = loaded.card
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    prepared = prepare_volume(volume, card.spacing_mm, card.window_hu)
+    timings["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probs_model = predict_model_grid(loaded, prepared.image, batch_size=batch_size, progress=progress)
+    timings["model"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probabilities = back_to_input_grid(probs_model, prepared)
+    mask = remove_small_components(
+        probabilities >= card.threshold, volume.voxel_volume_ml, min_ml=card.min_component_ml
+    )
+    timings["postprocess"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    log.info("segmented %s with %s in %.2fs", volume.provenance.source, card.id, timings["total"])
+    return Segmentation(mask, probabilities, volume, card.id, timings)
