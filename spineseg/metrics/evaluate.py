@@ -1,0 +1,134 @@
+"""All metrics of one prediction against one truth, and their mean over several cases.
+
+``evaluate_masks`` is the pure function; ``CaseMetrics`` accumulates per-case results and
+gives the mean row a report or a model card needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from spineseg.metrics._inputs import as_binary_pair, as_spacing
+from spineseg.metrics.overlap import (
+    confusion_counts,
+    dice_from_counts,
+    f1_from_counts,
+    iou_from_counts,
+    precision_from_counts,
+    recall_from_counts,
+    specificity_from_counts,
+)
+from spineseg.metrics.surface import surface_distances
+from spineseg.metrics.volume import compare_volumes
+
+METRIC_KEYS: tuple[str, ...] = (
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "hd95_mm",
+    "assd_mm",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "volume_pred_ml",
+    "volume_truth_ml",
+    "abs_volume_diff_ml",
+    "rel_volume_diff",
+)
+"""The keys of ``evaluate_masks``'s result, in the order reports show them."""
+
+
+def evaluate_masks(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float | int]:
+    """Every overlap, surface and volume metric of ``pred`` against ``truth``.
+
+    pred, truth: masks of the same shape ``(I, J, K)``, non-zero = spine.
+    spacing: voxel size in mm along each axis.
+
+    Returns a dict with exactly the keys of ``METRIC_KEYS``: dice, iou, precision, recall,
+    specificity, f1 (floats, nan when undefined; see ``metrics.overlap``), hd95_mm and
+    assd_mm (mm; 0.0 when both masks are empty, inf when one is), tp, fp, tn, fn (ints,
+    voxel counts), volume_pred_ml, volume_truth_ml, abs_volume_diff_ml (mL) and
+    rel_volume_diff (signed fraction of the true volume; see ``metrics.volume``).
+    """
+    pred_b, truth_b = as_binary_pair(pred, truth)
+    sizes = as_spacing(spacing, pred_b.ndim)
+    counts = confusion_counts(pred_b, truth_b)
+    distances = surface_distances(pred_b, truth_b, sizes)
+    volumes = compare_volumes(pred_b, truth_b, sizes)
+    return {
+        "dice": dice_from_counts(counts),
+        "iou": iou_from_counts(counts),
+        "precision": precision_from_counts(counts),
+        "recall": recall_from_counts(counts),
+        "specificity": specificity_from_counts(counts),
+        "f1": f1_from_counts(counts),
+        "hd95_mm": distances.hd95_mm,
+        "assd_mm": distances.assd_mm,
+        "tp": counts.tp,
+        "fp": counts.fp,
+        "tn": counts.tn,
+        "fn": counts.fn,
+        "volume_pred_ml": volumes.volume_pred_ml,
+        "volume_truth_ml": volumes.volume_truth_ml,
+        "abs_volume_diff_ml": volumes.abs_volume_diff_ml,
+        "rel_volume_diff": volumes.rel_volume_diff,
+    }
+
+
+def mean_metrics(cases: Sequence[Mapping[str, float | int]]) -> dict[str, float]:
+    """Mean of each key of ``METRIC_KEYS`` over several ``evaluate_masks`` results.
+
+    A nan (a metric undefined for that case, e.g. precision of an empty prediction) is left
+    out of its key's mean; the mean is nan only when the metric is undefined in every case.
+    An inf (a surface distance to a structure that was missed entirely) is kept, so the mean
+    is inf: one missed case must not be averaged away. Counts are averaged too (floats).
+    """
+    if not cases:
+        return {key: math.nan for key in METRIC_KEYS}
+    means: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        values = np.array([float(case[key]) for case in cases], dtype=np.float64)
+        defined = values[~np.isnan(values)]
+        means[key] = float(defined.mean()) if defined.size else math.nan
+    return means
+
+
+class CaseMetrics:
+    """Accumulates ``evaluate_masks`` results case by case.
+
+    >>> acc = CaseMetrics()
+    >>> acc.add("case-1", pred, truth, spacing)     # doctest: +SKIP
+    >>> acc.mean()["dice"]                          # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._results: list[dict[str, float | int]] = []
+
+    def add(
+        self, name: str, pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
+    ) -> dict[str, float | int]:
+        """Evaluate one case, remember it under ``name`` and return its metrics."""
+        result = evaluate_masks(pred, truth, spacing)
+        self._names.append(name)
+        self._results.append(result)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    @property
+    def rows(self) -> list[tuple[str, dict[str, float | int]]]:
+        """``(name, metrics)`` for every case in the order they were added."""
+        return list(zip(self._names, self._results, strict=True))
+
+    def mean(self) -> dict[str, float]:
+        """The mean row (see ``mean_metrics`` for how nan and inf are treated)."""
+        return mean_metrics(self._results)
