@@ -45,9 +45,7 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(mode)
 
 
-def _check_entries(
-    zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total_bytes: int, max_files: int
-) -> None:
+def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total_bytes: int, max_files: int) -> None:
     """Refuse the archive from its central directory alone, before writing anything."""
     if len(infos) > max_files:
         raise InputError(zip_path, f"archive holds {len(infos)} entries, more than the limit of {max_files}")
@@ -67,9 +65,7 @@ def _check_entries(
         )
 
 
-def _copy_limited(
-    zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int
-) -> int:
+def _copy_limited(zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int) -> int:
     """Inflate one entry into ``target``, stopping as soon as more than ``budget`` bytes or more
     than the entry's declared size come out. Returns the number of bytes written."""
     written = 0
@@ -116,9 +112,7 @@ def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_
                     continue
                 target = root.joinpath(*parts)
                 if not target.resolve().is_relative_to(root):
-                    raise InputError(
-                        zip_path, f"entry {info.filename!r} points outside the extraction folder"
-                    )
+                    raise InputError(zip_path, f"entry {info.filename!r} points outside the extraction folder")
                 if info.is_dir():
                     _make_dirs(target, created)
                     continue

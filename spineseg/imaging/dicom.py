@@ -100,9 +100,7 @@ def _describe(uid: str, members: list[SliceHeader]) -> str:
     return text + (f", {members[0].description!r})" if members[0].description else ")")
 
 
-def _choose_series(
-    source: str, groups: dict[str, list[SliceHeader]], series_uid: str | None
-) -> tuple[str, list[str]]:
+def _choose_series(source: str, groups: dict[str, list[SliceHeader]], series_uid: str | None) -> tuple[str, list[str]]:
     """The uid of the series to read, plus notes on what was skipped."""
     if series_uid is not None:
         if series_uid not in groups:
@@ -142,9 +140,7 @@ def _float_list(ds: pydicom.Dataset, keyword: str, count: int, name_of: Callable
     return numbers
 
 
-def _pixel_spacing(
-    ds: pydicom.Dataset, name_of: Callable[[Path], str], path: Path
-) -> tuple[float, float] | None:
+def _pixel_spacing(ds: pydicom.Dataset, name_of: Callable[[Path], str], path: Path) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         if keyword in ds:
             spacing = _float_list(ds, keyword, 2, name_of, path)

@@ -126,8 +126,7 @@ def _check_collinear(
     if worst > max(tolerance_mm, 0.05):
         raise InputError(
             source,
-            f"slice positions do not lie on one line (a slice is {worst:.2f} mm off); "
-            "is this more than one stack?",
+            f"slice positions do not lie on one line (a slice is {worst:.2f} mm off); is this more than one stack?",
         )
 
 
