@@ -1,0 +1,188 @@
+"""``spineseg models ...``: list, show, promote, roll back, export and import model versions
+of the registry under ``$SPINESEG_DATA_DIR/models``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from spineseg.errors import InputError
+from spineseg.model.card import ModelCard
+from spineseg.registry import Registry, open_registry
+
+_DICE_KEYS = ("val_dice", "validation_dice", "dice_val")
+_DICE_GROUPS = ("val", "validation")
+
+
+def validation_dice(card: ModelCard) -> float | None:
+    """The validation Dice recorded in ``card.metrics``: ``val_dice`` (or ``validation_dice``,
+    ``dice_val``), else ``{"val": {"dice": ...}}`` / ``{"validation": {"dice": ...}}``."""
+    candidates: list[object] = [card.metrics.get(key) for key in _DICE_KEYS]
+    for group in _DICE_GROUPS:
+        nested = card.metrics.get(group)
+        if isinstance(nested, dict):
+            candidates.append(nested.get("dice"))
+    for value in candidates:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, one line per row, header first."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _short_time(iso: str | None) -> str:
+    """``2026-11-24T05:30:00.123456+00:00`` -> ``2026-11-24 05:30:00``."""
+    return iso[:19].replace("T", " ") if iso else "-"
+
+
+def cli_actor() -> str:
+    """Who is running the command, for the promotion history: ``cli:<login name>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _os_errors_as_input_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn a file-system failure (permissions, full disk) into an ``InputError`` naming the
+    file, so the user sees one line instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except OSError as exc:
+            raise InputError(exc.filename or "file system", exc.strerror or str(exc)) from exc
+
+    return wrapper
+
+
+def _registry() -> Registry:
+    return open_registry()
+
+
+@_os_errors_as_input_errors
+def list_models(args: argparse.Namespace) -> int:
+    registry = _registry()
+    models = registry.list_versions()
+    if not models:
+        sys.stdout.write(
+            f"no model versions in {registry.root}: train one with `spineseg train` "
+            "or import one with `spineseg models import FILE`\n"
+        )
+        return 0
+    rows = []
+    for model in models:
+        dice = validation_dice(model.card)
+        rows.append(
+            [
+                model.id,
+                model.card.parent_id or "-",
+                _short_time(model.card.created),
+                f"{dice:.3f}" if dice is not None else "-",
+                "*" if model.is_production else "",
+            ]
+        )
+    sys.stdout.write(format_table(["ID", "PARENT", "CREATED (UTC)", "VAL DICE", "PRODUCTION"], rows))
+    return 0
+
+
+@_os_errors_as_input_errors
+def show_model(args: argparse.Namespace) -> int:
+    model = _registry().get(args.version_id)
+    sys.stdout.write(model.card.to_json())
+    return 0
+
+
+@_os_errors_as_input_errors
+def promote_model(args: argparse.Namespace) -> int:
+    registry = _registry()
+    previous = registry.production_id()
+    model = registry.promote(args.version_id, actor=cli_actor())
+    if previous == model.id:
+        sys.stdout.write(f"{model.id} is already the production version\n")
+    else:
+        sys.stdout.write(f"production: {previous or 'none'} -> {model.id}\n")
+    return 0
+
+
+@_os_errors_as_input_errors
+def rollback_model(args: argparse.Namespace) -> int:
+    registry = _registry()
+    previous = registry.production_id()
+    model = registry.rollback(actor=cli_actor())
+    sys.stdout.write(f"rolled back production: {previous} -> {model.id}\n")
+    return 0
+
+
+@_os_errors_as_input_errors
+def export_model(args: argparse.Namespace) -> int:
+    written = _registry().export(args.version_id, Path(args.output), overwrite=args.force)
+    sys.stdout.write(f"exported {args.version_id} to {written}\n")
+    return 0
+
+
+@_os_errors_as_input_errors
+def import_model(args: argparse.Namespace) -> int:
+    model = _registry().import_file(Path(args.file), make_production=args.promote, actor=cli_actor())
+    suffix = " (now production)" if args.promote else ""
+    sys.stdout.write(f"imported {model.id}{suffix}\n")
+    return 0
+
+
+@_os_errors_as_input_errors
+def show_history(args: argparse.Namespace) -> int:
+    events = _registry().history()
+    if not events:
+        sys.stdout.write("no promotions or rollbacks yet\n")
+        return 0
+    rows = [[_short_time(e.at), e.action, e.version_id, e.previous_id or "-", e.actor] for e in events]
+    sys.stdout.write(format_table(["WHEN (UTC)", "ACTION", "VERSION", "PREVIOUS", "BY"], rows))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``models`` and its actions to the ``spineseg`` command."""
+    parser = subparsers.add_parser(
+        "models",
+        help="list, show, promote, roll back, export or import model versions",
+        description="Manage the model registry in $SPINESEG_DATA_DIR/models.",
+    )
+    actions = parser.add_subparsers(dest="models_action", required=True, metavar="ACTION")
+
+    actions.add_parser("list", help="table of versions; * marks production").set_defaults(func=list_models)
+
+    show = actions.add_parser("show", help="print a version's model card (JSON)")
+    show.add_argument("version_id", metavar="ID")
+    show.set_defaults(func=show_model)
+
+    promote = actions.add_parser("promote", help="make a version the production model")
+    promote.add_argument("version_id", metavar="ID")
+    promote.set_defaults(func=promote_model)
+
+    rollback = actions.add_parser("rollback", help="return production to the previous production version")
+    rollback.set_defaults(func=rollback_model)
+
+    export = actions.add_parser("export", help="write a version to one .zip file")
+    export.add_argument("version_id", metavar="ID")
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="archive to write (.zip)")
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    export.set_defaults(func=export_model)
+
+    imported = actions.add_parser("import", help="add a version from a file made by `models export`")
+    imported.add_argument("file", metavar="FILE")
+    imported.add_argument("--promote", action="store_true", help="also make it the production model")
+    imported.set_defaults(func=import_model)
+
+    actions.add_parser("history", help="promotions and rollbacks with who and when").set_defaults(func=show_history)
