@@ -14,7 +14,14 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from spineseg.errors import InputError
 from spineseg.imaging.dicom import read_dicom_series, read_dicom_zip
@@ -87,8 +94,8 @@ def write_ct_file(
     ds.HighBit = 15
     ds.PixelRepresentation = 0
     ds.PixelData = stored.astype("<u2").tobytes()
-    if syntax == RLELossless:
-        ds.compress(RLELossless)
+    if syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax)
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -181,13 +188,14 @@ def test_single_slice_without_thickness_gets_1mm_and_a_note(tmp_path: Path) -> N
     assert any("1 mm" in note for note in volume.provenance.notes)
 
 
-def test_rle_compressed_series_reads_like_uncompressed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless], ids=["rle", "jpeg-ls"])
+def test_lossless_compressed_series_reads_like_uncompressed(tmp_path: Path, syntax: str) -> None:
     plain = read_dicom_series_from(tmp_path / "plain", syntax=ExplicitVRLittleEndian)
-    rle = read_dicom_series_from(tmp_path / "rle", syntax=RLELossless)
-    first = next((tmp_path / "rle").iterdir())
-    assert pydicom.dcmread(first).file_meta.TransferSyntaxUID == RLELossless
-    np.testing.assert_array_equal(plain.array, rle.array)
-    np.testing.assert_allclose(plain.affine, rle.affine)
+    compressed = read_dicom_series_from(tmp_path / "compressed", syntax=syntax)
+    first = next((tmp_path / "compressed").iterdir())
+    assert pydicom.dcmread(first).file_meta.TransferSyntaxUID == syntax
+    np.testing.assert_array_equal(plain.array, compressed.array)
+    np.testing.assert_allclose(plain.affine, compressed.affine)
 
 
 def read_dicom_series_from(folder: Path, **kwargs):
@@ -334,6 +342,26 @@ def test_voxel_limit_refuses_before_decoding_pixels(tmp_path: Path) -> None:
         read_dicom_series(tmp_path / "s", max_voxels=ROWS * COLUMNS * 3 - 1)
     with pytest.raises(InputError):
         read_dicom_series(tmp_path / "s")  # and decoding it is an InputError, not a traceback
+
+
+def test_localizer_in_the_series_is_dropped(tmp_path: Path) -> None:
+    written = write_series(tmp_path / "s", [0.0, 2.0, 4.0])
+    scout = tmp_path / "s" / "scout.dcm"
+    write_ct_file(scout, _slice_pixels(9), np.array([-20.0, 0.0, 140.0]), orientation=(1, 0, 0, 0, 0, -1))
+    ds = pydicom.dcmread(scout)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.save_as(scout, enforce_file_format=True)
+    volume = read_dicom_series(tmp_path / "s")
+    assert volume.shape[2] == 3
+    assert_voxels_match(volume, written)
+    assert any("localizer" in n for n in volume.provenance.notes)
+
+
+def test_slices_off_one_line_are_refused(tmp_path: Path) -> None:
+    write_series(tmp_path / "s", [0.0, 2.0, 4.0])
+    write_ct_file(tmp_path / "s" / "shifted.dcm", _slice_pixels(3), np.array([30.0, -30.0, 106.0]))
+    with pytest.raises(InputError, match="one line"):
+        read_dicom_series(tmp_path / "s")
 
 
 def test_zip_of_a_series_reads_like_the_folder_and_cleans_up(tmp_path: Path, monkeypatch) -> None:
