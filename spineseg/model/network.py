@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from monai.networks.nets import UNet
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from spineseg.errors import InputError
@@ -69,7 +69,7 @@ def load_weights(network: torch.nn.Module, path: Path) -> torch.nn.Module:
     """Load safetensors weights into ``network`` (float32); a mismatch names the file."""
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot read weights ({exc})") from exc
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:

@@ -1,0 +1,76 @@
+"""``spineseg segment``: one or many CTs in, masks (+ overlays, summaries) out."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from spineseg.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("segment", help="segment the spine in CT scans")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="DICOM folder or .zip, NIfTI, PNG/JPEG/TIFF slice, or .npy/.npz")
+    parser.add_argument("-o", "--output", type=Path, help="mask file (.nii.gz) for a single input")
+    parser.add_argument("--output-dir", type=Path, help="for many inputs: DIR/<name>/mask.nii.gz, summary.json, ...")
+    parser.add_argument("--model", help="model folder or registry version id (default: production)")
+    parser.add_argument("--overlays", type=Path, metavar="DIR", help="write overlay images here (single input)")
+    parser.add_argument("--summary", type=Path, metavar="FILE", help="write the JSON summary here (single input)")
+    parser.add_argument("--series-uid", help="DICOM SeriesInstanceUID to use when a folder holds several")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+    parser.set_defaults(func=run)
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".zip", ".npz", ".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "case"
+
+
+def run(args: argparse.Namespace) -> int:
+    from spineseg.imaging.io import load_volume
+    from spineseg.model.inference import resolve_loaded_model, segment
+    from spineseg.services.outputs import write_all, write_mask, write_summary
+
+    if len(args.inputs) > 1 and not args.output_dir:
+        raise InputError("--output-dir", "several inputs need --output-dir DIR")
+    if len(args.inputs) == 1 and not (args.output or args.output_dir):
+        raise InputError("--output", "give -o MASK.nii.gz (or --output-dir DIR)")
+    if args.output and not args.output.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(args.output, "the mask is written as NIfTI: use a .nii.gz or .nii name")
+    # Read every input before writing anything, so a bad file costs no half-written outputs.
+    volumes = [load_volume(path, series_uid=args.series_uid) for path in args.inputs]
+    model = resolve_loaded_model(args.model, args.device)
+    names: dict[str, int] = {}
+    for path, volume in zip(args.inputs, volumes, strict=True):
+        with tqdm(total=100, desc=f"segment {path.name}", unit="%", file=sys.stderr, leave=False) as bar:
+            def progress(fraction: float, stage: str) -> None:
+                bar.n = int(fraction * 100)
+                bar.refresh()
+
+            seg = segment(volume, model, progress=progress)
+        if args.output_dir:
+            name = _case_name(path)
+            names[name] = names.get(name, 0) + 1
+            folder = args.output_dir / (name if names[name] == 1 else f"{name}_{names[name]}")
+            write_all(seg, folder)
+            sys.stdout.write(f"{path}: {seg.spine_volume_ml:.1f} mL spine -> {folder}\n")
+        else:
+            write_mask(seg, args.output)
+            if args.summary:
+                write_summary(seg, args.summary)
+            if args.overlays:
+                from spineseg.imaging.overlay import write_overlays
+
+                write_overlays(volume, seg.mask, args.overlays)
+            sys.stdout.write(f"{path}: {seg.spine_volume_ml:.1f} mL spine, "
+                             f"{seg.timings['total']:.2f} s ({seg.model_id}) -> {args.output}\n")
+    return 0

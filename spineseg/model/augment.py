@@ -1,0 +1,47 @@
+"""Training-time augmentation (MONAI) of 2.5D slice stacks, aimed at robustness to scanners,
+crops and resolutions we never saw: geometry (rotation, scaling, shift, elastic, left-right
+flip), intensity (scale, shift, noise, blur), lower resolution, and lost slice context."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    Rand2DElasticd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSimulateLowResolutiond,
+)
+
+
+def build_augmentation(seed: int) -> Compose:
+    """Dictionary transform on ``{"image": (C, H, W), "label": (1, H, W)}`` float tensors."""
+    keys = ("image", "label")
+    transform = Compose([
+        RandAffined(keys, prob=0.8, rotate_range=(np.pi / 10,), scale_range=(0.2, 0.2),
+                    translate_range=(12, 12), mode=("bilinear", "nearest"), padding_mode="zeros"),
+        Rand2DElasticd(keys, prob=0.15, spacing=(40, 40), magnitude_range=(1.0, 3.0),
+                       mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandSimulateLowResolutiond("image", prob=0.15, zoom_range=(0.4, 0.9)),
+        RandGaussianSmoothd("image", prob=0.15, sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0)),
+        RandScaleIntensityd("image", prob=0.5, factors=0.12),
+        RandShiftIntensityd("image", prob=0.5, offsets=0.05),
+        RandGaussianNoised("image", prob=0.3, std=0.02),
+    ])
+    transform.set_random_state(seed=seed)
+    return transform
+
+
+def drop_context(image: torch.Tensor, rng: np.random.Generator, prob: float) -> torch.Tensor:
+    """With probability ``prob`` replace the neighbour channels by the centre slice, as for a
+    single-slice input (the paper's PNG slices), so the model does not depend on context."""
+    if image.shape[0] > 1 and rng.random() < prob:
+        centre = image[image.shape[0] // 2]
+        return centre.expand_as(image).clone()
+    return image
