@@ -62,6 +62,7 @@ def plot_bland_altman(
             va="bottom",
             fontsize=9,
             color=colour,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0},
         )
     unit_suffix = f" ({units})" if units else ""
     axes.set_xlabel(f"mean of prediction and truth{unit_suffix}")
