@@ -12,6 +12,7 @@ plugins) -> RescaleSlope/Intercept -> float32 HU -> resample irregular gaps. The
 from __future__ import annotations
 
 import logging
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,17 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     """The dataset without pixel data, or ``None`` when the file is not DICOM."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        struct.error,
+    ):
         return None
 
 

@@ -22,6 +22,7 @@ from spineseg.errors import InputError
 DUPLICATE_TOLERANCE_MM = 0.01
 IRREGULAR_GAP_FRACTION = 0.10
 ABSURD_GAP_FACTOR = 5.0
+TILT_NOTE_DEGREES = 0.5
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -104,6 +105,9 @@ def plan_slices(
     else:
         step_direction = (kept_points[-1] - kept_points[0]) / (positions[-1] - positions[0])
         _check_collinear(source, kept_points, positions, step_direction, min(pixel_spacing))
+        tilt = float(np.degrees(np.arccos(min(1.0, 1.0 / float(np.linalg.norm(step_direction))))))
+        if tilt > TILT_NOTE_DEGREES:
+            notes.append(f"slices are stacked {tilt:.1f} degrees off their normal (gantry tilt): sheared affine")
         targets, step_mm, gap_notes = _regular_targets(source, positions)
         notes.extend(gap_notes)
 

@@ -172,6 +172,22 @@ def test_oblique_series_with_non_unit_slope(tmp_path: Path) -> None:
     assert volume.array.min() == pytest.approx(1000 * 0.5 - 1000.0)
 
 
+def test_gantry_tilt_gives_a_sheared_affine_that_still_places_every_pixel(tmp_path: Path) -> None:
+    folder = tmp_path / "tilted"
+    folder.mkdir()
+    tilt = np.radians(15.0)
+    written = []
+    for n, offset in enumerate([0.0, 2.0, 4.0, 6.0]):
+        # each slice is shifted along the column direction (y) as the gantry tilt does
+        position = np.array([-20.0, -30.0 + offset * np.tan(tilt), 100.0 + offset])
+        stored = _slice_pixels(n)
+        write_ct_file(folder / f"{3 - n}.dcm", stored, position, instance=n + 1)
+        written.append(WrittenSlice(position, stored, 1.0, -1024.0))
+    volume = read_dicom_series(folder)
+    assert_voxels_match(volume, written)
+    assert any("gantry tilt" in n for n in volume.provenance.notes)
+
+
 def test_single_file_path_reads_one_slice(tmp_path: Path) -> None:
     written = write_series(tmp_path / "s", [0.0], thickness=3.0)
     only_file = next((tmp_path / "s").iterdir())
