@@ -339,6 +339,8 @@ def test_text_file_renamed_dcm_is_not_dicom(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a DICOM file") as caught:
         read_dicom_series(fake)
     assert caught.value.source == str(fake)
+    with pytest.raises(InputError, match="not a DICOM file"):
+        load_volume(fake)
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "scan.dcm").write_text("still not an image")

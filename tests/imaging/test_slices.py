@@ -69,6 +69,14 @@ def test_16bit_png_and_tiff(tmp_path: Path) -> None:
     assert volume.provenance.intensity == "scaled"
 
 
+def test_float_tiff_holding_hu_is_kept_as_hu(tmp_path: Path) -> None:
+    hu = np.array([[-1000.0, -50.5, 40.0], [300.0, 1200.25, -900.0]], dtype=np.float32)
+    Image.fromarray(hu, mode="F").save(tmp_path / "hu.tif")
+    volume = read_image_slice(tmp_path / "hu.tif")
+    np.testing.assert_array_equal(volume.array[:, ::-1, 0].T, hu)
+    assert volume.provenance.intensity == "hu"
+
+
 def test_jpeg_grey_levels_survive_within_compression_error(tmp_path: Path) -> None:
     flat = np.full((16, 16), 128, dtype=np.uint8)
     Image.fromarray(flat, mode="L").save(tmp_path / "slice.jpg", quality=95)
