@@ -22,18 +22,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spineseg.errors import InputError
-from spineseg.metrics import (
-    METRIC_KEYS,
-    CaseMetrics,
-    bland_altman,
-    mask_volume_ml,
-    plot_bland_altman,
-    slice_areas_mm2,
-)
+
+if TYPE_CHECKING:
+    from spineseg.metrics import CaseMetrics
+
+# The metrics (scipy, matplotlib) and imaging (torch) packages are imported inside the
+# commands, so that ``spineseg --help`` and the other commands do not pay for them.
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +144,8 @@ def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _metrics_table(acc: CaseMetrics) -> str:
     """Metrics as rows, one column per case (and a mean column for several cases)."""
+    from spineseg.metrics import METRIC_KEYS
+
     rows = acc.rows
     legend = "".join(f"case {i}: {name}\n" for i, (name, _) in enumerate(rows, start=1))
     columns = [result for _, result in rows]
@@ -157,6 +158,8 @@ def _metrics_table(acc: CaseMetrics) -> str:
 
 
 def _write_csv(path: Path, acc: CaseMetrics, truths: Sequence[str]) -> None:
+    from spineseg.metrics import METRIC_KEYS
+
     if not path.parent.is_dir():
         raise InputError(path, f"folder {path.parent} does not exist")
     try:
@@ -171,6 +174,8 @@ def _write_csv(path: Path, acc: CaseMetrics, truths: Sequence[str]) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from spineseg.metrics import CaseMetrics
+
     acc = CaseMetrics()
     for pair in _iter_pairs(args):
         with _memory_guard(Path(pair.name)):
@@ -194,6 +199,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _paired_measurements(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, int]:
     """Prediction and truth measurements (areas in mm² or volumes in mL) and, for slices, how
     many slices were left out because neither mask has spine there."""
+    from spineseg.metrics import mask_volume_ml, slice_areas_mm2
+
     predicted: list[np.ndarray] = []
     true: list[np.ndarray] = []
     skipped = 0
@@ -213,6 +220,8 @@ def _paired_measurements(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarr
 
 
 def run_bland_altman(args: argparse.Namespace) -> int:
+    from spineseg.metrics import bland_altman, plot_bland_altman
+
     output = Path(args.output)
     if not output.parent.is_dir():
         raise InputError(output, f"folder {output.parent} does not exist")
