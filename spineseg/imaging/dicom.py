@@ -277,11 +277,14 @@ def _read_files(
             f"{max_voxels} (SPINESEG_MAX_VOXELS)",
         )
 
-    stack = np.empty((columns, rows, len(plan.kept)), dtype=np.float32)
-    for k, index in enumerate(plan.kept):
-        stack[:, :, k] = _decode_hu(members[index], name_of).T[:, ::-1]
-    if plan.needs_resampling:
-        stack = interpolate_slices(stack, plan.positions_mm, plan.target_positions_mm)
+    try:
+        stack = np.empty((columns, rows, len(plan.kept)), dtype=np.float32)
+        for k, index in enumerate(plan.kept):
+            stack[:, :, k] = _decode_hu(members[index], name_of).T[:, ::-1]
+        if plan.needs_resampling:
+            stack = interpolate_slices(stack, plan.positions_mm, plan.target_positions_mm)
+    except MemoryError as exc:
+        raise InputError(source, f"not enough memory for a {columns}x{rows}x{slice_count} volume") from exc
 
     study = members[0].study_uid
     logger.info("%s: read DICOM series %s, grid %s", source, chosen, stack.shape)
