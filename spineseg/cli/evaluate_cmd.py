@@ -95,8 +95,18 @@ def _memory_guard(path: Path) -> Iterator[None]:
         raise InputError(path, "not enough memory to evaluate this case") from exc
 
 
+def _check_conventions(args: argparse.Namespace) -> None:
+    """Refuse an unknown ``--pred-labels`` / ``--truth-labels`` before reading any file."""
+    from spineseg.imaging.labels import CONVENTIONS
+
+    for option, value in (("--pred-labels", args.pred_labels), ("--truth-labels", args.truth_labels)):
+        if value not in CONVENTIONS:
+            raise InputError(option, f"unknown label convention {value!r}; choose from {', '.join(CONVENTIONS)}")
+
+
 def _iter_pairs(args: argparse.Namespace) -> Iterator[MaskPair]:
     """Load the pairs one at a time (only one case's masks are held in memory)."""
+    _check_conventions(args)
     for pred_path, truth_path in _paired_paths(args.pred, args.truth):
         with _memory_guard(pred_path):
             pair = load_mask_pair(

@@ -176,6 +176,19 @@ def test_bad_prediction_files_name_the_file(tmp_path: Path, capsys: pytest.Captu
         _fails_with(capsys, ["evaluate", "--pred", str(bad), "--truth", str(truth)], str(bad))
 
 
+def test_bad_truth_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, truth = _cubes(tmp_path)
+    missing = tmp_path / "no-truth.nii.gz"
+    _fails_with(capsys, ["evaluate", "--pred", str(pred), "--truth", str(missing)], str(missing))
+    for option in ("--truth-labels", "--pred-labels"):
+        _fails_with(capsys, ["evaluate", "--pred", str(pred), "--truth", str(truth), option, "dicom"], option, "dicom")
+    # a truth whose grid lies 1 m away from the prediction's cannot be aligned
+    far = AFFINE.copy()
+    far[:3, 3] = 1000.0
+    elsewhere = _save(tmp_path / "elsewhere.nii.gz", np.ones((6, 4, 4), dtype=np.uint8), far)
+    _fails_with(capsys, ["evaluate", "--pred", str(pred), "--truth", str(elsewhere)], str(elsewhere))
+
+
 def test_probability_map_as_prediction_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, truth = _cubes(tmp_path)
     probabilities = _save(tmp_path / "prob.nii.gz", np.full((6, 4, 4), 0.3, dtype=np.float32))
