@@ -16,7 +16,7 @@ class InputError(SpineSegError):
 
     def __init__(self, source: object, reason: str) -> None:
         self.source = str(source)
-        self.reason = reason
+        self.reason = " ".join(reason.split())  # one line, whatever a library's message held
         super().__init__(f"{self.source}: {reason}")
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from spineseg.imaging.volume import Provenance, Volume
 
-SHARED_DATA = Path(os.environ.get("SPINESEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SPINESEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 CASES = SHARED_DATA / "cases"
 
 
@@ -25,7 +26,7 @@ def shared_cases() -> Path:
 def make_phantom(shape: tuple[int, int, int] = (48, 40, 24), spacing=(1.5, 1.5, 2.5)) -> tuple[Volume, np.ndarray]:
     """A soft-tissue body (40 HU) in air (-1000 HU) with a bright bone column (700 HU) running
     along the slice axis, plus its exact binary mask."""
-    nx, ny, nz = shape
+    nx, ny, _ = shape
     hu = np.full(shape, -1000.0, dtype=np.float32)
     x, y = np.ogrid[:nx, :ny]
     body = ((x - nx / 2) / (nx * 0.45)) ** 2 + ((y - ny / 2) / (ny * 0.4)) ** 2 <= 1

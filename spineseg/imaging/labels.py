@@ -71,6 +71,13 @@ def detect_convention(path: Path, values: np.ndarray) -> str:
 
 def _read_integer_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     image = open_nifti(path)
+    proxy = image.dataobj
+    unscaled = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+    if np.issubdtype(image.get_data_dtype(), np.integer) and unscaled:  # the common case: no checks needed
+        data = read_nifti_array(path, image, dtype=np.int32)
+        if data.min() < 0:
+            raise InputError(path, f"label map has negative id {int(data.min())}")
+        return data, np.asarray(image.affine, dtype=np.float64)
     data = read_nifti_array(path, image, dtype=np.float32)
     if not np.all(np.isfinite(data)):
         raise InputError(path, "label map contains NaN or infinite values")
