@@ -1,15 +1,65 @@
-"""Settings read from the environment (prefix ``SPINESEG_``), read once and passed in."""
+"""Settings read from the environment (prefix ``SPINESEG_``), read once and passed in.
+
+Variables (all optional; a ``.env`` file in the working directory is read too, real
+environment variables win):
+
+=============================  ==========================================================
+SPINESEG_DATA_DIR              where all state lives: models/, spineseg.db, queue.db,
+                               studies/ (default ``$XDG_DATA_HOME/spineseg`` or
+                               ``~/.local/share/spineseg``)
+SPINESEG_MAX_VOXELS            largest volume we agree to allocate (default 2 Gi voxels)
+SPINESEG_DEVICE                ``auto`` (GPU when present), ``cpu``, ``cuda:1`` ...
+SPINESEG_ENV                   ``development`` (default) or ``production``; production
+                               refuses to start without SPINESEG_SECRET_KEY
+SPINESEG_SECRET_KEY            signs session cookies; >= 32 characters. In development an
+                               unset key is generated once and kept in DATA_DIR/secret_key
+SPINESEG_DATABASE_URL          SQLAlchemy URL (default ``sqlite:///DATA_DIR/spineseg.db``)
+SPINESEG_HOST / SPINESEG_PORT  where ``spineseg serve`` listens (127.0.0.1:8000)
+SPINESEG_MAX_UPLOAD_MB         largest upload (all files of one study together), MB (2048)
+SPINESEG_SECURE_COOKIES        ``1`` behind TLS: session cookie gets the Secure flag
+SPINESEG_SESSION_HOURS         how long a login lasts (12)
+SPINESEG_WORKERS               segmentation jobs run at the same time (1)
+=============================  ==========================================================
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from spineseg.errors import InputError
 
-def default_data_dir() -> Path:
+ENV_PREFIX = "SPINESEG_"
+DEVELOPMENT = "development"
+MIN_SECRET_LENGTH = 32
+WEAK_SECRETS = frozenset({"", "changethis", "secret", "change-me", "changeme"})
+
+
+def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
+    """``KEY=value`` lines of ``path`` whose key starts with ``SPINESEG_`` (comments and
+    blank lines skipped, surrounding quotes removed); empty when the file is absent."""
+    if not path.is_file():
+        return {}
+    found: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key.startswith(ENV_PREFIX):
+            found[key] = value.strip("'\"")
+    return found
+
+
+def _env(name: str, dotenv: dict[str, str], default: str | None = None) -> str | None:
+    return os.environ.get(name, dotenv.get(name, default))
+
+
+def default_data_dir(dotenv: dict[str, str] | None = None) -> Path:
     """``$SPINESEG_DATA_DIR``, else ``$XDG_DATA_HOME/spineseg``, else ``~/.local/share/spineseg``."""
-    explicit = os.environ.get("SPINESEG_DATA_DIR")
+    explicit = _env("SPINESEG_DATA_DIR", dotenv or {})
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME")
@@ -17,27 +67,103 @@ def default_data_dir() -> Path:
     return base / "spineseg"
 
 
+def _int(name: str, dotenv: dict[str, str], default: int) -> int:
+    text = _env(name, dotenv)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise InputError(name, f"expected a whole number, got {text!r}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every tunable of the service in one place.
+    """Every tunable of the service in one place (see the module docstring for the variables).
 
-    data_dir: where all state lives (registry, later database, files, queue).
+    data_dir: where all state lives (registry, database, files, queue).
     max_voxels: the largest volume we agree to allocate (guards against hostile headers).
     device: ``"auto"`` picks CUDA when present, else CPU; or an explicit torch device string.
+    environment: ``"development"`` or anything else (treated as production).
+    secret_key: signs the session cookie; ``None`` = generate/keep one (development only).
+    database_url: SQLAlchemy URL; ``None`` = SQLite at ``data_dir/spineseg.db``.
+    max_upload_bytes: limit on the bytes of one upload request's files.
     """
 
     data_dir: Path
     max_voxels: int = 1024 * 1024 * 2048
     device: str = "auto"
+    environment: str = DEVELOPMENT
+    secret_key: str | None = None
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 2048 * 1024 * 1024
+    secure_cookies: bool = False
+    session_hours: int = 12
+    workers: int = 1
 
     @property
     def registry_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def studies_dir(self) -> Path:
+        return self.data_dir / "studies"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'spineseg.db'}"
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == DEVELOPMENT
+
+    def session_secret(self) -> str:
+        """The key that signs session cookies.
+
+        Raises ``InputError`` outside development when no strong key was configured; in
+        development a missing key is generated once and kept in ``data_dir/secret_key``.
+        """
+        key = self.secret_key
+        if key is not None and key not in WEAK_SECRETS:
+            if len(key) < MIN_SECRET_LENGTH:
+                raise InputError("SPINESEG_SECRET_KEY", f"must be at least {MIN_SECRET_LENGTH} characters")
+            return key
+        if not self.is_development:
+            raise InputError(
+                "SPINESEG_SECRET_KEY",
+                f"must be set to a random value of >= {MIN_SECRET_LENGTH} characters when SPINESEG_ENV is "
+                f"{self.environment!r} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+            )
+        path = self.data_dir / "secret_key"
+        if path.is_file():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        generated = secrets.token_urlsafe(48)
+        path.write_text(generated + "\n")
+        path.chmod(0o600)
+        return generated
+
     @classmethod
     def from_env(cls) -> Settings:
+        dotenv = read_dotenv()
+        secure = (_env("SPINESEG_SECURE_COOKIES", dotenv, "0") or "0").lower() in ("1", "true", "yes")
         return cls(
-            data_dir=default_data_dir(),
-            max_voxels=int(os.environ.get("SPINESEG_MAX_VOXELS", cls.max_voxels)),
-            device=os.environ.get("SPINESEG_DEVICE", "auto"),
+            data_dir=default_data_dir(dotenv),
+            max_voxels=_int("SPINESEG_MAX_VOXELS", dotenv, cls.max_voxels),
+            device=_env("SPINESEG_DEVICE", dotenv, "auto") or "auto",
+            environment=_env("SPINESEG_ENV", dotenv, DEVELOPMENT) or DEVELOPMENT,
+            secret_key=_env("SPINESEG_SECRET_KEY", dotenv),
+            database_url=_env("SPINESEG_DATABASE_URL", dotenv) or None,
+            host=_env("SPINESEG_HOST", dotenv, cls.host) or cls.host,
+            port=_int("SPINESEG_PORT", dotenv, cls.port),
+            max_upload_bytes=_int("SPINESEG_MAX_UPLOAD_MB", dotenv, cls.max_upload_bytes // 2**20) * 2**20,
+            secure_cookies=secure,
+            session_hours=_int("SPINESEG_SESSION_HOURS", dotenv, cls.session_hours),
+            workers=_int("SPINESEG_WORKERS", dotenv, cls.workers),
         )

@@ -11,12 +11,12 @@ import argparse
 import logging
 import sys
 
-from spineseg.cli import evaluate_cmd, models_cmd, segment_cmd, train_cmd
+from spineseg.cli import evaluate_cmd, models_cmd, segment_cmd, serve_cmd, train_cmd, users_cmd
 from spineseg.errors import SpineSegError
 
 log = logging.getLogger("spineseg")
 
-COMMAND_MODULES = (segment_cmd, evaluate_cmd, models_cmd, train_cmd)
+COMMAND_MODULES = (segment_cmd, evaluate_cmd, models_cmd, train_cmd, serve_cmd, users_cmd)
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

@@ -1,0 +1,1 @@
+"""Background work: the segment job and the persistent queue that runs it (Huey, SQLite)."""

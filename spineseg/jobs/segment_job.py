@@ -1,0 +1,150 @@
+"""The segment job: load the study's CT -> segment with the production model -> write the
+outputs (CT and mask as NIfTI, summary, overlays) -> score against the truth when given.
+
+Progress goes to the job row (throttled); a cancel request is noticed at the next progress
+step and stops the job with status ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spineseg.config import Settings
+from spineseg.errors import ModelNotFoundError, SpineSegError
+from spineseg.imaging.io import load_labels, load_volume
+from spineseg.imaging.nifti import write_nifti
+from spineseg.imaging.overlay import write_overlays
+from spineseg.metrics.evaluate import evaluate_masks
+from spineseg.model.inference import segment
+from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
+from spineseg.services.outputs import summary, write_mask
+from spineseg.store.database import Database
+from spineseg.store.files import StudyFiles
+from spineseg.store.models import Job
+from spineseg.store.studies import claim_job, finish_job, get_study, set_progress, store_results
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.5
+# Fractions of the bar each stage ends at.
+LOADED, MODEL_DONE, WRITTEN = 0.1, 0.85, 0.95
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when a cancel was requested."""
+
+
+def json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """Metrics with nan/inf replaced by ``None`` (JSON has neither), numpy scalars as Python."""
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (float, np.floating)):
+            clean[key] = float(value) if math.isfinite(value) else None
+        elif isinstance(value, np.integer):
+            clean[key] = int(value)
+        else:
+            clean[key] = value
+    return clean
+
+
+@dataclass
+class ProgressReporter:
+    """Writes progress to the job row at most every ``PROGRESS_INTERVAL_S`` and raises
+    ``JobCancelled`` when the row says a cancel was requested."""
+
+    database: Database
+    job_id: str
+    _last: float = 0.0
+
+    def report(self, progress: float, stage: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < PROGRESS_INTERVAL_S:
+            return
+        self._last = now
+        with self.database.session() as session:
+            cancel = set_progress(session, job_id=self.job_id, progress=progress, stage=stage)
+        if cancel:
+            raise JobCancelled
+
+    def model_step(self, fraction: float, stage: str) -> None:
+        self.report(LOADED + (MODEL_DONE - LOADED) * fraction, "segmenting")
+
+
+def production_model(registry: Registry) -> RegisteredModel:
+    """The registry's production version, weights verified; ``ModelNotFoundError`` if none."""
+    model = registry.production()
+    if model is None:
+        raise ModelNotFoundError(NO_MODEL_MESSAGE)
+    return model
+
+
+def run_segment_job(job_id: str, *, settings: Settings, database: Database, registry: Registry) -> str:
+    """Run one queued job to the end and return its final status (``skipped`` when it was not
+    queued any more). A bad study or a missing model never raises: the error is stored."""
+    with database.session() as session:
+        if not claim_job(session, job_id=job_id):
+            log.info("job %s is no longer queued; skipped", job_id)
+            return "skipped"
+        job = session.get(Job, job_id)
+        study_id = job.study_id
+    reporter = ProgressReporter(database, job_id)
+    try:
+        _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter)
+    except JobCancelled:
+        status, error = "cancelled", "cancelled while running"
+    except SpineSegError as exc:
+        status, error = "failed", str(exc)
+    except MemoryError:
+        status, error = "failed", "out of memory while segmenting this study"
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.exception("job %s failed", job_id)
+        status, error = "failed", f"internal error ({type(exc).__name__}): {exc}"
+    else:
+        status, error = "done", None
+    with database.session() as session:
+        finish_job(session, job_id=job_id, status=status, error=error)
+    log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+    return status
+
+
+def _segment_study(study_id: str, *, settings: Settings, database: Database, registry: Registry,
+                   reporter: ProgressReporter) -> None:
+    with database.session() as session:
+        study = get_study(session, study_id=study_id)
+        if study is None:
+            raise SpineSegError(f"study {study_id} was deleted")
+        input_path, truth_path = Path(study.input_path), study.truth_path
+    files = StudyFiles.of(settings.studies_dir, study_id)
+    files.clear_outputs()
+    reporter.report(0.02, "loading", force=True)
+    volume = load_volume(input_path)
+    model = production_model(registry)
+    reporter.report(LOADED, "segmenting", force=True)
+    seg = segment(volume, model.path, device=settings.device, progress=reporter.model_step)
+    reporter.report(MODEL_DONE, "writing outputs", force=True)
+    write_nifti(np.clip(volume.array, -32768, 32767), volume.affine, files.ct, dtype=np.int16)
+    write_mask(seg, files.mask)
+    truth_mask = None
+    metrics = None
+    if truth_path is not None:
+        truth_mask = load_labels(truth_path, volume).mask
+        write_nifti(truth_mask, volume.affine, files.truth_on_grid, dtype=np.uint8)
+        reporter.report(WRITTEN, "scoring against the ground truth", force=True)
+        metrics = json_safe(evaluate_masks(seg.mask, truth_mask, volume.spacing))
+    write_overlays(volume, seg.mask, files.overlays, truth=truth_mask)
+    facts = summary(seg) | {"source": Path(volume.provenance.source).name, "model_version": model.id,
+                            "series_uid": volume.provenance.series_uid}
+    if metrics is not None:
+        facts["metrics"] = metrics
+    files.summary.write_text(json.dumps(facts, indent=2) + "\n")
+    with database.session() as session:
+        store_results(session, study_id=study_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml,
+                      summary=facts, metrics=metrics)

@@ -1,0 +1,58 @@
+"""Turn uploaded files into one CT input: a single NIfTI / image / NumPy file, or a DICOM
+series (many files, or a .zip extracted safely), and check that it and the optional ground
+truth can be read before a job is queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spineseg.config import Settings
+from spineseg.errors import InputError
+from spineseg.imaging.archive import extract_zip_safely
+from spineseg.imaging.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NUMPY_SUFFIXES, load_labels, load_volume
+from spineseg.imaging.volume import Volume
+
+ZIP_MAX_FILES = 20000
+SERIES_FOLDER = "series"
+
+
+def input_kind(name: str) -> str:
+    """``nifti``, ``image``, ``numpy`` or ``dicom`` (anything else is read as DICOM)."""
+    lower = name.lower()
+    for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("image", IMAGE_SUFFIXES), ("numpy", NUMPY_SUFFIXES)):
+        if lower.endswith(suffixes):
+            return kind
+    return "dicom"
+
+
+def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -> tuple[Path, str]:
+    """Decide what the uploaded ``files`` (disk path -> client name) are; returns the path to
+    read and its kind. One .zip is extracted to ``input_dir/series``; several files must all
+    be DICOM slices of one series (``InputError`` naming the first that is not)."""
+    if not files:
+        raise InputError("files", "no file was uploaded: choose a DICOM folder, a .zip, a NIfTI or an image")
+    if len(files) == 1:
+        path, name = next(iter(files.items()))
+        if path.stat().st_size == 0:
+            raise InputError(name, "file is empty")
+        if name.lower().endswith(".zip"):
+            target = input_dir / SERIES_FOLDER
+            extract_zip_safely(path, target, max_total_bytes=4 * settings.max_voxels, max_files=ZIP_MAX_FILES)
+            path.unlink()
+            return target, "dicom"
+        return path, input_kind(name)
+    for name in files.values():
+        kind = "zip" if name.lower().endswith(".zip") else input_kind(name)
+        if kind != "dicom":
+            raise InputError(name, f"several files are read as one DICOM series, but this is a {kind} file: "
+                                   "upload a NIfTI, image or zip on its own")
+    return input_dir, "dicom"
+
+
+def check_inputs(input_path: Path, truth_path: Path | None) -> Volume:
+    """Read the CT (and the truth onto its grid) once, so a bad file is refused at upload time
+    with an ``InputError`` naming it, not later as a failed job."""
+    volume = load_volume(input_path)
+    if truth_path is not None:
+        load_labels(truth_path, volume)
+    return volume

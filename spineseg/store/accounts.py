@@ -1,0 +1,108 @@
+"""Users (argon2id password hashes), personal API tokens (stored as SHA-256) and the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spineseg.errors import InputError
+from spineseg.store.models import ROLES, ApiToken, AuditEvent, User
+
+TOKEN_PREFIX = "sst_"
+MIN_PASSWORD_LENGTH = 8
+USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended cost
+# A hash to verify against when the user does not exist, so a wrong username costs as long as
+# a wrong password (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _check_username(username: str) -> str:
+    if not (1 <= len(username) <= 64) or not set(username) <= USERNAME_CHARS:
+        raise InputError("username", f"{username!r} must be 1-64 letters, digits or . _ - @")
+    return username
+
+
+def create_user(session: Session, *, username: str, password: str, role: str) -> User:
+    """A new active user; ``InputError`` for a taken name, unknown role or short password."""
+    _check_username(username)
+    if role not in ROLES:
+        raise InputError("role", f"{role!r} is not a role; choose one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InputError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if get_user(session, username=username) is not None:
+        raise InputError("username", f"user {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, *, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def get_user_by_id(session: Session, *, user_id: int) -> User | None:
+    user = session.get(User, user_id)
+    return user if user is not None and user.active else None
+
+
+def authenticate(session: Session, *, username: str, password: str) -> User | None:
+    """The active user with this name and password, else ``None`` (same cost either way)."""
+    user = get_user(session, username=username)
+    if user is None or not user.active:
+        password_matches(_DUMMY_HASH, password)
+        return None
+    if not password_matches(user.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, *, username: str, name: str = "") -> tuple[ApiToken, str]:
+    """A new token for ``username``; returns the row and the secret (shown once, never stored)."""
+    user = get_user(session, username=username)
+    if user is None:
+        raise InputError("username", f"no user named {username!r}")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, token_sha256=_token_digest(secret), prefix=secret[:10], name=name[:100])
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def user_for_token(session: Session, *, token: str) -> User | None:
+    """The active owner of an unrevoked token, else ``None``; records when it was last used."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == _token_digest(token)))
+    if row is None or row.revoked or not row.user.active:
+        return None
+    row.last_used_at = datetime.now(UTC)
+    return row.user
+
+
+def record(session: Session, *, username: str | None, action: str, target: str = "", detail: str = "") -> None:
+    """Append one audit event (committed with the caller's session)."""
+    session.add(AuditEvent(username=username, action=action, target=target[:255], detail=detail))

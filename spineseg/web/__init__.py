@@ -1,0 +1,1 @@
+"""The web service: FastAPI app (JSON API + server-rendered pages), auth, templates, static files."""

@@ -1,0 +1,104 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI app with its database
+(migrated at start), model registry, job queue with worker threads, sessions and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.sessions import SessionMiddleware
+
+from spineseg.config import Settings
+from spineseg.jobs.queue import JobQueue
+from spineseg.registry import open_registry
+from spineseg.store.database import open_database
+from spineseg.web.deps import AppServices, CurrentUser
+from spineseg.web.errors import install_error_handlers
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SESSION_COOKIE = "spineseg_session"
+NIIVUE_VERSION = "0.69.0"
+
+
+def build_services(settings: Settings) -> AppServices:
+    """Open (and migrate) the database, the registry and the queue for ``settings``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(settings.sqlalchemy_url)
+    registry = open_registry(settings)
+    return AppServices(settings, database, registry, JobQueue(settings, database, registry))
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
+    templates.env.globals["niivue_file"] = f"vendor/niivue-{NIIVUE_VERSION}.min.js"
+    return templates
+
+
+def _add_docs(app: FastAPI) -> None:
+    """OpenAPI document and Swagger UI, for logged-in users and token holders only."""
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(_user: CurrentUser) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(_user: CurrentUser) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="SpineSeg API")
+
+
+def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
+    """The SpineSeg web app. ``start_workers=False`` leaves jobs queued (for tests of the queue
+    itself); the session secret is checked here, so a bad production set-up fails at start."""
+    settings = Settings.from_env() if settings is None else settings
+    secret = settings.session_secret()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        if start_workers:
+            services.queue.start()
+        log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
+        try:
+            yield
+        finally:
+            services.queue.stop()
+            services.database.dispose()
+
+    app = FastAPI(
+        title="SpineSeg",
+        summary="Spine segmentation in CT: upload, segment, view, score and download.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served below, behind the login like every other page
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=int(timedelta(hours=settings.session_hours).total_seconds()),
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.state.templates = make_templates()
+    install_error_handlers(app)
+
+    from spineseg.web.routes import api, downloads, pages
+
+    app.include_router(api.router)
+    app.include_router(downloads.router)
+    app.include_router(pages.router)
+    _add_docs(app)
+    app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
+    return app

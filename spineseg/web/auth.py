@@ -1,0 +1,112 @@
+"""Who is asking and what they may do.
+
+A request is authenticated by ``Authorization: Bearer <personal token>`` (scripts) or by the
+signed session cookie set at login (browsers). Cookie-authenticated requests that change
+something must carry the session's CSRF token, as the ``csrf_token`` form field or the
+``X-CSRF-Token`` header; token-authenticated requests need none (a browser never sends a
+bearer token on its own).
+
+Roles and what they allow:
+
+==========  ==================================================
+viewer      see studies, results and downloads
+clinician   + upload, segment, cancel and delete studies
+researcher  + evaluation across studies
+admin       + user administration
+==========  ==================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from spineseg.store.accounts import get_user_by_id, user_for_token
+from spineseg.store.models import User
+
+SESSION_USER = "user_id"
+SESSION_CSRF = "csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "view": frozenset({"viewer", "clinician", "researcher", "admin"}),
+    "upload": frozenset({"clinician", "researcher", "admin"}),
+    "evaluate": frozenset({"researcher", "admin"}),
+    "admin": frozenset({"admin"}),
+}
+
+
+class NotAuthenticated(Exception):
+    """No valid credentials came with the request."""
+
+
+class Forbidden(Exception):
+    """Authenticated, but the role does not allow the action (or the CSRF token is wrong)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated user and how they authenticated (``token`` or ``session``)."""
+
+    user_id: int
+    username: str
+    role: str
+    via: str
+
+    def may(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, created on first use."""
+    token = request.session.get(SESSION_CSRF)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session[SESSION_CSRF] = token
+    return token
+
+
+def csrf_matches(request: Request, supplied: str | None) -> bool:
+    expected = request.session.get(SESSION_CSRF)
+    return bool(expected and supplied and hmac.compare_digest(expected, supplied))
+
+
+def log_in(request: Request, user: User) -> None:
+    """Start a fresh session for ``user`` (old session data dropped: no fixation)."""
+    request.session.clear()
+    request.session[SESSION_USER] = user.id
+    request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
+
+
+def log_out(request: Request) -> None:
+    request.session.clear()
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def principal_from_request(request: Request, session: Session) -> Principal | None:
+    """The caller, or ``None`` when the request carries no valid credentials. A bearer header
+    that does not match a token is an explicit failure, not a fallback to the cookie."""
+    token = bearer_token(request)
+    if token is not None:
+        user = user_for_token(session, token=token)
+        return None if user is None else Principal(user.id, user.username, user.role, "token")
+    user_id = request.session.get(SESSION_USER)
+    if not isinstance(user_id, int):
+        return None
+    user = get_user_by_id(session, user_id=user_id)
+    return None if user is None else Principal(user.id, user.username, user.role, "session")

@@ -1,0 +1,1 @@
+"""Routers: ``api`` (JSON under /api), ``downloads`` (study files), ``pages`` (HTML)."""

@@ -1,0 +1,224 @@
+"""The JSON API under ``/api``: health, studies (upload, list, read, delete), jobs (status,
+cancel) and evaluation. File downloads live in ``downloads``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.registry import NO_MODEL_MESSAGE
+from spineseg.services.ingest import arrange_input, check_inputs
+from spineseg.store import accounts
+from spineseg.store.files import StudyFiles
+from spineseg.store.models import Job, Study
+from spineseg.store.studies import (
+    StudyFilter,
+    create_job,
+    create_study,
+    delete_study,
+    get_job,
+    get_study,
+    list_studies,
+    new_id,
+    queue_position,
+    request_cancel,
+)
+from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.uploads import receive_upload
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                          "description": "the CT: many DICOM files of one series, or one .zip / NIfTI / "
+                                         "PNG/JPEG/TIFF / .npy file"},
+                "truth": {"type": "string", "format": "binary",
+                          "description": "optional ground-truth label map (NIfTI) on the CT"},
+            },
+        }}},
+    }
+}
+
+
+def job_json(session: Any, job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "study_id": job.study_id,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "stage": job.stage,
+        "error": job.error,
+        "queue_position": queue_position(session, job=job),
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, Any]:
+    job = study.latest_job
+    base = f"/api/studies/{study.id}"
+    data: dict[str, Any] = {
+        "id": study.id,
+        "name": study.name,
+        "created_at": study.created_at.isoformat(),
+        "input_kind": study.input_kind,
+        "has_truth": study.has_truth,
+        "owner": study.owner.username if study.owner else None,
+        "model_id": study.model_id,
+        "spine_volume_ml": study.spine_volume_ml,
+        "dice": study.dice,
+        "job": job_json(session, job) if job else None,
+    }
+    if full:
+        done = job is not None and job.status == "done"
+        data["summary"] = study.summary
+        data["metrics"] = study.metrics
+        data["downloads"] = {
+            "mask": f"{base}/mask.nii.gz", "ct": f"{base}/ct.nii.gz", "summary": f"{base}/summary.json",
+            "overlays": f"{base}/overlays.zip", "mesh": f"{base}/mesh.stl",
+            "seg": f"{base}/seg.dcm" if study.input_kind == "dicom" else None,
+            "truth": f"{base}/truth.nii.gz" if study.has_truth else None,
+        } if done else None
+    return data
+
+
+@router.get("/health", summary="Liveness and whether a production model is installed (no auth)")
+def health(services: Services) -> dict[str, Any]:
+    return {"status": "ok", "production_model": services.registry.production_id(),
+            "queued": services.queue.pending()}
+
+
+def _public(text: str, files: StudyFiles) -> str:
+    """Error text without the server's folders: upload paths become the uploaded names."""
+    for folder in (files.input_dir, files.truth_dir, files.root):
+        text = text.replace(str(folder) + "/", "")
+    return text
+
+
+@router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA,
+             summary="Upload a CT (and optional ground truth); queues a segment job")
+async def upload_study(request: Request, user: Uploader, services: Services) -> JSONResponse:
+    if services.registry.production_id() is None:
+        raise ModelNotFoundError(NO_MODEL_MESSAGE)
+    settings = services.settings
+    study_id = new_id()
+    files = StudyFiles.of(settings.studies_dir, study_id)
+    files.create()
+    try:
+        received = await receive_upload(request, files.input_dir, files.truth_dir, settings.max_upload_bytes)
+        input_path, kind = await run_in_threadpool(arrange_input, received.files, files.input_dir, settings)
+        truth_path = received.truth[0] if received.truth else None
+        try:
+            await run_in_threadpool(check_inputs, input_path, None)
+        except InputError as exc:
+            exc.field = "files"
+            raise
+        if truth_path is not None:
+            try:
+                volume = await run_in_threadpool(check_inputs, input_path, truth_path)
+            except InputError as exc:
+                exc.field = "truth"
+                raise
+            del volume
+    except InputError as exc:
+        files.delete()
+        exc.source = _public(exc.source, files)
+        exc.reason = _public(exc.reason, files)
+        raise
+    except BaseException:
+        files.delete()
+        raise
+    names = sorted(received.files.values())
+    name = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} files)"
+    with services.database.session() as session:
+        create_study(session, study_id=study_id, owner_id=user.user_id, name=name, input_kind=kind,
+                     input_path=str(input_path), truth_path=str(truth_path) if truth_path else None)
+        job = create_job(session, study_id=study_id)
+        job_id = job.id
+        accounts.record(session, username=user.username, action="upload", target=study_id,
+                        detail=f"{len(received.files)} file(s), {received.total_bytes} bytes")
+    services.queue.enqueue_segment(job_id)
+    return JSONResponse({"study_id": study_id, "job_id": job_id}, status_code=202,
+                        headers={"Location": f"/api/jobs/{job_id}"})
+
+
+def _parse_date(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(name, f"expected a date like 2026-11-24, got {value!r}") from exc
+
+
+@router.get("/studies", summary="List studies, newest first, with optional filters")
+def studies(
+    _user: CurrentUser,
+    session: DbSession,
+    q: Annotated[str | None, Query(description="text in the name or the start of the id")] = None,
+    status: Annotated[str | None, Query(description="queued, running, done, failed or cancelled")] = None,
+    model: Annotated[str | None, Query(description="model version id")] = None,
+    date_from: Annotated[str | None, Query(description="ISO date")] = None,
+    date_to: Annotated[str | None, Query(description="ISO date")] = None,
+    with_truth: bool | None = None,
+) -> list[dict[str, Any]]:
+    filters = StudyFilter(search=q or None, status=status or None, model_id=model or None,
+                          created_from=_parse_date(date_from, "date_from"),
+                          created_to=_parse_date(date_to, "date_to"), with_truth=with_truth)
+    return [study_json(session, s, full=False) for s in list_studies(session, filters=filters)]
+
+
+def load_study(session: Any, study_id: str) -> Study:
+    study = get_study(session, study_id=study_id)
+    if study is None:
+        raise HTTPException(404, f"no study with id {study_id!r}")
+    return study
+
+
+@router.get("/studies/{study_id}", summary="A study: its job, summary and metrics (with a truth)")
+def study(study_id: str, _user: CurrentUser, session: DbSession) -> dict[str, Any]:
+    return study_json(session, load_study(session, study_id))
+
+
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs")
+def remove_study(study_id: str, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
+    study = load_study(session, study_id)
+    for job in study.jobs:
+        request_cancel(session, job_id=job.id)
+    delete_study(session, study_id=study_id)
+    accounts.record(session, username=user.username, action="delete", target=study_id)
+    session.commit()
+    StudyFiles.of(services.settings.studies_dir, study_id).delete()
+    return {"deleted": study_id}
+
+
+@router.get("/jobs/{job_id}", summary="Status of a job: queued|running|done|failed|cancelled, progress 0..1")
+def job_status(job_id: str, _user: CurrentUser, session: DbSession) -> dict[str, Any]:
+    job = get_job(session, job_id=job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return job_json(session, job)
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+def cancel_job(job_id: str, user: Uploader, session: DbSession) -> dict[str, Any]:
+    status = request_cancel(session, job_id=job_id)
+    if status is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    accounts.record(session, username=user.username, action="cancel", target=job_id)
+    job = get_job(session, job_id=job_id)
+    return job_json(session, job) | {"cancel_requested": True}

@@ -1,0 +1,7 @@
+"""HTML pages (placeholder until the page step)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)

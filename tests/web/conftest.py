@@ -1,0 +1,31 @@
+"""Fixtures for the web tests: a data directory with a production model, the real app in a
+TestClient (worker threads running), and tokens for each role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spineseg.config import Settings
+from spineseg.web.app import create_app
+from tests.web.web_helpers import add_user, make_settings, register_test_model
+
+
+@dataclass
+class WebEnv:
+    settings: Settings
+    client: TestClient
+    tokens: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def web_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
+    """One app per test module (start-up costs a migration and a model registration)."""
+    settings = make_settings(tmp_path_factory.mktemp("web-data"), max_upload_bytes=64 * 2**20)
+    register_test_model(settings)
+    tokens = {role: add_user(settings, role, role) for role in ("viewer", "clinician", "researcher", "admin")}
+    with TestClient(create_app(settings)) as client:
+        yield WebEnv(settings, client, tokens)

@@ -1,0 +1,176 @@
+"""The JSON API end to end on the real app: upload, job status, results, downloads, refusals."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from spineseg.imaging.io import load_volume
+from tests.conftest import make_phantom
+from tests.web.conftest import WebEnv
+from tests.web.web_helpers import bearer
+
+JOB_TIMEOUT_S = 120
+
+
+def wait_for_job(env: WebEnv, job_id: str, token: str) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = env.client.get(f"/api/jobs/{job_id}", headers=bearer(token)).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s: {job}")
+
+
+def dicom_parts(folder: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (f"dicom/{p.name}", p.read_bytes(), "application/dicom")) for p in sorted(folder.iterdir())]
+
+
+def phantom_nifti(tmp_path: Path) -> tuple[bytes, bytes]:
+    volume, mask = make_phantom()
+    ct = nib.Nifti1Image(volume.array, volume.affine)
+    truth = nib.Nifti1Image(mask, volume.affine)
+    nib.save(ct, str(tmp_path / "ct.nii.gz"))
+    nib.save(truth, str(tmp_path / "truth.nii.gz"))
+    return (tmp_path / "ct.nii.gz").read_bytes(), (tmp_path / "truth.nii.gz").read_bytes()
+
+
+def test_health_needs_no_login_and_names_the_model(web_env: WebEnv) -> None:
+    response = web_env.client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json()["production_model"] == "test-untrained"
+
+
+def test_dicom_folder_upload_segments_on_the_input_grid(web_env: WebEnv, shared_cases: Path) -> None:
+    token = web_env.tokens["clinician"]
+    folder = shared_cases / "ts-dicom-thorax" / "dicom"
+    response = web_env.client.post("/api/studies", files=dicom_parts(folder), headers=bearer(token))
+    assert response.status_code == 202, response.text
+    ids = response.json()
+    job = wait_for_job(web_env, ids["job_id"], token)
+    assert job["status"] == "done", job
+    assert job["progress"] == 1.0
+
+    study = web_env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).json()
+    assert study["input_kind"] == "dicom" and study["model_id"] == "test-untrained"
+    assert study["summary"]["shape"] == [512, 512, 20]
+
+    mask_response = web_env.client.get(study["downloads"]["mask"], headers=bearer(token))
+    assert mask_response.status_code == 200
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(mask_response.content))
+    reference = load_volume(folder)
+    assert mask.shape == reference.shape
+    np.testing.assert_allclose(mask.affine, reference.affine, atol=1e-4)
+
+    seg = web_env.client.get(study["downloads"]["seg"], headers=bearer(token))
+    assert seg.status_code == 200, seg.text
+    dataset = pydicom.dcmread(io.BytesIO(seg.content))
+    assert dataset.Modality == "SEG"
+    assert int(dataset.NumberOfFrames) == 20
+    source_uids = {pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
+                   for p in folder.iterdir()}
+    referenced = {item.ReferencedSOPInstanceUID
+                  for item in dataset.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == source_uids
+
+    overlays = web_env.client.get(study["downloads"]["overlays"], headers=bearer(token))
+    assert overlays.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(overlays.content)).namelist()
+    assert names and all(n.endswith(".png") for n in names)
+
+    summary = web_env.client.get(study["downloads"]["summary"], headers=bearer(token)).json()
+    assert summary["model_version"] == "test-untrained"
+
+
+def test_nifti_with_truth_reports_metrics_and_no_dicom_seg(web_env: WebEnv, tmp_path: Path) -> None:
+    token = web_env.tokens["researcher"]
+    ct, truth = phantom_nifti(tmp_path)
+    response = web_env.client.post(
+        "/api/studies",
+        files=[("files", ("phantom.nii.gz", ct, "application/gzip")), ("truth", ("truth.nii.gz", truth, "x"))],
+        headers=bearer(token),
+    )
+    assert response.status_code == 202, response.text
+    ids = response.json()
+    assert wait_for_job(web_env, ids["job_id"], token)["status"] == "done"
+    study = web_env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).json()
+    metrics = study["metrics"]
+    for key in ("dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "tp", "tn", "fp", "fn"):
+        assert key in metrics
+    _volume, true_mask = make_phantom()
+    assert metrics["tp"] + metrics["fn"] == int(true_mask.sum())
+    assert metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"] == true_mask.size
+
+    seg = web_env.client.get(f"/api/studies/{ids['study_id']}/seg.dcm", headers=bearer(token))
+    assert seg.status_code == 404
+    assert "not DICOM" in seg.json()["detail"]
+    truth_file = web_env.client.get(study["downloads"]["truth"], headers=bearer(token))
+    assert truth_file.status_code == 200
+
+
+def test_bad_file_is_refused_naming_it(web_env: WebEnv) -> None:
+    response = web_env.client.post(
+        "/api/studies", files=[("files", ("broken.nii.gz", b"this is not a nifti file", "x"))],
+        headers=bearer(web_env.tokens["clinician"]))
+    assert response.status_code == 422
+    body = response.json()
+    assert "broken.nii.gz" in body["detail"] and body["field"] == "files"
+    assert str(web_env.settings.data_dir) not in json.dumps(body)
+
+
+def test_bad_truth_is_refused_naming_the_truth_field(web_env: WebEnv, tmp_path: Path) -> None:
+    ct, _truth = phantom_nifti(tmp_path)
+    response = web_env.client.post(
+        "/api/studies",
+        files=[("files", ("ct.nii.gz", ct, "x")), ("truth", ("labels.nii.gz", b"garbage", "x"))],
+        headers=bearer(web_env.tokens["clinician"]))
+    assert response.status_code == 422
+    assert response.json()["field"] == "truth" and "labels.nii.gz" in response.json()["detail"]
+
+
+def test_no_files_is_a_clear_error(web_env: WebEnv) -> None:
+    response = web_env.client.post("/api/studies", data={"note": "x"}, files=[("truth", ("", b"", "x"))],
+                                   headers=bearer(web_env.tokens["clinician"]))
+    assert response.status_code == 422
+    assert "no file was uploaded" in response.json()["detail"]
+
+
+def test_upload_past_the_limit_is_413_and_leaves_nothing(web_env: WebEnv) -> None:
+    big = b"\0" * (web_env.settings.max_upload_bytes + 1024)
+    response = web_env.client.post("/api/studies", files=[("files", ("big.nii.gz", big, "x"))],
+                                   headers=bearer(web_env.tokens["clinician"]))
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+    studies_dir = web_env.settings.studies_dir
+    leftovers = [p for p in studies_dir.iterdir()] if studies_dir.exists() else []
+    listed = {s["id"] for s in web_env.client.get("/api/studies", headers=bearer(web_env.tokens["viewer"])).json()}
+    assert {p.name for p in leftovers} <= listed
+
+
+@pytest.mark.parametrize("path", ["/api/studies", "/api/jobs/abc", "/api/studies/abc/mask.nii.gz", "/docs"])
+def test_anonymous_requests_are_refused(web_env: WebEnv, path: str) -> None:
+    response = web_env.client.get(path)
+    assert response.status_code == 401
+
+
+def test_wrong_token_is_refused(web_env: WebEnv) -> None:
+    assert web_env.client.get("/api/studies", headers=bearer("sst_not-a-token")).status_code == 401
+
+
+def test_viewer_cannot_upload_but_can_list(web_env: WebEnv, tmp_path: Path) -> None:
+    ct, _truth = phantom_nifti(tmp_path)
+    token = web_env.tokens["viewer"]
+    response = web_env.client.post("/api/studies", files=[("files", ("ct.nii.gz", ct, "x"))], headers=bearer(token))
+    assert response.status_code == 403
+    assert "viewer" in response.json()["detail"]
+    assert web_env.client.get("/api/studies", headers=bearer(token)).status_code == 200

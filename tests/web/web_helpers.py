@@ -1,0 +1,46 @@
+"""Building a real data directory for web tests: an untrained model registered as production
+(segmentation quality is not what these tests check), users, tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spineseg.config import Settings
+from spineseg.model.card import CARD_FILE, ModelCard
+from spineseg.model.network import DEFAULT_ARCHITECTURE, build_network, save_weights
+from spineseg.registry import Registry
+from spineseg.store import accounts
+from spineseg.store.database import open_database
+
+PASSWORD = "correct horse battery"
+
+
+def make_settings(data_dir: Path, **changes: object) -> Settings:
+    values = {"secret_key": "t" * 40, "device": "cpu"} | changes
+    return Settings(data_dir=data_dir, **values)  # type: ignore[arg-type]
+
+
+def register_test_model(settings: Settings) -> str:
+    """An untrained network with the default architecture, registered as production."""
+    folder = settings.data_dir / "untrained-model"
+    network = build_network(DEFAULT_ARCHITECTURE)
+    save_weights(network, folder / "weights.safetensors")
+    card = ModelCard(id="test-untrained", architecture=DEFAULT_ARCHITECTURE)
+    (folder / CARD_FILE).write_text(card.to_json())
+    registry = Registry(settings.registry_dir)
+    settings.registry_dir.mkdir(parents=True, exist_ok=True)
+    return registry.register(folder / "weights.safetensors", card, make_production=True, actor="test").id
+
+
+def add_user(settings: Settings, username: str, role: str) -> str:
+    """Create ``username`` with ``PASSWORD`` and return a fresh API token for them."""
+    database = open_database(settings.sqlalchemy_url)
+    with database.session() as session:
+        accounts.create_user(session, username=username, password=PASSWORD, role=role)
+        _row, token = accounts.create_token(session, username=username)
+    database.dispose()
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
