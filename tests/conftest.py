@@ -42,3 +42,44 @@ def make_phantom(shape: tuple[int, int, int] = (48, 40, 24), spacing=(1.5, 1.5, 
 @pytest.fixture
 def phantom() -> tuple[Volume, np.ndarray]:
     return make_phantom()
+
+
+TINY_ARCHITECTURE = {
+    "name": "monai.UNet",
+    "spatial_dims": 2,
+    "in_channels": 3,
+    "out_channels": 1,
+    "channels": [4, 8, 16],
+    "strides": [2, 2],
+    "num_res_units": 1,
+}
+
+
+def make_model_folder(folder: Path, *, model_id: str = "tiny-untrained", seed: int = 0) -> Path:
+    """A real (untrained, tiny) model folder: weights.safetensors + card.json."""
+    import torch
+
+    from spineseg.model.card import ModelCard
+    from spineseg.model.network import build_network, save_weights
+
+    torch.manual_seed(seed)
+    save_weights(build_network(TINY_ARCHITECTURE), folder / "weights.safetensors")
+    card = ModelCard(id=model_id, architecture=dict(TINY_ARCHITECTURE), spacing_mm=(1.5, 1.5, 2.5))
+    (folder / "card.json").write_text(card.to_json())
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return make_model_folder(tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def empty_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SPINESEG_DATA_DIR pointing at an empty folder, and no shipped default model."""
+    import spineseg.registry.lookup as lookup
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("SPINESEG_DATA_DIR", str(data))
+    monkeypatch.setattr(lookup, "shipped_default_dir", lambda: tmp_path / "no-default-model")
+    return data

@@ -125,7 +125,12 @@ def _choose_series(source: str, groups: dict[str, list[SliceHeader]], series_uid
             if len(modalities) == 1:
                 raise InputError(source, f"modality {modalities[0]} is not CT")
             raise InputError(source, f"no CT series found (modalities present: {', '.join(modalities)})")
-        chosen = max(sorted(ct), key=lambda uid: sum(h.is_image for h in ct[uid]))
+        sizes = {uid: sum(h.is_image for h in members) for uid, members in ct.items()}
+        ranked = sorted(sizes, key=lambda uid: (-sizes[uid], uid))
+        if len(ranked) > 1 and sizes[ranked[0]] == sizes[ranked[1]]:
+            tied = "; ".join(_describe(uid, ct[uid]) for uid in ranked if sizes[uid] == sizes[ranked[0]])
+            raise InputError(source, f"several CT series of the same size, choose one with --series-uid: {tied}")
+        chosen = ranked[0]
     members = groups[chosen]
     if members[0].modality != "CT":
         raise InputError(source, f"modality {members[0].modality} is not CT (series {chosen})")

@@ -52,6 +52,7 @@ class TrainConfig:
     bf16: bool = False
     device: str = "auto"
     threads: int = 0
+    architecture: dict | None = None  # for training from scratch; None = DEFAULT_ARCHITECTURE
 
 
 @dataclass
@@ -207,7 +208,8 @@ def train(
         if tuple(card.spacing_mm) != tuple(attrs["spacing_mm"]):
             raise ValueError(f"dataset spacing {attrs['spacing_mm']} differs from the base model's {card.spacing_mm}")
     else:
-        card = ModelCard(id="", architecture=dict(DEFAULT_ARCHITECTURE), spacing_mm=attrs["spacing_mm"])
+        architecture = dict(config.architecture or DEFAULT_ARCHITECTURE)
+        card = ModelCard(id="", architecture=architecture, spacing_mm=attrs["spacing_mm"])
         network = build_network(card.architecture)
     card.id, card.metrics, card.weights_sha256, card.created = "", {}, None, None
     card.hyperparameters = asdict(config)
@@ -255,9 +257,9 @@ def train(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                losses.append(float(loss))
+                losses.append(loss.detach().item())
                 if callback:
-                    callback(TrainEvent(epoch, epoch * config.steps_per_epoch + step + 1, total_steps, float(loss)))
+                    callback(TrainEvent(epoch, epoch * config.steps_per_epoch + step + 1, total_steps, losses[-1]))
                 if stop.stop:
                     break
             if stop.stop:

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from spineseg.errors import ModelNotFoundError
+from spineseg.imaging.volume import Volume
+from spineseg.model.inference import LoadedModel, predict_model_grid, segment
+from spineseg.model.postprocess import remove_small_components
+from spineseg.model.preprocess import normalise_hu, pad_to_multiple, prepare_volume, slice_stack
+from tests.conftest import make_phantom
+
+
+def test_segmentation_lies_on_the_input_grid_in_any_orientation(tiny_model: Path) -> None:
+    phantom, _ = make_phantom(shape=(40, 36, 12), spacing=(0.8, 0.8, 3.0))
+    ornt = np.array([[2, -1], [0, 1], [1, -1]])  # stored in a scrambled axis order
+    array = nib.orientations.apply_orientation(phantom.array, ornt)
+    affine = phantom.affine @ nib.orientations.inv_ornt_aff(ornt, phantom.shape)
+    volume = Volume(np.ascontiguousarray(array), affine)
+    seg = segment(volume, tiny_model)
+    assert seg.mask.shape == volume.shape and seg.mask.dtype == np.uint8
+    assert seg.probabilities.shape == volume.shape
+    assert seg.probabilities.min() >= 0.0 and seg.probabilities.max() <= 1.0
+    assert seg.model_id == "tiny-untrained"
+    assert set(seg.timings) == {"preprocess", "model", "postprocess", "total"}
+
+
+def test_probabilities_return_to_the_voxels_they_came_from(tiny_model: Path) -> None:
+    # A network that answers "the input's centre channel" must give back the normalised image.
+    loaded = LoadedModel.from_folder(tiny_model)
+
+    class Identity(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.logit(x[:, 1:2].clamp(1e-4, 1 - 1e-4))
+
+    loaded.network = Identity()
+    phantom, _mask = make_phantom(shape=(60, 50, 20), spacing=(1.5, 1.5, 2.5))
+    seg = segment(phantom, loaded)
+    expected = normalise_hu(phantom.array, loaded.card.window_hu)
+    assert np.abs(seg.probabilities - expected)[2:-2, 2:-2].max() < 1e-3
+
+
+def test_slice_stack_replicates_edges_and_orders_channels() -> None:
+    image = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    stack = slice_stack(image, np.array([0, 2]), context=1).numpy()
+    assert stack.shape == (2, 3, 2, 2)
+    np.testing.assert_array_equal(stack[0, 0], image[:, :, 0])  # below slice 0: replicated
+    np.testing.assert_array_equal(stack[0, 2], image[:, :, 1])
+    np.testing.assert_array_equal(stack[1, 2], image[:, :, 2])  # above the last: replicated
+
+
+def test_pad_to_multiple() -> None:
+    padded, size = pad_to_multiple(torch.ones(1, 3, 17, 32), 16)
+    assert padded.shape == (1, 3, 32, 32) and size == (17, 32)
+
+
+def test_prepare_volume_resamples_to_the_model_spacing() -> None:
+    phantom, _ = make_phantom(shape=(60, 60, 10), spacing=(0.75, 0.75, 5.0))
+    prepared = prepare_volume(phantom, (1.5, 1.5, 2.5), (-1000, 2000))
+    assert prepared.image.shape == (30, 30, 20)
+    assert prepared.image.min() >= 0 and prepared.image.max() <= 1
+
+
+def test_batches_do_not_change_the_result(tiny_model: Path) -> None:
+    loaded = LoadedModel.from_folder(tiny_model)
+    image = np.random.default_rng(0).random((32, 32, 9)).astype(np.float32)
+    one = predict_model_grid(loaded, image, batch_size=1)
+    many = predict_model_grid(loaded, image, batch_size=4)
+    np.testing.assert_allclose(one, many, atol=1e-5)
+
+
+def test_small_components_are_dropped_but_the_largest_kept() -> None:
+    mask = np.zeros((30, 30, 30), dtype=bool)
+    mask[2:22, 2:22, 2:22] = True  # 8000 voxels
+    mask[26, 26, 26] = True  # a speck
+    mask[25:29, 2:6, 2:6] = True  # 64 voxels: 0.8% of the largest
+    out = remove_small_components(mask, voxel_ml=0.001, min_ml=0.01)
+    assert out[5, 5, 5] and not out[26, 26, 26] and not out[26, 3, 3]
+    only_speck = np.zeros_like(mask)
+    only_speck[3, 3, 3] = True
+    assert remove_small_components(only_speck, voxel_ml=0.001, min_ml=1.0).sum() == 1
+
+
+def test_no_model_installed_says_so(empty_data_dir: Path) -> None:
+    phantom, _ = make_phantom()
+    with pytest.raises(ModelNotFoundError, match="no trained model is installed"):
+        segment(phantom)

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from spineseg.model.card import sha256_file
+from spineseg.model.train import TrainConfig, TrainEvent
+from spineseg.registry import open_registry
+from spineseg.services.training import train_version
+from tests.conftest import TINY_ARCHITECTURE
+
+TINY = {"epochs": 2, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 48, "lr": 1e-2, "warmup_steps": 2,
+        "architecture": TINY_ARCHITECTURE}
+
+
+def test_loss_decreases_and_versions_chain_parents(phantom_dataset: Path, empty_data_dir: Path) -> None:
+    losses: list[float] = []
+    epochs: list[TrainEvent] = []
+
+    def collect(event: TrainEvent) -> None:
+        (losses if event.kind == "step" else epochs).append(event.loss if event.kind == "step" else event)
+
+    registry = open_registry()
+    first, _result = train_version(phantom_dataset, "scratch", TrainConfig(**TINY), out_version="first",
+                                  registry=registry, callback=collect)
+    assert len(losses) == 20 and len(epochs) == 2
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert first.id == "first" and first.card.parent_id is None
+    assert first.card.weights_sha256 == sha256_file(first.path / "weights.safetensors")
+    assert 0.0 <= first.card.metrics["val_dice"] <= 1.0
+    assert first.card.dataset["split"] == {"P0": "train", "P1": "train", "P2": "val"}
+    assert registry.production() is None  # a new version is never production by itself
+
+    second, _ = train_version(phantom_dataset, "first", TrainConfig(**TINY | {"epochs": 1}), out_version="second",
+                              registry=registry)
+    assert second.card.parent_id == "first"
+    assert second.card.architecture == first.card.architecture
+    assert [v.id for v in registry.list_versions()] == ["first", "second"]
+
+
+def test_sigterm_leaves_the_registry_untouched_and_the_run_resumable(
+    phantom_dataset: Path, empty_data_dir: Path, tmp_path: Path
+) -> None:
+    registry = open_registry()
+    checkpoints = tmp_path / "ckpt"
+
+    def terminate_in_second_epoch(event: TrainEvent) -> None:
+        if event.kind == "step" and event.step == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = TrainConfig(**TINY)
+    version, result = train_version(phantom_dataset, "scratch", config, registry=registry,
+                                    checkpoint_dir=checkpoints, callback=terminate_in_second_epoch)
+    assert version is None and result.interrupted
+    assert registry.list_versions() == []
+    assert (checkpoints / "checkpoint.pt").exists()
+    resumed, result = train_version(phantom_dataset, "scratch", config, registry=registry,
+                                    checkpoint_dir=checkpoints, resume=True, out_version="resumed")
+    assert resumed is not None and resumed.id == "resumed"
+    assert [h["epoch"] for h in result.history] == [1, 2]
