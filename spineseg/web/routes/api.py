@@ -142,8 +142,7 @@ async def upload_study(request: Request, user: Uploader, services: Services) -> 
     except BaseException:
         files.delete()
         raise
-    names = sorted(received.files.values())
-    name = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} files)"
+    name = study_name(sorted(received.files.values()))
     with services.database.session() as session:
         create_study(session, study_id=study_id, owner_id=user.user_id, name=name, input_kind=kind,
                      input_path=str(input_path), truth_path=str(truth_path) if truth_path else None)
@@ -154,6 +153,15 @@ async def upload_study(request: Request, user: Uploader, services: Services) -> 
     services.queue.enqueue_segment(job_id)
     return JSONResponse({"study_id": study_id, "job_id": job_id}, status_code=202,
                         headers={"Location": f"/api/jobs/{job_id}"})
+
+
+def study_name(client_names: list[str]) -> str:
+    """A name for the list: the file's name, or a folder's name and its file count."""
+    if len(client_names) == 1:
+        return client_names[0]
+    folders = {n.replace("\\", "/").split("/")[0] for n in client_names if "/" in n}
+    first = folders.pop() if len(folders) == 1 else client_names[0]
+    return f"{first} ({len(client_names)} files)"
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:

@@ -1,7 +1,138 @@
-"""HTML pages (placeholder until the page step)."""
+"""Server-rendered pages: login, upload, job progress, result with the viewer, study list,
+evaluation. Pages call the same store functions as the API; forms carry the CSRF token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
+from spineseg.store import accounts
+from spineseg.store.files import StudyFiles
+from spineseg.store.studies import StudyFilter, delete_study, get_job, list_studies, model_ids, request_cancel
+from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
+from spineseg.web.deps import CurrentUser, DbSession, Researcher, Services, Uploader
+from spineseg.web.routes.api import _parse_date, job_json, load_study, study_json
+from spineseg.web.routes.evaluation import case_rows
 
 router = APIRouter(include_in_schema=False)
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def render(request: Request, template: str, user: Principal | None, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, template, {"user": user, "csrf": csrf_token(request), **context},
+                                      status_code=status_code)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+        return "/studies"
+    return target
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, session: DbSession, username: Annotated[str, Form()],
+          password: Annotated[str, Form()], csrf_token: Annotated[str, Form()] = "",
+          next: Annotated[str, Form()] = "/studies") -> Response:
+    if not csrf_matches(request, csrf_token):
+        return render(request, "login.html", None, 403, next=_safe_next(next),
+                      error="the form expired: please try again")
+    user = accounts.authenticate(session, username=username, password=password)
+    if user is None:
+        accounts.record(session, username=username[:64], action="login.failed")
+        return render(request, "login.html", None, 401, next=_safe_next(next), error="wrong username or password")
+    log_in(request, user)
+    accounts.record(session, username=user.username, action="login")
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, user: CurrentUser) -> Response:
+    log_out(request)
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+def home(user: CurrentUser) -> Response:
+    return RedirectResponse("/studies", status_code=303)
+
+
+@router.get("/upload")
+def upload_page(request: Request, user: Uploader, services: Services) -> HTMLResponse:
+    return render(request, "upload.html", user, model_id=services.registry.production_id(),
+                  max_upload_mb=services.settings.max_upload_bytes // 2**20)
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str, user: CurrentUser, session: DbSession) -> HTMLResponse:
+    job = get_job(session, job_id=job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return render(request, "job.html", user, job=job_json(session, job), study=job.study)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_from_page(job_id: str, user: Uploader, session: DbSession) -> Response:
+    if request_cancel(session, job_id=job_id) is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    accounts.record(session, username=user.username, action="cancel", target=job_id)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+@router.get("/studies")
+def studies_page(request: Request, user: CurrentUser, session: DbSession, q: str = "", status: str = "",
+                 model: str = "", date_from: str = "", date_to: str = "") -> HTMLResponse:
+    filters = StudyFilter(search=q or None, status=status or None, model_id=model or None,
+                          created_from=_parse_date(date_from, "date_from"), created_to=_parse_date(date_to, "date_to"))
+    rows = [study_json(session, s, full=False) for s in list_studies(session, filters=filters)]
+    return render(request, "studies.html", user, studies=rows, statuses=STATUSES, models=model_ids(session),
+                  query={"q": q, "status": status, "model": model, "date_from": date_from, "date_to": date_to})
+
+
+@router.get("/studies/{study_id}")
+def result_page(request: Request, study_id: str, user: CurrentUser, session: DbSession) -> HTMLResponse:
+    study = load_study(session, study_id)
+    data = study_json(session, study)
+    job = data["job"]
+    if job and job["status"] != "done":
+        return RedirectResponse(f"/jobs/{job['id']}", status_code=303)
+    return render(request, "result.html", user, study=data)
+
+
+@router.post("/studies/{study_id}/delete")
+def delete_from_page(study_id: str, user: Uploader, session: DbSession, services: Services) -> Response:
+    study = load_study(session, study_id)
+    for job in study.jobs:
+        request_cancel(session, job_id=job.id)
+    delete_study(session, study_id=study_id)
+    accounts.record(session, username=user.username, action="delete", target=study_id)
+    session.commit()
+    StudyFiles.of(services.settings.studies_dir, study_id).delete()
+    return RedirectResponse("/studies", status_code=303)
+
+
+@router.get("/evaluation")
+def evaluation_page(request: Request, user: Researcher, session: DbSession, ids: str = "",
+                    id: Annotated[list[str] | None, Query()] = None) -> HTMLResponse:
+    candidates = [study_json(session, s, full=False)
+                  for s in list_studies(session, filters=StudyFilter(with_truth=True, status="done"))]
+    chosen = [part for part in ids.split(",") if part] + list(id or [])
+    context: dict[str, Any] = {"candidates": candidates, "chosen": set(chosen), "ids": ",".join(chosen),
+                               "keys": TABLE_KEYS, "rows": None}
+    if chosen:
+        rows = case_rows(session, ",".join(chosen))
+        stats = volume_agreement(rows)
+        context |= {"rows": rows, "summary": mean_and_sd(rows), "agreement": stats.summary() if stats else None}
+    return render(request, "evaluation.html", user, **context)

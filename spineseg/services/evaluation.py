@@ -1,0 +1,89 @@
+"""Evaluation across studies that came with a ground truth: the per-case table, mean and SD
+of each metric, Bland-Altman agreement of the spine volume (prediction vs truth), box plots
+and CSV. Reads the metrics each segment job stored; computes nothing from images again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from spineseg.metrics.bland_altman import BlandAltmanStats, bland_altman
+from spineseg.metrics.evaluate import METRIC_KEYS
+
+TABLE_KEYS = ("dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "assd_mm",
+              "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml", "tp", "fp", "tn", "fn")
+BOX_KEYS = ("dice", "iou", "precision", "recall", "f1")
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One evaluated study: its id, a display name and the stored metrics (``None`` = undefined)."""
+
+    study_id: str
+    name: str
+    metrics: dict[str, float | int | None]
+
+
+def _defined(rows: Sequence[CaseRow], key: str) -> np.ndarray:
+    values = [row.metrics.get(key) for row in rows]
+    return np.array([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
+
+
+def mean_and_sd(rows: Sequence[CaseRow]) -> dict[str, tuple[float | None, float | None]]:
+    """Per metric: mean and sample SD (``ddof=1``) over the cases where it is defined;
+    ``None`` where no case defines it (SD also ``None`` with a single case)."""
+    result: dict[str, tuple[float | None, float | None]] = {}
+    for key in METRIC_KEYS:
+        values = _defined(rows, key)
+        mean = float(values.mean()) if values.size else None
+        sd = float(values.std(ddof=1)) if values.size > 1 else None
+        result[key] = (mean, sd)
+    return result
+
+
+def volume_agreement(rows: Sequence[CaseRow]) -> BlandAltmanStats | None:
+    """Bland-Altman of predicted vs true spine volume (mL); ``None`` with fewer than 2 cases."""
+    pairs = [(row.metrics.get("volume_pred_ml"), row.metrics.get("volume_truth_ml")) for row in rows]
+    pairs = [(float(a), float(b)) for a, b in pairs if a is not None and b is not None]
+    if len(pairs) < 2:
+        return None
+    predicted, truth = zip(*pairs, strict=True)
+    return bland_altman(predicted, truth)
+
+
+def write_box_plot(rows: Sequence[CaseRow], path: Path) -> Path:
+    """Box plots of the overlap metrics (0..1) across cases, one box per metric, as PNG."""
+    figure = Figure(figsize=(7.0, 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    data = [_defined(rows, key) for key in BOX_KEYS]
+    axes.boxplot([d if d.size else np.array([np.nan]) for d in data], tick_labels=list(BOX_KEYS))
+    axes.set_ylim(0, 1.02)
+    axes.set_ylabel("value")
+    axes.set_title(f"Overlap metrics across {len(rows)} case(s)")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def table_csv(rows: Sequence[CaseRow]) -> str:
+    """CSV: one line per case (study id, name, every metric), then ``mean`` and ``sd`` lines."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["study_id", "name", *METRIC_KEYS])
+    for row in rows:
+        writer.writerow([row.study_id, row.name, *("" if row.metrics.get(k) is None else row.metrics[k]
+                                                   for k in METRIC_KEYS)])
+    summary = mean_and_sd(rows)
+    for label, index in (("mean", 0), ("sd", 1)):
+        writer.writerow([label, "", *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS)])
+    return buffer.getvalue()

@@ -1,0 +1,42 @@
+// Job page: polls the job's status every second and updates stage, percent, queue position;
+// opens the result when the job is done.
+"use strict";
+(function () {
+  const box = document.getElementById("job");
+  const jobId = box.dataset.jobId;
+  const studyId = box.dataset.studyId;
+  const els = {
+    status: document.getElementById("job-status"), stage: document.getElementById("job-stage"),
+    queue: document.getElementById("job-queue"), bar: document.getElementById("job-progress"),
+    percent: document.getElementById("job-percent"), error: document.getElementById("job-error"),
+    cancel: document.getElementById("cancel-form"), link: document.getElementById("result-link"),
+  };
+  async function poll() {
+    let job;
+    try {
+      const response = await fetch("/api/jobs/" + jobId, { headers: { Accept: "application/json" } });
+      job = await response.json();
+      if (!response.ok) throw new Error(job.detail || response.statusText);
+    } catch (err) {
+      els.error.textContent = "cannot read the job's status: " + err.message;
+      els.error.hidden = false;
+      setTimeout(poll, 3000);
+      return;
+    }
+    els.status.textContent = job.status;
+    els.stage.textContent = job.stage;
+    els.queue.textContent = job.queue_position ? "· position " + job.queue_position + " in the queue" : "";
+    els.bar.value = job.progress;
+    els.percent.textContent = Math.round(job.progress * 100) + " %";
+    if (job.error) { els.error.textContent = job.error; els.error.hidden = false; }
+    const active = job.status === "queued" || job.status === "running";
+    if (els.cancel) els.cancel.hidden = !active;
+    if (job.status === "done") {
+      els.link.hidden = false;
+      window.location.href = "/studies/" + studyId;
+      return;
+    }
+    if (active) setTimeout(poll, 1000);
+  }
+  poll();
+})();

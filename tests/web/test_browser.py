@@ -1,0 +1,135 @@
+"""Browser tests: Playwright driving Debian's Chromium against a real ``spineseg serve``.
+
+Skipped with the reason when /usr/bin/chromium is absent (CI installs it: see .ci/run)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from spineseg.imaging.io import load_volume
+from tests.web.live_server import LiveServer
+from tests.web.web_helpers import PASSWORD, add_user, make_settings, register_test_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--enable-unsafe-swiftshader"]
+RESULT_TIMEOUT_MS = 120_000
+SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    settings = make_settings(data_dir)
+    register_test_model(settings)
+    add_user(settings, "carla", "clinician")
+    add_user(settings, "victor", "viewer")
+    live = LiveServer(data_dir)
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def log_in(page, server: LiveServer, username: str) -> None:
+    page.goto(f"{server.url}/upload")
+    assert "/login" in page.url
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def canvas_has_picture(page) -> bool:
+    shot = Image.open(io.BytesIO(page.locator("#viewer").screenshot())).convert("L")
+    pixels = np.asarray(shot)
+    return bool((pixels > 30).mean() > 0.02 and pixels.std() > 5)
+
+
+def test_clinician_uploads_dicom_views_result_and_downloads_mask(
+    server: LiveServer, browser, shared_cases: Path, tmp_path: Path
+) -> None:
+    folder = shared_cases / "ts-dicom-thorax" / "dicom"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    log_in(page, server, "carla")
+    page.wait_for_url("**/upload")
+    page.set_input_files("#files", [str(p) for p in sorted(folder.iterdir())])
+    page.click("#upload-button")
+    page.wait_for_url("**/studies/*", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("#result[data-viewer-ready=true]", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert canvas_has_picture(page), "the NiiVue canvas stayed empty"
+    page.click("[data-view=render]")
+    page.wait_for_timeout(300)
+    assert canvas_has_picture(page), "the 3D view drew nothing"
+    page.click("[data-view=multi]")
+    if SCREENSHOT_DIR:
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-page.png"), full_page=True)
+
+    with page.expect_download() as info:
+        page.click("#download-mask")
+    saved = tmp_path / "mask.nii.gz"
+    info.value.save_as(saved)
+    mask = nib.load(str(saved))
+    reference = load_volume(folder)
+    assert mask.shape == reference.shape
+    np.testing.assert_allclose(mask.affine, reference.affine, atol=1e-4)
+    page.close()
+
+
+def test_upload_with_truth_shows_dice(server: LiveServer, browser, shared_cases: Path) -> None:
+    case = shared_cases / "ts-abdomen-small"
+    page = browser.new_page()
+    log_in(page, server, "carla")
+    page.wait_for_url("**/upload")
+    page.set_input_files("#files", str(case / "ct.nii.gz"))
+    page.set_input_files("#truth", str(case / "labels.nii.gz"))
+    page.click("#upload-button")
+    page.wait_for_url("**/studies/*", timeout=RESULT_TIMEOUT_MS)
+    dice_text = page.inner_text("#metric-dice")
+    dice = float(dice_text) if dice_text != "undefined" else None
+    assert dice is None or 0.0 <= dice <= 1.0
+    assert page.locator("#metrics").is_visible()
+    page.close()
+
+
+def test_bad_file_error_is_shown_next_to_the_field(server: LiveServer, browser, tmp_path: Path) -> None:
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    page = browser.new_page()
+    log_in(page, server, "carla")
+    page.wait_for_url("**/upload")
+    page.set_input_files("#files", str(bad))
+    page.click("#upload-button")
+    page.wait_for_selector("#files-error:not([hidden])")
+    assert "scan.nii.gz" in page.inner_text("#files-error")
+    page.close()
+
+
+def test_anonymous_is_sent_to_login_and_viewer_cannot_upload(server: LiveServer, browser) -> None:
+    page = browser.new_page()
+    page.goto(f"{server.url}/studies")
+    assert "/login" in page.url
+    log_in(page, server, "victor")
+    page.wait_for_load_state()
+    assert "may not upload" in page.inner_text("main")
+    page.goto(f"{server.url}/studies")
+    assert page.locator("a[href='/upload']").count() == 0
+    page.close()
