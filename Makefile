@@ -24,6 +24,9 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check .
 
+serve: install
+	$(BIN)/spineseg serve
+
 train-default: install
 	bash scripts/train_default.sh
 
