@@ -18,7 +18,8 @@ SPINESEG_HOST / SPINESEG_PORT  where ``spineseg serve`` listens (127.0.0.1:8000)
 SPINESEG_MAX_UPLOAD_MB         largest upload (all files of one study together), MB (2048)
 SPINESEG_SECURE_COOKIES        ``1`` behind TLS: session cookie gets the Secure flag
 SPINESEG_SESSION_HOURS         how long a login lasts (12)
-SPINESEG_WORKERS               segmentation jobs run at the same time (1)
+SPINESEG_WORKERS               segmentation jobs run at the same time (1); 0 = accept jobs
+                               and keep them queued (a web-only process)
 =============================  ==========================================================
 """
 

@@ -28,7 +28,8 @@ SEGMENT_TASK = "spineseg.segment"
 
 
 class JobQueue:
-    """Enqueue segment jobs and run them on ``settings.workers`` background threads."""
+    """Enqueue segment jobs and run them on ``settings.workers`` background threads (0: accept
+    and keep jobs queued without running them, e.g. a web-only process)."""
 
     def __init__(self, settings: Settings, database: Database, registry: Registry) -> None:
         self.settings = settings
@@ -59,7 +60,10 @@ class JobQueue:
         if queued:
             log.info("re-queued %d job(s) accepted before the last stop", len(queued))
         self._stop.clear()
-        for number in range(max(1, self.settings.workers)):
+        if self.settings.workers < 1:
+            log.warning("SPINESEG_WORKERS=%d: jobs are accepted and kept queued, but none runs here",
+                        self.settings.workers)
+        for number in range(self.settings.workers):
             thread = threading.Thread(target=self._work, name=f"spineseg-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -25,7 +25,9 @@ def mask_surface(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     verts, faces, _normals, _values = marching_cubes(padded, level=0.5)
     verts -= 1.0  # undo the padding offset
     world = verts @ affine[:3, :3].T + affine[:3, 3]
-    if np.linalg.det(affine[:3, :3]) < 0:  # a mirroring affine flips the winding
+    # scikit-image winds triangles towards increasing values (into the spine); reverse them for
+    # outward normals, unless a mirroring affine (negative determinant) already reversed them.
+    if np.linalg.det(affine[:3, :3]) > 0:
         faces = faces[:, ::-1]
     return world, faces
 

@@ -34,8 +34,8 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        env = os.environ | {
+    def start(self, **extra_env: str) -> None:
+        env = os.environ | extra_env | {
             "SPINESEG_DATA_DIR": str(self.data_dir),
             "SPINESEG_SECRET_KEY": "s" * 40,
             "SPINESEG_DEVICE": "cpu",

@@ -20,8 +20,8 @@ def make_settings(data_dir: Path, **changes: object) -> Settings:
     return Settings(data_dir=data_dir, **values)  # type: ignore[arg-type]
 
 
-def register_test_model(settings: Settings) -> str:
-    """An untrained network with the default architecture, registered as production."""
+def register_test_model(settings: Settings, *, make_production: bool = True) -> str:
+    """An untrained network with the default architecture, registered (as production)."""
     folder = settings.data_dir / "untrained-model"
     network = build_network(DEFAULT_ARCHITECTURE)
     save_weights(network, folder / "weights.safetensors")
@@ -29,7 +29,7 @@ def register_test_model(settings: Settings) -> str:
     (folder / CARD_FILE).write_text(card.to_json())
     registry = Registry(settings.registry_dir)
     settings.registry_dir.mkdir(parents=True, exist_ok=True)
-    return registry.register(folder / "weights.safetensors", card, make_production=True, actor="test").id
+    return registry.register(folder / "weights.safetensors", card, make_production=make_production, actor="test").id
 
 
 def add_user(settings: Settings, username: str, role: str) -> str:
