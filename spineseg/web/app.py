@@ -38,6 +38,17 @@ def build_services(settings: Settings) -> AppServices:
     return AppServices(settings, database, registry, JobQueue(settings, database, registry))
 
 
+def _warn_without_users(services: AppServices) -> None:
+    from sqlalchemy import func, select
+
+    from spineseg.store.models import User
+
+    with services.database.session() as session:
+        if not session.scalar(select(func.count()).select_from(User)):
+            log.warning("no user exists yet: create one with "
+                        "`spineseg users create --username NAME --role admin --password-stdin`")
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
     templates.env.globals["niivue_file"] = f"vendor/niivue-{NIIVUE_VERSION}.min.js"
@@ -67,6 +78,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.services = services
         if start_workers:
             services.queue.start()
+        _warn_without_users(services)
         log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
         try:
             yield
