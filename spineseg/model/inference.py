@@ -15,14 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
-from spineseg.model.postprocess import remove_small_components
+from spineseg.model.postprocess import implausible_components, remove_small_components
 from spineseg.model.preprocess import back_to_input_grid, pad_to_multiple, prepare_volume, slice_stack
 
 log = logging.getLogger(__name__)
+
+BODY_HU = -300.0  # denser than this is body (or table), lighter is air
 
 Progress = Callable[[float, str], None]
 
@@ -117,6 +120,12 @@ def predict_model_grid(
     return out
 
 
+def normalised_level(hu: float, window: tuple[float, float]) -> float:
+    """Where ``hu`` lands after ``normalise_hu`` with ``window``."""
+    low, high = window
+    return (min(max(hu, low), high) - low) / (high - low)
+
+
 def segment(
     volume: Volume,
     model: LoadedModel | str | Path | None = None,
@@ -140,6 +149,9 @@ def segment(
     timings["model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    body = prepared.image > normalised_level(BODY_HU, card.window_hu)
+    far = implausible_components(probs_model >= card.threshold, body, card.spacing_mm)
+    probs_model[ndimage.binary_dilation(far, iterations=1)] = 0.0
     probabilities = back_to_input_grid(probs_model, prepared)
     mask = remove_small_components(
         probabilities >= card.threshold, volume.voxel_volume_ml, min_ml=card.min_component_ml

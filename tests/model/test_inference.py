@@ -89,3 +89,18 @@ def test_no_model_installed_says_so(empty_data_dir: Path) -> None:
     phantom, _ = make_phantom()
     with pytest.raises(ModelNotFoundError, match="no trained model is installed"):
         segment(phantom)
+
+
+def test_components_far_from_the_spinal_axis_are_implausible() -> None:
+    from spineseg.model.postprocess import implausible_components
+
+    shape = (100, 80, 12)  # 1.5 mm voxels: 150 x 120 mm
+    body = np.zeros(shape, dtype=bool)
+    body[10:90, 10:70] = True
+    fg = np.zeros(shape, dtype=bool)
+    fg[45:55, 20:35, :] = True  # the spine, on the midline
+    fg[47:53, 40:44, 3:6] = True  # a separate posterior element, 10 mm away: kept
+    fg[2:8, 30:36, :] = True  # an "arm" 70 mm to the side: dropped
+    drop = implausible_components(fg, body, (1.5, 1.5, 2.5))
+    assert drop[4, 32, 5] and not drop[50, 25, 5] and not drop[50, 42, 4]
+    assert drop.sum() == 6 * 6 * 12
