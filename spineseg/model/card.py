@@ -32,6 +32,9 @@ class ModelCard:
     context_slices: neighbours on each side stacked as channels (2.5D).
     threshold: on the sigmoid probability.
     min_component_ml: connected components smaller than this are dropped.
+    inference_dtype: ``"bfloat16"`` runs the forward pass under bf16 autocast (about twice as
+        fast on CPUs with bf16 support); set only after checking agreement with float32
+        (``bench/segment_speed.py`` prints it).
     """
 
     id: str
@@ -41,6 +44,7 @@ class ModelCard:
     context_slices: int = 1
     threshold: float = 0.5
     min_component_ml: float = 1.0
+    inference_dtype: str = "float32"  # or "bfloat16": autocast for the network's forward pass
     labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "spine"})
     parent_id: str | None = None
     created: str | None = None

@@ -106,7 +106,7 @@ def predict_model_grid(
     n_slices = image.shape[2]
     out = np.empty(image.shape, dtype=np.float32)
     multiple = size_multiple(card.architecture)
-    use_bf16 = loaded.device.type == "cpu" and bool(card.hyperparameters.get("bf16_inference", False))
+    use_bf16 = card.inference_dtype == "bfloat16"
     for start in range(0, n_slices, batch_size):
         indices = np.arange(start, min(start + batch_size, n_slices))
         batch, (h, w) = pad_to_multiple(slice_stack(image, indices, card.context_slices), multiple)
