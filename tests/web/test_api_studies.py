@@ -174,3 +174,33 @@ def test_viewer_cannot_upload_but_can_list(web_env: WebEnv, tmp_path: Path) -> N
     assert response.status_code == 403
     assert "viewer" in response.json()["detail"]
     assert web_env.client.get("/api/studies", headers=bearer(token)).status_code == 200
+
+
+def test_dicom_zip_upload_is_read_as_a_series(web_env: WebEnv, shared_cases: Path) -> None:
+    folder = shared_cases / "ts-dicom-thorax" / "dicom"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"series/{path.name}")
+    token = web_env.tokens["clinician"]
+    response = web_env.client.post("/api/studies", files=[("files", ("thorax.zip", buffer.getvalue(), "x"))],
+                                   headers=bearer(token))
+    assert response.status_code == 202, response.text
+    study = web_env.client.get(f"/api/studies/{response.json()['study_id']}", headers=bearer(token)).json()
+    assert study["input_kind"] == "dicom" and study["name"] == "thorax.zip"
+
+
+def test_several_files_that_are_not_dicom_are_refused_without_server_paths(web_env: WebEnv) -> None:
+    token = web_env.tokens["clinician"]
+    response = web_env.client.post("/api/studies", headers=bearer(token), files=[
+        ("files", ("scan/a.dcm", b"not dicom at all", "x")), ("files", ("scan/b.dcm", b"nor this", "x"))])
+    assert response.status_code == 422
+    assert str(web_env.settings.data_dir) not in json.dumps(response.json())
+    mixed = web_env.client.post("/api/studies", headers=bearer(token), files=[
+        ("files", ("a.dcm", b"x", "x")), ("files", ("b.nii.gz", b"y", "x"))])
+    assert mixed.status_code == 422 and "b.nii.gz" in mixed.json()["detail"]
+
+
+def test_not_multipart_is_415(web_env: WebEnv) -> None:
+    response = web_env.client.post("/api/studies", json={"files": []}, headers=bearer(web_env.tokens["clinician"]))
+    assert response.status_code == 415 and "multipart" in response.json()["detail"]
