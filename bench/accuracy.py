@@ -36,11 +36,55 @@ def split_of(card, case: str) -> str:
     return by_name.get(case, "unseen")
 
 
+def robustness_variants(volume, truth):
+    """The same scan made unlike the training data: axes permuted and flipped, a handful of
+    slices, thick anisotropic voxels, a tight crop, and one 8-bit slice as the paper used."""
+    import nibabel as nib
+    import numpy as np
+
+    from spineseg.imaging.resample import labels_onto_grid, resample_to_spacing
+    from spineseg.imaging.volume import Volume
+
+    ornt = np.array([[2, -1], [0, 1], [1, -1]])
+    yield ("reoriented (axes permuted, flipped)",
+           Volume(np.ascontiguousarray(nib.orientations.apply_orientation(volume.array, ornt)),
+                  volume.affine @ nib.orientations.inv_ornt_aff(ornt, volume.shape)),
+           np.ascontiguousarray(nib.orientations.apply_orientation(truth, ornt)))
+    mid = volume.shape[2] // 2
+    few = slice(mid - 2, mid + 3)
+    few_volume = Volume(volume.array[:, :, few].copy(), volume.affine @ _slice_shift(mid - 2))
+    yield "5 slices", few_volume, truth[:, :, few].copy()
+    thick = resample_to_spacing(volume, (volume.spacing[0] * 2, volume.spacing[1] * 2, 5.0))
+    yield "thick voxels (2x in-plane, 5 mm slices)", thick, labels_onto_grid(truth, volume.affine, thick.shape,
+                                                                             thick.affine)[0]
+    ys, xs = np.nonzero(truth.any(axis=2))
+    crop = (slice(max(ys.min() - 15, 0), ys.max() + 15), slice(max(xs.min() - 15, 0), xs.max() + 15))
+    offset = np.eye(4)
+    offset[:2, 3] = [crop[0].start, crop[1].start]
+    yield ("tight crop around the spine", Volume(volume.array[crop].copy(), volume.affine @ offset),
+           truth[crop].copy())
+    grey = np.clip(np.rint((volume.array[:, :, mid:mid + 1] + 1024) / 4095 * 255), 0, 255)
+    yield ("one 8-bit slice (paper's input)",
+           Volume((grey / 255 * 4095 - 1024).astype(np.float32), volume.affine @ _slice_shift(mid)),
+           truth[:, :, mid:mid + 1].copy())
+
+
+def _slice_shift(k: int):
+    import numpy as np
+
+    shift = np.eye(4)
+    shift[2, 3] = k
+    return shift
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry id or model folder (default: production)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--robustness-case", default="ts-dicom-thorax",
+                        help="case to distort (reorient, few slices, thick voxels, crop, 8-bit slice)")
     args = parser.parse_args()
+    robustness = []
 
     from spineseg.imaging.io import load_labels, load_volume
     from spineseg.metrics import evaluate_masks
@@ -63,6 +107,15 @@ def main() -> None:
         m = evaluate_masks(seg.mask, truth, volume.spacing)
         print(f"{case:18} {split_of(loaded.card, case):6} {m['dice']:6.3f} {m['precision']:6.3f} "
               f"{m['recall']:6.3f} {m['hd95_mm']:7.2f} {seconds:7.2f}  {NOTES.get(case, '')}")
+        if case == args.robustness_case:
+            robustness.append((volume, truth))
+    for volume, truth in robustness:
+        print(f"robustness on {args.robustness_case} (split {split_of(loaded.card, args.robustness_case)}):")
+        for name, variant, variant_truth in robustness_variants(volume, truth):
+            seg = segment(variant, loaded)
+            m = evaluate_masks(seg.mask, variant_truth, variant.spacing)
+            print(f"  {name:42} {variant.shape!s:18} dice {m['dice']:.3f} precision {m['precision']:.3f} "
+                  f"recall {m['recall']:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", type=Path, help="for many inputs: DIR/<name>/mask.nii.gz, summary.json, ...")
     parser.add_argument("--model", help="model folder or registry version id (default: production)")
     parser.add_argument("--overlays", type=Path, metavar="DIR", help="write overlay images here (single input)")
+    parser.add_argument("--overlay-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="write the JSON summary here (single input)")
     parser.add_argument("--series-uid", help="DICOM SeriesInstanceUID to use when a folder holds several")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             if args.overlays:
                 from spineseg.imaging.overlay import write_overlays
 
-                write_overlays(volume, seg.mask, args.overlays)
+                write_overlays(volume, seg.mask, args.overlays, fmt=args.overlay_format)
             sys.stdout.write(f"{path}: {seg.spine_volume_ml:.1f} mL spine, "
                              f"{seg.timings['total']:.2f} s ({seg.model_id}) -> {args.output}\n")
     return 0

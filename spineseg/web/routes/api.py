@@ -104,11 +104,9 @@ def health(services: Services) -> dict[str, Any]:
 
 def _public(text: str, files: StudyFiles) -> str:
     """Error text without the server's folders: upload paths become the uploaded names."""
-    for folder in (files.input_dir, files.truth_dir, files.root):
-        text = text.replace(str(folder) + "/", "")
     for folder, label in ((files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
                           (files.root, "the upload")):
-        text = text.replace(str(folder), label)
+        text = text.replace(str(folder) + "/", "").replace(str(folder), label)
     return text
 
 
