@@ -106,3 +106,30 @@ def user_for_token(session: Session, *, token: str) -> User | None:
 def record(session: Session, *, username: str | None, action: str, target: str = "", detail: str = "") -> None:
     """Append one audit event (committed with the caller's session)."""
     session.add(AuditEvent(username=username, action=action, target=target[:255], detail=detail))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def update_user(session: Session, *, username: str, role: str | None = None, active: bool | None = None,
+                password: str | None = None) -> User:
+    """Change a user's role, active flag or password; ``InputError`` naming what is wrong."""
+    user = get_user(session, username=username)
+    if user is None:
+        raise InputError("username", f"no user named {username!r}")
+    if role is not None:
+        if role not in ROLES:
+            raise InputError("role", f"{role!r} is not a role; choose one of {', '.join(ROLES)}")
+        user.role = role
+    if active is not None:
+        user.active = active
+    if password is not None:
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InputError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        user.password_hash = hash_password(password)
+    return user
+
+
+def recent_events(session: Session, *, limit: int = 200) -> list[AuditEvent]:
+    return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))

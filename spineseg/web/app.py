@@ -106,11 +106,12 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.state.templates = make_templates()
     install_error_handlers(app)
 
-    from spineseg.web.routes import api, downloads, evaluation, pages
+    from spineseg.web.routes import admin, api, downloads, evaluation, pages
 
     app.include_router(api.router)
     app.include_router(downloads.router)
     app.include_router(evaluation.router)
+    app.include_router(admin.router)
     app.include_router(pages.router)
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")

@@ -1,0 +1,56 @@
+"""User administration and audit trail: admin only, through the API and the page forms."""
+
+from __future__ import annotations
+
+import re
+
+from tests.web.conftest import WebEnv
+from tests.web.test_sessions_and_pages import csrf_from, logged_in_client
+from tests.web.web_helpers import PASSWORD, bearer
+
+
+def test_admin_creates_changes_and_disables_users_over_the_api(web_env: WebEnv) -> None:
+    admin = bearer(web_env.tokens["admin"])
+    created = web_env.client.post("/api/users", headers=admin,
+                                  json={"username": "nina", "password": PASSWORD, "role": "viewer"})
+    assert created.status_code == 201 and created.json()["role"] == "viewer"
+    duplicate = web_env.client.post("/api/users", headers=admin,
+                                    json={"username": "nina", "password": PASSWORD, "role": "viewer"})
+    assert duplicate.status_code == 422 and "already exists" in duplicate.json()["detail"]
+    changed = web_env.client.patch("/api/users/nina", headers=admin, json={"role": "clinician"})
+    assert changed.json()["role"] == "clinician"
+    assert web_env.client.patch("/api/users/admin", headers=admin, json={"active": False}).status_code == 422
+
+    client = logged_in_client(web_env, "nina")
+    assert client.get("/api/studies").status_code == 200
+    web_env.client.patch("/api/users/nina", headers=admin, json={"active": False})
+    assert client.get("/api/studies").status_code == 401  # a disabled user's session stops working
+
+    actions = [e["action"] for e in web_env.client.get("/api/audit", headers=admin).json()]
+    assert "user.create" in actions and "user.change" in actions and "login" in actions
+
+
+def test_only_admins_administer(web_env: WebEnv) -> None:
+    for role in ("viewer", "clinician", "researcher"):
+        headers = bearer(web_env.tokens[role])
+        assert web_env.client.get("/api/users", headers=headers).status_code == 403
+        assert web_env.client.post("/api/users", headers=headers,
+                                   json={"username": "x", "password": PASSWORD, "role": "admin"}).status_code == 403
+
+
+def test_admin_page_forms(web_env: WebEnv) -> None:
+    client = logged_in_client(web_env, "admin")
+    page = client.get("/admin")
+    assert page.status_code == 200 and 'id="users"' in page.text
+    token = csrf_from(page.text)
+    short = client.post("/admin/users", data={"username": "omar", "password": "short", "role": "viewer",
+                                               "csrf_token": token})
+    assert short.status_code == 422 and "at least 8 characters" in short.text
+    made = client.post("/admin/users", data={"username": "omar", "password": PASSWORD, "role": "viewer",
+                                              "csrf_token": token}, follow_redirects=False)
+    assert made.status_code == 303
+    client.post("/admin/users/omar", data={"role": "researcher", "active": "1", "csrf_token": token})
+    row = re.search(r'<tr data-user="omar">.*?</tr>', client.get("/admin").text, re.S).group(0)
+    assert "<option selected>researcher</option>" in row
+    no_csrf = client.post("/admin/users/omar", data={"role": "admin", "active": "1"})
+    assert no_csrf.status_code == 403
