@@ -22,6 +22,7 @@ from spineseg.registry import open_registry
 from spineseg.store.database import open_database
 from spineseg.web.deps import AppServices, CurrentUser
 from spineseg.web.errors import install_error_handlers
+from spineseg.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         https_only=settings.secure_cookies,
     )
     app.state.templates = make_templates()
+    app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
 
     from spineseg.web.routes import admin, api, downloads, evaluation, pages

@@ -54,3 +54,16 @@ def test_admin_page_forms(web_env: WebEnv) -> None:
     assert "<option selected>researcher</option>" in row
     no_csrf = client.post("/admin/users/omar", data={"role": "admin", "active": "1"})
     assert no_csrf.status_code == 403
+
+
+def test_downloads_are_audited(web_env: WebEnv, tmp_path) -> None:
+    from tests.web.test_api_studies import phantom_nifti, wait_for_job
+
+    ct, _truth = phantom_nifti(tmp_path)
+    token = web_env.tokens["clinician"]
+    ids = web_env.client.post("/api/studies", files=[("files", ("ct.nii.gz", ct, "x"))], headers=bearer(token)).json()
+    assert wait_for_job(web_env, ids["job_id"], token)["status"] == "done"
+    assert web_env.client.get(f"/api/studies/{ids['study_id']}/mask.nii.gz", headers=bearer(token)).status_code == 200
+    events = web_env.client.get("/api/audit", headers=bearer(web_env.tokens["admin"])).json()
+    assert any(e["action"] == "download" and e["target"] == ids["study_id"] and e["username"] == "clinician"
+               and e["detail"] == "mask.nii.gz" for e in events)

@@ -156,3 +156,16 @@ def test_result_list_evaluation_and_delete_pages(web_env: WebEnv, tmp_path) -> N
     assert deleted.status_code == 303
     assert client.get(f"/api/studies/{study_ids[0]}").status_code == 404
     assert not (web_env.settings.studies_dir / study_ids[0]).exists()
+
+
+def test_repeated_wrong_passwords_lock_the_username_for_a_while(web_env: WebEnv) -> None:
+    add_user(web_env.settings, "mallory", "viewer")
+    client = TestClient(web_env.client.app)
+    token = csrf_from(client.get("/login").text)
+    for _ in range(5):
+        wrong = client.post("/login", data={"username": "mallory", "password": "guess guess", "csrf_token": token})
+        assert wrong.status_code == 401
+    right = client.post("/login", data={"username": "mallory", "password": PASSWORD, "csrf_token": token})
+    assert right.status_code == 429 and "try again in" in right.text
+    other = logged_in_client(web_env, "viewer")  # other users are not affected
+    assert other.get("/api/studies").status_code == 200

@@ -21,8 +21,10 @@ from spineseg.imaging.io import load_volume
 from spineseg.imaging.overlay import write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.mesh import write_mask_stl
+from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
 from spineseg.store.models import Study
+from spineseg.web.auth import Principal
 from spineseg.web.deps import CurrentUser, DbSession, Services
 from spineseg.web.routes.api import load_study
 
@@ -31,12 +33,16 @@ router = APIRouter(prefix="/api/studies/{study_id}", tags=["downloads"])
 NIFTI = "application/gzip"
 
 
-def _finished(session: DbSession, study_id: str, services: Services) -> tuple[Study, StudyFiles]:
+def _finished(session: DbSession, study_id: str, services: Services,
+              downloader: Principal | None = None, what: str = "") -> tuple[Study, StudyFiles]:
+    """The study with a finished job and its files; records the download in the audit trail."""
     study = load_study(session, study_id)
     job = study.latest_job
     if job is None or job.status != "done":
         state = job.status if job else "missing"
         raise HTTPException(404, f"no results yet: the study's job is {state}")
+    if downloader is not None:
+        accounts.record(session, username=downloader.username, action="download", target=study_id, detail=what)
     return study, StudyFiles.of(services.settings.studies_dir, study_id)
 
 
@@ -51,8 +57,8 @@ def _stem(study: Study) -> str:
 
 
 @router.get("/mask.nii.gz", summary="The spine mask (uint8 NIfTI on the input grid)")
-def mask(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+def mask(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "mask.nii.gz")
     return _file(files.mask, NIFTI, f"{_stem(study)}-mask.nii.gz")
 
 
@@ -71,14 +77,14 @@ def truth(study_id: str, _user: CurrentUser, session: DbSession, services: Servi
 
 
 @router.get("/summary.json", summary="Spine volume, slices, model version, timings (and metrics)")
-def summary(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+def summary(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "summary.json")
     return _file(files.summary, "application/json", f"{_stem(study)}-summary.json")
 
 
 @router.get("/overlays.zip", summary="The overlay PNGs of the summary slices, zipped")
-def overlays_zip(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> Response:
-    study, files = _finished(session, study_id, services)
+def overlays_zip(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> Response:
+    study, files = _finished(session, study_id, services, user, "overlays.zip")
     pngs = sorted(files.overlays.glob("*.png"))
     if not pngs:
         raise HTTPException(404, "no overlay images were written for this study")
@@ -122,8 +128,8 @@ async def overlay(
 
 
 @router.get("/mesh.stl", summary="The spine surface as binary STL in world (RAS+) millimetres")
-async def mesh(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "mesh.stl")
     if not files.mesh.is_file():
         mask_array, affine = _mask_array(files)
         if not mask_array.any():
@@ -133,8 +139,8 @@ async def mesh(study_id: str, _user: CurrentUser, session: DbSession, services: 
 
 
 @router.get("/seg.dcm", summary="DICOM SEG referencing the source series (DICOM input only)")
-async def dicom_seg(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+async def dicom_seg(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "seg.dcm")
     if study.input_kind != "dicom":
         raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
                                  "for a DICOM SEG to reference (download the NIfTI mask instead)")

@@ -49,10 +49,17 @@ def login(request: Request, session: DbSession, username: Annotated[str, Form()]
     if not csrf_matches(request, csrf_token):
         return render(request, "login.html", None, 403, next=_safe_next(next),
                       error="the form expired: please try again")
+    throttle = request.app.state.login_throttle
+    wait_s = throttle.retry_after(username)
+    if wait_s > 0:
+        return render(request, "login.html", None, 429, next=_safe_next(next),
+                      error=f"too many wrong passwords for this user: try again in {wait_s / 60:.0f} minute(s)")
     user = accounts.authenticate(session, username=username, password=password)
     if user is None:
+        throttle.failed(username)
         accounts.record(session, username=username[:64], action="login.failed")
         return render(request, "login.html", None, 401, next=_safe_next(next), error="wrong username or password")
+    throttle.succeeded(username)
     log_in(request, user)
     accounts.record(session, username=user.username, action="login")
     return RedirectResponse(_safe_next(next), status_code=303)

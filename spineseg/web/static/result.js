@@ -12,11 +12,21 @@
   const slider = document.getElementById("overlay-slice");
   const label = document.getElementById("overlay-slice-label");
   const image = document.getElementById("overlay");
-  function showOverlay() {
-    label.textContent = "slice " + slider.value;
-    image.src = base + "/overlay.png?slice=" + slider.value;
+  async function showOverlay(chosen) {
+    // Without a slice the server picks one through the middle of the spine and says which.
+    const query = chosen === undefined ? "" : "?slice=" + chosen;
+    const response = await fetch(base + "/overlay.png" + query);
+    if (!response.ok) return;
+    const count = Number(response.headers.get("X-Slice-Count"));
+    const index = Number(response.headers.get("X-Slice"));
+    if (count) slider.max = String(count - 1);
+    slider.value = String(index);
+    label.textContent = "slice " + index + " of " + count + " (inferior to superior)";
+    const previous = image.src;
+    image.src = URL.createObjectURL(await response.blob());
+    if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
   }
-  slider.addEventListener("change", showOverlay);
+  slider.addEventListener("change", () => showOverlay(slider.value));
   showOverlay();
 
   if (typeof niivue === "undefined") {
