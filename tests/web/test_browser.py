@@ -133,3 +133,29 @@ def test_anonymous_is_sent_to_login_and_viewer_cannot_upload(server: LiveServer,
     page.goto(f"{server.url}/studies")
     assert page.locator("a[href='/upload']").count() == 0
     page.close()
+
+
+def test_drag_and_drop_upload_reaches_the_job_page(server: LiveServer, browser, tmp_path: Path) -> None:
+    import base64
+
+    from tests.web.test_api_studies import phantom_nifti
+
+    ct, _truth = phantom_nifti(tmp_path)
+    page = browser.new_page()
+    log_in(page, server, "carla")
+    page.wait_for_url("**/upload")
+    page.evaluate(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name));
+            const zone = document.getElementById("drop-zone");
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        ["dropped.nii.gz", base64.b64encode(ct).decode()],
+    )
+    page.wait_for_function("document.getElementById('chosen').textContent === 'dropped.nii.gz'")
+    page.click("#upload-button")
+    page.wait_for_url("**/studies/*", timeout=RESULT_TIMEOUT_MS)
+    assert "dropped.nii.gz" in page.inner_text("h1")
+    page.close()
