@@ -204,3 +204,10 @@ def test_several_files_that_are_not_dicom_are_refused_without_server_paths(web_e
 def test_not_multipart_is_415(web_env: WebEnv) -> None:
     response = web_env.client.post("/api/studies", json={"files": []}, headers=bearer(web_env.tokens["clinician"]))
     assert response.status_code == 415 and "multipart" in response.json()["detail"]
+
+
+def test_security_headers_and_no_caching_of_api_answers(web_env: WebEnv) -> None:
+    response = web_env.client.get("/api/studies", headers=bearer(web_env.tokens["viewer"]))
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
