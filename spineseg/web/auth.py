@@ -18,6 +18,7 @@ admin       + user administration
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from spineseg.store.models import User
 
 SESSION_USER = "user_id"
 SESSION_CSRF = "csrf"
+SESSION_CREDENTIAL = "cred"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -81,10 +83,16 @@ def csrf_matches(request: Request, supplied: str | None) -> bool:
     return bool(expected and supplied and hmac.compare_digest(expected, supplied))
 
 
+def credential_fingerprint(user: User) -> str:
+    """Changes whenever the password does, so a password change ends every other session."""
+    return hashlib.sha256(user.password_hash.encode("utf-8")).hexdigest()[:16]
+
+
 def log_in(request: Request, user: User) -> None:
     """Start a fresh session for ``user`` (old session data dropped: no fixation)."""
     request.session.clear()
     request.session[SESSION_USER] = user.id
+    request.session[SESSION_CREDENTIAL] = credential_fingerprint(user)
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
@@ -109,4 +117,6 @@ def principal_from_request(request: Request, session: Session) -> Principal | No
     if not isinstance(user_id, int):
         return None
     user = get_user_by_id(session, user_id=user_id)
-    return None if user is None else Principal(user.id, user.username, user.role, "session")
+    if user is None or request.session.get(SESSION_CREDENTIAL) != credential_fingerprint(user):
+        return None
+    return Principal(user.id, user.username, user.role, "session")

@@ -67,3 +67,12 @@ def test_downloads_are_audited(web_env: WebEnv, tmp_path) -> None:
     events = web_env.client.get("/api/audit", headers=bearer(web_env.tokens["admin"])).json()
     assert any(e["action"] == "download" and e["target"] == ids["study_id"] and e["username"] == "clinician"
                and e["detail"] == "mask.nii.gz" for e in events)
+
+
+def test_a_password_change_ends_existing_sessions(web_env: WebEnv) -> None:
+    admin = bearer(web_env.tokens["admin"])
+    web_env.client.post("/api/users", headers=admin, json={"username": "pat", "password": PASSWORD, "role": "viewer"})
+    client = logged_in_client(web_env, "pat")
+    assert client.get("/api/studies").status_code == 200
+    web_env.client.patch("/api/users/pat", headers=admin, json={"password": "a brand new password"})
+    assert client.get("/api/studies").status_code == 401

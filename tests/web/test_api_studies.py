@@ -211,3 +211,17 @@ def test_security_headers_and_no_caching_of_api_answers(web_env: WebEnv) -> None
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_dicom_with_nifti_truth_is_scored_through_the_affines(web_env: WebEnv, shared_cases: Path) -> None:
+    case = shared_cases / "ts-dicom-thorax"
+    token = web_env.tokens["researcher"]
+    parts = [*dicom_parts(case / "dicom"), ("truth", ("labels.nii.gz", (case / "labels.nii.gz").read_bytes(), "x"))]
+    response = web_env.client.post("/api/studies", files=parts, headers=bearer(token))
+    assert response.status_code == 202, response.text
+    assert wait_for_job(web_env, response.json()["job_id"], token)["status"] == "done"
+    study = web_env.client.get(f"/api/studies/{response.json()['study_id']}", headers=bearer(token)).json()
+    truth = web_env.client.get(study["downloads"]["truth"], headers=bearer(token))
+    truth_mask = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(truth.content)).dataobj)
+    assert truth_mask.any()  # T11/T12 landed on the CT grid
+    assert study["metrics"]["tp"] + study["metrics"]["fn"] == int(truth_mask.sum())
