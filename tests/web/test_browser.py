@@ -159,3 +159,31 @@ def test_drag_and_drop_upload_reaches_the_job_page(server: LiveServer, browser, 
     page.wait_for_url("**/studies/*", timeout=RESULT_TIMEOUT_MS)
     assert "dropped.nii.gz" in page.inner_text("h1")
     page.close()
+
+
+def test_job_page_shows_queue_position_and_cancels(browser, tmp_path: Path) -> None:
+    from tests.web.test_api_studies import phantom_nifti
+
+    data_dir = tmp_path / "data"
+    settings = make_settings(data_dir)
+    register_test_model(settings)
+    add_user(settings, "carla", "clinician")
+    idle = LiveServer(data_dir)
+    idle.start(SPINESEG_WORKERS="0")  # jobs wait in the queue
+    try:
+        ct, _truth = phantom_nifti(tmp_path)
+        (tmp_path / "ct.nii.gz").write_bytes(ct)
+        page = browser.new_page()
+        log_in(page, idle, "carla")
+        page.wait_for_url("**/upload")
+        page.set_input_files("#files", str(tmp_path / "ct.nii.gz"))
+        page.click("#upload-button")
+        page.wait_for_url("**/jobs/*")
+        page.wait_for_function("document.getElementById('job-queue').textContent.includes('position 1')")
+        assert page.inner_text("#job-status") == "queued"
+        page.click("#cancel-form button")
+        page.wait_for_function("document.getElementById('job-status').textContent === 'cancelled'")
+        assert page.locator("#cancel-form").is_hidden()
+        page.close()
+    finally:
+        idle.stop()
