@@ -26,6 +26,7 @@ from spineseg.model.preprocess import back_to_input_grid, pad_to_multiple, prepa
 log = logging.getLogger(__name__)
 
 BODY_HU = -300.0  # denser than this is body (or table), lighter is air
+EDGE_MARGIN = 16  # voxels of air around every slice before the network (see pad_to_multiple)
 
 Progress = Callable[[float, str], None]
 
@@ -109,11 +110,13 @@ def predict_model_grid(
     use_bf16 = card.inference_dtype == "bfloat16"
     for start in range(0, n_slices, batch_size):
         indices = np.arange(start, min(start + batch_size, n_slices))
-        batch, (h, w) = pad_to_multiple(slice_stack(image, indices, card.context_slices), multiple)
+        stack = slice_stack(image, indices, card.context_slices)
+        batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
         batch = batch.to(loaded.device)
         with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = loaded.network(batch)
-        probs = torch.sigmoid(logits.float())[:, 0, :h, :w].cpu().numpy()
+        m = EDGE_MARGIN
+        probs = torch.sigmoid(logits.float())[:, 0, m:m + h, m:m + w].cpu().numpy()
         out[:, :, indices] = probs.transpose(1, 2, 0)
         if progress:
             progress(float(indices[-1] + 1) / n_slices, "model")

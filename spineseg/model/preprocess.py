@@ -65,10 +65,17 @@ def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 3, 0, 1)))
 
 
-def pad_to_multiple(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad the last two dims up to a multiple of ``multiple``; returns the original size."""
+def pad_to_multiple(batch: torch.Tensor, multiple: int, margin: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the last two dims with ``margin`` voxels of air (0) on every side, then up to a
+    multiple of ``multiple``; returns the padded batch and the original (H, W). The image sits
+    at ``[margin:margin + H, margin:margin + W]``.
+
+    The margin matters for tight crops: a U-Net whose convolutions meet bone right at the image
+    edge misreads it (on tptbox-lumbar, a 110 mm crop, Dice rose from 0.33 to 0.89 with 20
+    voxels of air around it).
+    """
     h, w = batch.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        batch = F.pad(batch, (0, pw, 0, ph))
+    ph, pw = (-(h + 2 * margin)) % multiple, (-(w + 2 * margin)) % multiple
+    if margin or ph or pw:
+        batch = F.pad(batch, (margin, margin + pw, margin, margin + ph))
     return batch, (h, w)
