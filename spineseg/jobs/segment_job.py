@@ -94,10 +94,11 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
             log.info("job %s is no longer queued; skipped", job_id)
             return "skipped"
         job = session.get(Job, job_id)
-        study_id = job.study_id
+        study_id, model_version = job.study_id, job.model_version
     reporter = ProgressReporter(database, job_id)
     try:
-        _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter)
+        _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter,
+                       model_version=model_version)
     except JobCancelled:
         status, error = "cancelled", "cancelled while running"
     except SpineSegError as exc:
@@ -116,7 +117,7 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
 
 
 def _segment_study(study_id: str, *, settings: Settings, database: Database, registry: Registry,
-                   reporter: ProgressReporter) -> None:
+                   reporter: ProgressReporter, model_version: str | None = None) -> None:
     with database.session() as session:
         study = get_study(session, study_id=study_id)
         if study is None:
@@ -126,7 +127,7 @@ def _segment_study(study_id: str, *, settings: Settings, database: Database, reg
     files.clear_outputs()
     reporter.report(0.02, "loading", force=True)
     volume = load_volume(input_path)
-    model = production_model(registry)
+    model = registry.get(model_version) if model_version else production_model(registry)  # a re-run may name one
     reporter.report(LOADED, "segmenting", force=True)
     seg = segment(volume, model.path, device=settings.device, progress=reporter.model_step)
     reporter.report(MODEL_DONE, "writing outputs", force=True)

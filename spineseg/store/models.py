@@ -69,6 +69,7 @@ class Study(Base):
     truth_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     model_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    site: Mapped[str] = mapped_column(String(100), default="", server_default="")  # multi-centre tag
     spine_volume_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
     dice: Mapped[float | None] = mapped_column(Float, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -100,6 +101,7 @@ class Job(Base):
     stage: Mapped[str] = mapped_column(String(64), default="queued")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: production
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

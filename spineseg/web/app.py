@@ -18,6 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
+from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
 from spineseg.store.database import open_database
 from spineseg.web.deps import AppServices, CurrentUser
@@ -79,11 +80,15 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.services = services
         if start_workers:
             services.queue.start()
+        app.state.training = TrainingScheduler(settings, services.database, slots=1 if settings.workers > 0 else 0)
+        if start_workers:
+            app.state.training.start()
         _warn_without_users(services)
         log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
         try:
             yield
         finally:
+            app.state.training.stop()
             services.queue.stop()
             services.database.dispose()
 
@@ -124,6 +129,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(downloads.router)
     app.include_router(evaluation.router)
     app.include_router(admin.router)
+    from spineseg.web.routes import datasets, models, study_models, training
+
+    for router in (datasets.router, training.router, models.router, study_models.router):
+        app.include_router(router)
     app.include_router(pages.router)
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")

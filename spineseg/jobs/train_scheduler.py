@@ -1,0 +1,147 @@
+"""Runs training jobs one at a time (``slots``), each in its own process, so the web service
+stays responsive while the CPU trains.
+
+The ``training_runs`` rows are the queue: a thread in the web process claims the oldest queued
+run (a guarded UPDATE), starts ``python -m spineseg.jobs.train_job`` with the log going to
+``DATA_DIR/training/<run id>/train.log``, and watches it. A cancel request reaches the child
+through its row (it stops at its next progress write) and, as a backstop, as SIGTERM. On stop
+the children get SIGTERM (they stop after the current step and re-queue themselves); on start
+runs a crashed server left ``running`` are queued again. Nothing is lost across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from spineseg.config import Settings
+from spineseg.store.database import Database
+from spineseg.store.training_runs import (
+    claim_run,
+    finish_run,
+    get_run,
+    next_queued,
+    requeue_interrupted,
+    set_pid,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+LOG_FILE = "train.log"
+
+
+def run_log_path(settings: Settings, run_id: str) -> Path:
+    return settings.data_dir / "training" / run_id / LOG_FILE
+
+
+def read_log_tail(settings: Settings, run_id: str, max_bytes: int = 20000) -> str:
+    """The last ``max_bytes`` of a run's log ("" before it started)."""
+    path = run_log_path(settings, run_id)
+    if not path.is_file():
+        return ""
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - max_bytes))
+        return fh.read().decode("utf-8", "replace")
+
+
+class TrainingScheduler:
+    """Start with ``start()``, stop with ``stop()``; ``slots`` runs at a time (0: keep them
+    queued, e.g. a web-only process)."""
+
+    def __init__(self, settings: Settings, database: Database, *, slots: int = 1) -> None:
+        self.settings, self.database, self.slots = settings, database, slots
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._signalled: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self.database.session() as session:
+            requeued = requeue_interrupted(session)
+        if requeued:
+            log.info("re-queued %d training run(s) left running by the last stop", len(requeued))
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="spineseg-training", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reap()
+                self._signal_cancelled()
+                if len(self._children) < self.slots:
+                    self._start_next()
+            except Exception:  # keep the scheduler alive whatever one run does; logged with its traceback
+                log.exception("training scheduler step failed")
+            self._stop.wait(POLL_S)
+
+    def _start_next(self) -> None:
+        with self.database.session() as session:
+            run_id = next_queued(session)
+            if run_id is None or not claim_run(session, run_id=run_id):
+                return
+        log_path = run_log_path(self.settings, run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "spineseg.jobs.train_job", run_id, "--data-dir", str(self.settings.data_dir),
+                   "--database-url", self.settings.sqlalchemy_url, "--device", self.settings.device]
+        with log_path.open("ab") as log_file:
+            child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with self._lock:
+            self._children[run_id] = child
+        with self.database.session() as session:
+            set_pid(session, run_id=run_id, pid=child.pid)
+        log.info("training run %s started in process %d", run_id, child.pid)
+
+    def _reap(self) -> None:
+        with self._lock:
+            finished = {rid: c for rid, c in self._children.items() if c.poll() is not None}
+            for run_id in finished:
+                del self._children[run_id]
+                self._signalled.discard(run_id)
+        for run_id, child in finished.items():
+            with self.database.session() as session:
+                run = get_run(session, run_id=run_id)
+                if run is not None and run.status == "running":  # the process died without recording an end
+                    tail = read_log_tail(self.settings, run_id, 600).strip().splitlines()[-3:]
+                    finish_run(session, run_id=run_id, status="failed",
+                               error=f"training process exited with code {child.returncode}: " + " | ".join(tail))
+
+    def _signal_cancelled(self) -> None:
+        with self._lock:
+            running = dict(self._children)
+        for run_id, child in running.items():
+            if run_id in self._signalled:
+                continue
+            with self.database.session() as session:
+                run = get_run(session, run_id=run_id)
+                wanted = run is not None and run.cancel_requested
+            if wanted:
+                self._signalled.add(run_id)
+                child.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop; children get SIGTERM and ``timeout`` s to checkpoint and re-queue."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._lock:
+            children = dict(self._children)
+            self._children.clear()
+        for child in children.values():
+            child.send_signal(signal.SIGTERM)
+        for run_id, child in children.items():
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("training run %s did not stop in %.0f s; killed (it re-queues on next start)",
+                            run_id, timeout)
+                child.kill()
+                child.wait()

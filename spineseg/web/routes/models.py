@@ -1,0 +1,214 @@
+"""Model versions API under ``/api/models`` (researchers): the versions with their lineage,
+promote and roll back (recorded with who and when), export and import archives, and compare
+versions on a dataset's test cases."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+
+from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.registry import RegisteredModel, Registry
+from spineseg.services.datasets import case_specs
+from spineseg.services.model_comparison import compare_versions, write_comparison_plots
+from spineseg.store import accounts
+from spineseg.store.datasets import get_dataset
+from spineseg.store.studies import new_id
+from spineseg.store.training_runs import runs_by_version
+from spineseg.web.deps import DbSession, Services
+from spineseg.web.training_deps import Trainer
+from spineseg.web.uploads import receive_upload
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+IMPORT_SCHEMA = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {"files": {"type": "string", "format": "binary",
+                                 "description": "one archive written by export (card.json + weights.safetensors)"}},
+    }}}}
+}
+
+
+class CompareRequest(BaseModel):
+    versions: list[str] = Field(description="2-6 version ids; the first is the reference")
+    dataset_id: str
+    split: str = Field("test", description="which split's cases to score: test (default), val or train")
+
+
+@contextmanager
+def known_versions() -> Iterator[None]:
+    """An unknown version id is a 404 here (the service still segments), not the 503 that a
+    missing production model means."""
+    try:
+        yield
+    except ModelNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def version_json(model: RegisteredModel, runs: dict[str, Any]) -> dict[str, Any]:
+    card = model.card
+    run = runs.get(model.id)
+    dataset = ({"id": run.dataset_id, "name": run.dataset.name if run.dataset else None} if run else
+               {"id": None, "name": Path(card.dataset["path"]).name if card.dataset.get("path") else None})
+    metrics = {k: v for k, v in card.metrics.items() if k != "history"}
+    return {
+        "id": model.id, "parent_id": card.parent_id, "is_production": model.is_production,
+        "created": card.created, "created_by": run.created_by if run else None,
+        "dataset": dataset, "training_run": run.id if run else None, "metrics": metrics,
+        "hyperparameters": card.hyperparameters, "architecture": card.architecture.get("name"),
+        "notes": card.notes, "code_version": card.code_version, "weights_sha256": card.weights_sha256,
+    }
+
+
+def lineage(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Roots (versions whose parent is unknown here) with nested ``children``, oldest first."""
+    nodes = {v["id"]: {"id": v["id"], "is_production": v["is_production"], "children": []} for v in versions}
+    roots = []
+    for v in versions:
+        parent = nodes.get(v["parent_id"] or "")
+        (parent["children"] if parent else roots).append(nodes[v["id"]])
+    return roots
+
+
+def all_versions(registry: Registry, session: Session) -> list[dict[str, Any]]:
+    runs = runs_by_version(session)
+    return [version_json(m, runs) for m in registry.list_versions()]
+
+
+def history_json(registry: Registry) -> list[dict[str, Any]]:
+    return [{"action": e.action, "version_id": e.version_id, "previous_id": e.previous_id, "actor": e.actor,
+             "at": e.at} for e in registry.history()]
+
+
+@router.get("", summary="All versions (oldest first) with lineage, metrics, dataset, creator, production flag")
+def versions(_user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    listed = all_versions(services.registry, session)
+    return {"production": services.registry.production_id(), "versions": listed, "lineage": lineage(listed),
+            "history": history_json(services.registry)}
+
+
+@router.get("/history", summary="Promotions and rollbacks with who and when")
+def history(_user: Trainer, services: Services) -> list[dict[str, Any]]:
+    return history_json(services.registry)
+
+
+@router.post("/rollback", summary="Return production to the previous production version")
+def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    model = services.registry.rollback(actor=user.username)
+    accounts.record(session, username=user.username, action="model.rollback", target=model.id)
+    return {"production": model.id, "history": history_json(services.registry)}
+
+
+@router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA,
+             summary="Import a version exported at another site (card and weights hash kept)")
+async def import_version(request: Request, user: Trainer, services: Services) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="spineseg-import-") as folder:
+        received = await receive_upload(request, Path(folder) / "in", Path(folder) / "unused",
+                                        services.settings.max_upload_bytes)
+        if len(received.files) != 1:
+            raise InputError("files", "upload exactly one exported version archive (.zip)")
+        path, name = next(iter(received.files.items()))
+        try:
+            model = await run_in_threadpool(services.registry.import_file, path)
+        except InputError as exc:
+            exc.source = name
+            exc.reason = exc.reason.replace(str(path), name)
+            raise
+    with services.database.session() as session:
+        accounts.record(session, username=user.username, action="model.import", target=model.id, detail=name)
+        return version_json(model, runs_by_version(session))
+
+
+@router.post("/compare", summary="Compare 2-6 versions on a dataset's test cases: Dice, Bland-Altman, time")
+async def compare(body: CompareRequest, user: Trainer, services: Services) -> dict[str, Any]:
+    with services.database.session() as session:
+        dataset = get_dataset(session, dataset_id=body.dataset_id)
+        if dataset is None:
+            raise InputError("dataset_id", f"no dataset with id {body.dataset_id!r}")
+        specs = [s for s in case_specs(dataset) if s.split == body.split]
+        name = dataset.name
+    if not specs:
+        raise InputError("dataset_id", f"dataset {name!r} has no cases in the {body.split!r} split")
+    with known_versions():
+        result = await run_in_threadpool(compare_versions, services.registry, body.versions, specs,
+                                         device=services.settings.device)
+    comparison_id = new_id()
+    folder = comparisons_dir(services) / comparison_id
+    plots = await run_in_threadpool(write_comparison_plots, result, folder)
+    result |= {"id": comparison_id, "dataset": {"id": body.dataset_id, "name": name}, "split": body.split,
+               "plots": {v: f"/api/models/comparisons/{comparison_id}/bland-altman/{v}.png" for v in plots}}
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    with services.database.session() as session:
+        accounts.record(session, username=user.username, action="model.compare", target=",".join(body.versions),
+                        detail=f"dataset {name}, {len(specs)} case(s)")
+    return result
+
+
+def comparisons_dir(services: Any) -> Path:
+    return services.settings.data_dir / "comparisons"
+
+
+def _comparison_folder(services: Any, comparison_id: str) -> Path:
+    folder = comparisons_dir(services) / comparison_id
+    if not re.fullmatch(r"[0-9a-f]{32}", comparison_id) or not (folder / "result.json").is_file():
+        raise HTTPException(404, f"no comparison with id {comparison_id!r}")
+    return folder
+
+
+@router.get("/comparisons/{comparison_id}", summary="A stored comparison result")
+def comparison(comparison_id: str, _user: Trainer, services: Services) -> dict[str, Any]:
+    return json.loads((_comparison_folder(services, comparison_id) / "result.json").read_text())
+
+
+@router.get("/comparisons/{comparison_id}/bland-altman/{version_id}.png",
+            summary="Bland-Altman plot of per-case Dice: this version vs the reference")
+def comparison_plot(comparison_id: str, version_id: str, _user: Trainer, services: Services) -> Response:
+    path = _comparison_folder(services, comparison_id) / f"bland-altman-{version_id}.png"
+    if "/" in version_id or not path.is_file():
+        raise HTTPException(404, f"no plot for version {version_id!r} in this comparison (needs 2+ cases)")
+    return Response(path.read_bytes(), media_type="image/png")
+
+
+@router.get("/{version_id}", summary="One version: its card (parent, dataset, settings, metrics)")
+def version(version_id: str, _user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    with known_versions():
+        model = services.registry.get(version_id)
+    data = version_json(model, runs_by_version(session))
+    data["card"] = json.loads(model.card.to_json())
+    return data
+
+
+@router.post("/{version_id}/promote", summary="Make this version production (recorded with who and when)")
+def promote(version_id: str, user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    with known_versions():
+        model = services.registry.promote(version_id, actor=user.username)
+    accounts.record(session, username=user.username, action="model.promote", target=model.id)
+    return {"production": model.id, "history": history_json(services.registry)}
+
+
+@router.get("/{version_id}/export", summary="Download the version as the registry's export archive (.zip)")
+def export(version_id: str, user: Trainer, session: DbSession, services: Services) -> FileResponse:
+    folder = Path(tempfile.mkdtemp(prefix="spineseg-export-"))
+    try:
+        with known_versions():
+            path = services.registry.export(version_id, folder / f"spineseg-model-{version_id}.zip")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    accounts.record(session, username=user.username, action="model.export", target=version_id)
+    return FileResponse(path, media_type="application/zip", filename=path.name,
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
