@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     spine_slice_fraction: float = 0.8
     drop_context_prob: float = 0.1
+    tight_crop_prob: float = 0.15
     bf16: bool = False
     device: str = "auto"
     threads: int = 0
@@ -143,7 +144,22 @@ class SliceSampler:
         sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + p, h), min(x0 + p, w)
         out_img[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = stack[:, sy0:sy1, sx0:sx1]
         out_lbl[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = label[:, sy0:sy1, sx0:sx1]
+        if out_lbl.any() and rng.random() < self.config.tight_crop_prob:
+            self._keep_box_around_spine(out_img, out_lbl)
         return out_img, out_lbl
+
+    def _keep_box_around_spine(self, image: np.ndarray, label: np.ndarray) -> None:
+        """Simulate a scan cropped tightly around the spine: air outside a box that holds the
+        labelled spine plus a random margin (the box may cut into it; labels follow)."""
+        rng = self.rng
+        ys, xs = np.nonzero(label[0])
+        margin = rng.integers(-4, 30, size=4)
+        y0, y1 = max(ys.min() - margin[0], 0), ys.max() + 1 + margin[1]
+        x0, x1 = max(xs.min() - margin[2], 0), xs.max() + 1 + margin[3]
+        keep = np.zeros(label.shape[1:], dtype=bool)
+        keep[y0:y1, x0:x1] = True
+        image[:, ~keep] = 0.0
+        label[:, ~keep] = 0.0
 
 
 @dataclass
