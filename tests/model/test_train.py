@@ -61,3 +61,27 @@ def test_sigterm_leaves_the_registry_untouched_and_the_run_resumable(
                                     checkpoint_dir=checkpoints, resume=True, out_version="resumed")
     assert resumed is not None and resumed.id == "resumed"
     assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_tight_crop_augmentation_leaves_air_around_the_spine(phantom_dataset: Path) -> None:
+    from spineseg.model.card import ModelCard
+    from spineseg.model.dataset import load_dataset
+    from spineseg.model.train import SliceSampler
+
+    _, cases = load_dataset(phantom_dataset)
+    config = TrainConfig(patch_size=96, tight_crop_prob=1.0, spine_slice_fraction=1.0)
+    sampler = SliceSampler([c for c in cases if c.split == "train"], ModelCard(id="", architecture={}), config,
+                           np.random.default_rng(0))
+    cropped = 0
+    for _ in range(20):
+        image, label = sampler.sample()
+        if not label.any():
+            continue
+        ys, xs = np.nonzero(label[0])
+        outside = np.ones(label.shape[1:], dtype=bool)
+        # The box is the spine's extent plus a margin below 30 voxels (the box may also cut 4 voxels in).
+        outside[max(ys.min() - 34, 0): ys.max() + 35, max(xs.min() - 34, 0): xs.max() + 35] = False
+        if outside.any():
+            assert image[:, outside].max() == 0.0
+            cropped += 1
+    assert cropped > 5
