@@ -20,7 +20,7 @@ from scipy import ndimage
 from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
-from spineseg.model.postprocess import implausible_components, remove_small_components
+from spineseg.model.postprocess import plausible_spine
 from spineseg.model.preprocess import back_to_input_grid, pad_to_multiple, prepare_volume, slice_stack
 
 log = logging.getLogger(__name__)
@@ -152,13 +152,13 @@ def segment(
     timings["model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    # Components are judged on the model grid (small, near-isotropic); the probabilities of the
+    # rejected ones are cleared before going back, so the input grid needs no labelling pass.
     body = prepared.image > normalised_level(BODY_HU, card.window_hu)
-    far = implausible_components(probs_model >= card.threshold, body, card.spacing_mm)
-    probs_model[ndimage.binary_dilation(far, iterations=1)] = 0.0
+    keep = plausible_spine(probs_model >= card.threshold, body, card.spacing_mm, min_ml=card.min_component_ml)
+    probs_model[~ndimage.binary_dilation(keep, iterations=1)] = 0.0
     probabilities = back_to_input_grid(probs_model, prepared)
-    mask = remove_small_components(
-        probabilities >= card.threshold, volume.voxel_volume_ml, min_ml=card.min_component_ml
-    )
+    mask = (probabilities >= card.threshold).astype(np.uint8)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     log.info("segmented %s with %s in %.2fs", volume.provenance.source, card.id, timings["total"])

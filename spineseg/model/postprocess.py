@@ -69,3 +69,13 @@ def implausible_components(
     drop[1:] = mean_distance > max_offset_mm
     drop[reference] = False
     return drop[labelled]
+
+
+def plausible_spine(
+    foreground: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], *, min_ml: float
+) -> np.ndarray:
+    """``foreground`` (RAS grid) without components far from the spinal axis and without small
+    components (see ``implausible_components`` and ``remove_small_components``)."""
+    far = implausible_components(foreground, body, spacing)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return remove_small_components(foreground & ~far, voxel_ml, min_ml=min_ml).astype(bool)
