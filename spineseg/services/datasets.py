@@ -44,8 +44,8 @@ def validate_case(ct_path: Path, labels_path: Path, convention: str = "auto") ->
     volume = load_volume(ct_path)
     labels = load_labels(labels_path, volume, convention=convention)
     if not labels.mask.any():
-        raise InputError(labels_path.name, "label map has no spine labels on this CT (wrong convention, or the "
-                                           "labels belong to another scan?)")
+        raise InputError(labels_path, "label map has no spine labels on this CT (wrong convention, or the "
+                                      "labels belong to another scan?)")
     with_spine = int(labels.mask.any(axis=(0, 1)).sum())
     levels: list[str] = []
     if labels.vertebrae is not None:

@@ -129,9 +129,9 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(downloads.router)
     app.include_router(evaluation.router)
     app.include_router(admin.router)
-    from spineseg.web.routes import datasets, models, study_models, training
+    from spineseg.web.routes import datasets, models, study_models, training, training_pages
 
-    for router in (datasets.router, training.router, models.router, study_models.router):
+    for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router):
         app.include_router(router)
     app.include_router(pages.router)
     _add_docs(app)

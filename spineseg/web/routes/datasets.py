@@ -7,6 +7,7 @@ with spine labels); a refused upload leaves no file and no row behind.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -117,6 +118,30 @@ def _public(text: str, folder: Path) -> str:
         str(folder), "the upload")
 
 
+def default_case_name(services: Any, dataset_id: str, files: dict[Path, str], patient: str) -> str:
+    """The uploaded file's (or folder's) name without suffix; with the patient id appended when
+    the dataset already has a case of that name."""
+    first = sorted(files.values())[0].replace("\\", "/").split("/")[0]
+    stem = re.sub(r"(\.nii\.gz|\.nii|\.zip|\.dcm)$", "", first, flags=re.I)
+    stem = re.sub(r"[^A-Za-z0-9 ._-]", "_", stem).lstrip(" ._-")[:80] or "case"
+    with services.database.session() as session:
+        taken = {c.name for c in load_dataset_row(session, dataset_id).cases}
+    candidate, counter = stem, 1
+    while candidate in taken:
+        counter += 1
+        candidate = f"{stem}-{patient}" if counter == 2 else f"{stem}-{patient}-{counter}"
+    return candidate
+
+
+def _field_of(exc: InputError, folder: Path) -> str:
+    """Which form field an error is about: the CT files, the label map, or a text field."""
+    if exc.source == "truth" or str(folder / "labels") in exc.source:
+        return "truth"
+    if exc.source == "files" or str(folder / "ct") in exc.source or str(folder) == exc.source:
+        return "files"
+    return exc.source
+
+
 def _unpack_labels(truth: Path, labels_dir: Path, max_bytes: int) -> Path:
     if truth.name.lower().endswith(".zip"):
         target = labels_dir / "structures"
@@ -143,8 +168,8 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         convention = check_convention(fields.get("convention") or "auto")
         partial = fields.get("partial", "").lower() in ("1", "true", "yes", "on")
         ct_path, _kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
-        default_name = sorted(received.files.values())[0].replace("\\", "/").split("/")[0]
-        name = check_name(fields.get("name") or default_name.removesuffix(".gz").removesuffix(".nii"), "name")
+        name = check_name(fields.get("name") or default_case_name(services, dataset_id, received.files, patient),
+                          "name")
         labels_path = await run_in_threadpool(_unpack_labels, received.truth[0], folder / "labels",
                                               4 * services.settings.max_voxels)
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
@@ -159,6 +184,7 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
             return {"case_id": case.id, "dataset": data}
     except InputError as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        exc.field = getattr(exc, "field", None) or _field_of(exc, folder)
         exc.source, exc.reason = _public(exc.source, folder), _public(exc.reason, folder)
         raise
     except BaseException:

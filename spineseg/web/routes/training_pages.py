@@ -1,0 +1,169 @@
+"""Server-rendered pages for researchers: datasets, training (with live curves), models
+(table, lineage tree, promote/rollback, export/import, compare). Forms post here with the
+CSRF token; uploads go to the JSON API from a small script. Every action calls the same
+store and service functions as the API."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from spineseg.errors import InputError
+from spineseg.services.datasets import dataset_json
+from spineseg.services.training import SCRATCH
+from spineseg.store import accounts
+from spineseg.store.datasets import create_dataset, list_datasets
+from spineseg.store.studies import StudyFilter, list_studies
+from spineseg.store.training_runs import list_runs, request_cancel
+from spineseg.web.deps import DbSession, Services
+from spineseg.web.routes.datasets import load_dataset_row
+from spineseg.web.routes.models import CompareRequest, all_versions, compare, history_json, lineage
+from spineseg.web.routes.pages import render
+from spineseg.web.routes.training import TrainingSettings, TrainingStart, load_run, run_json, start_run
+from spineseg.web.training_deps import Trainer
+
+router = APIRouter(include_in_schema=False)
+
+SETTING_FIELDS = tuple(name for name in TrainingSettings.model_fields if name != "warmup_steps")
+
+
+@router.get("/datasets")
+def datasets_page(request: Request, user: Trainer, session: DbSession) -> HTMLResponse:
+    rows = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+    return render(request, "datasets_list.html", user, datasets=rows, error=None)
+
+
+@router.post("/datasets")
+def create_from_page(request: Request, user: Trainer, session: DbSession, name: Annotated[str, Form()],
+                     description: Annotated[str, Form()] = "") -> Response:
+    try:
+        dataset = create_dataset(session, name=name, description=description, created_by=user.username)
+    except InputError as exc:
+        rows = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+        return render(request, "datasets_list.html", user, 422, datasets=rows, error=exc.reason)
+    accounts.record(session, username=user.username, action="dataset.create", target=dataset.id, detail=dataset.name)
+    return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
+
+
+@router.get("/datasets/{dataset_id}")
+def dataset_page(request: Request, dataset_id: str, user: Trainer, session: DbSession) -> HTMLResponse:
+    dataset = dataset_json(load_dataset_row(session, dataset_id))
+    studies = [s for s in list_studies(session, filters=StudyFilter(with_truth=True)) if s.latest_job
+               and s.latest_job.status == "done"]
+    return render(request, "datasets_detail.html", user, dataset=dataset, studies=studies)
+
+
+@router.post("/datasets/{dataset_id}/split")
+async def split_from_page(request: Request, dataset_id: str, user: Trainer, session: DbSession) -> Response:
+    from spineseg.web.routes.datasets import SplitUpdate, edit_split
+
+    form = await request.form()
+    assignments = {str(k).removeprefix("split-"): str(v) for k, v in form.items() if str(k).startswith("split-")}
+    edit_split(dataset_id, SplitUpdate(patients=assignments), user, session)
+    return RedirectResponse(f"/datasets/{dataset_id}", status_code=303)
+
+
+def _run_rows(session: Any) -> list[dict[str, Any]]:
+    return [run_json(session, r) for r in list_runs(session, limit=50)]
+
+
+@router.get("/training")
+def training_page(request: Request, user: Trainer, session: DbSession, services: Services,
+                  dataset: str = "") -> HTMLResponse:
+    datasets = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+    versions = [m.id for m in services.registry.list_versions()]
+    defaults = TrainingSettings().model_dump()
+    return render(request, "training_start.html", user, datasets=datasets, versions=versions, runs=_run_rows(session),
+                  production=services.registry.production_id(), defaults=defaults, fields=SETTING_FIELDS,
+                  chosen_dataset=dataset, error=None, scratch=SCRATCH)
+
+
+@router.post("/training")
+async def start_from_page(request: Request, user: Trainer, session: DbSession, services: Services) -> Response:
+    form = await request.form()
+    try:
+        settings = TrainingSettings(**{k: form[k] for k in SETTING_FIELDS if form.get(k)})
+        body = TrainingStart(dataset_id=str(form.get("dataset_id", "")), base=str(form.get("base", "")),
+                             settings=settings, notes=str(form.get("notes", "")))
+        run = start_run(session, services, body, user.username)
+    except (InputError, ValidationError) as exc:
+        message = exc.reason if isinstance(exc, InputError) else "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        datasets = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+        return render(request, "training_start.html", user, 422, datasets=datasets,
+                      versions=[m.id for m in services.registry.list_versions()], runs=_run_rows(session),
+                      production=services.registry.production_id(), defaults=TrainingSettings().model_dump(),
+                      fields=SETTING_FIELDS, chosen_dataset=str(form.get("dataset_id", "")), error=message,
+                      scratch=SCRATCH)
+    return RedirectResponse(f"/training/{run.id}", status_code=303)
+
+
+@router.get("/training/{run_id}")
+def run_page(request: Request, run_id: str, user: Trainer, session: DbSession) -> HTMLResponse:
+    return render(request, "training_run.html", user, run=run_json(session, load_run(session, run_id)))
+
+
+@router.post("/training/{run_id}/cancel")
+def cancel_from_page(run_id: str, user: Trainer, session: DbSession) -> Response:
+    if request_cancel(session, run_id=run_id) is None:
+        raise HTTPException(404, f"no training run with id {run_id!r}")
+    accounts.record(session, username=user.username, action="training.cancel", target=run_id)
+    return RedirectResponse(f"/training/{run_id}", status_code=303)
+
+
+def _models_context(session: Any, services: Any) -> dict[str, Any]:
+    versions = all_versions(services.registry, session)
+    return {"versions": list(reversed(versions)), "tree_nodes": lineage(versions),
+            "history": history_json(services.registry), "production": services.registry.production_id(),
+            "datasets": [dataset_json(d, with_cases=False) for d in list_datasets(session)]}
+
+
+@router.get("/models")
+def models_page(request: Request, user: Trainer, session: DbSession, services: Services) -> HTMLResponse:
+    return render(request, "models.html", user, error=None, **_models_context(session, services))
+
+
+@router.post("/models/{version_id}/promote")
+def promote_from_page(request: Request, version_id: str, user: Trainer, session: DbSession,
+                      services: Services) -> Response:
+    from spineseg.web.routes.models import promote
+
+    promote(version_id, user, session, services)
+    return RedirectResponse("/models", status_code=303)
+
+
+@router.post("/models/rollback")
+def rollback_from_page(request: Request, user: Trainer, session: DbSession, services: Services) -> Response:
+    try:
+        model = services.registry.rollback(actor=user.username)
+    except InputError as exc:
+        return render(request, "models.html", user, 409, error=exc.reason, **_models_context(session, services))
+    accounts.record(session, username=user.username, action="model.rollback", target=model.id)
+    return RedirectResponse("/models", status_code=303)
+
+
+@router.post("/models/compare")
+async def compare_from_page(request: Request, user: Trainer, services: Services) -> HTMLResponse:
+    form = await request.form()
+    body = CompareRequest(versions=[str(v) for v in form.getlist("versions")],
+                          dataset_id=str(form.get("dataset_id", "")), split=str(form.get("split") or "test"))
+    try:
+        result = await compare(body, user, services)
+    except InputError as exc:
+        with services.database.session() as session:
+            context = _models_context(session, services)
+        return render(request, "models.html", user, 422, error=exc.reason, **context)
+    return render(request, "models_compare.html", user, result=result)
+
+
+@router.get("/models/comparisons/{comparison_id}")
+def comparison_page(request: Request, comparison_id: str, user: Trainer, services: Services) -> HTMLResponse:
+    folder = services.settings.data_dir / "comparisons" / comparison_id
+    if not re.fullmatch(r"[0-9a-f]{32}", comparison_id) or not (folder / "result.json").is_file():
+        raise HTTPException(404, f"no comparison with id {comparison_id!r}")
+    return render(request, "models_compare.html", user, result=json.loads((folder / "result.json").read_text()))
