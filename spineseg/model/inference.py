@@ -53,7 +53,8 @@ class Segmentation:
     """The result of ``segment``.
 
     mask: uint8 (I, J, K) on the input grid, 1 = spine.
-    probabilities: float32 (I, J, K) on the input grid, sigmoid outputs before post-processing.
+    probabilities: float32 (I, J, K) on the input grid, the network's sigmoid outputs, cleared
+        (0) where post-processing rejected a component.
     volume: the input (its affine is the mask's affine).
     timings: seconds per stage (``preprocess``, ``model``, ``postprocess``, ``total``).
     """
