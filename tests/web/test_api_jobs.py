@@ -57,3 +57,19 @@ def test_upload_without_a_production_model_is_503_with_the_reason(tmp_path: Path
                                headers=bearer(token))
         assert response.status_code == 503
         assert "no trained model" in response.json()["detail"]
+
+
+def test_job_events_stream_ends_with_the_final_status(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", workers=0)
+    register_test_model(settings)
+    token = add_user(settings, "carla", "clinician")
+    with TestClient(create_app(settings)) as client:
+        ids = client.post("/api/studies", files=[("files", ("ct.nii.gz", _ct_bytes(tmp_path), "x"))],
+                          headers=bearer(token)).json()
+        client.post(f"/api/jobs/{ids['job_id']}/cancel", headers=bearer(token))
+        with client.stream("GET", f"/api/jobs/{ids['job_id']}/events", headers=bearer(token)) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert len(events) == 1 and '"status": "cancelled"' in events[0]
+        assert client.get("/api/jobs/nope/events", headers=bearer(token)).status_code == 404
+        assert client.get(f"/api/jobs/{ids['job_id']}/events").status_code == 401

@@ -3,13 +3,16 @@ cancel) and evaluation. File downloads live in ``downloads``."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from spineseg.errors import InputError, ModelNotFoundError
 from spineseg.registry import NO_MODEL_MESSAGE
@@ -18,6 +21,7 @@ from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
 from spineseg.store.models import Job, Study
 from spineseg.store.studies import (
+    FINISHED,
     StudyFilter,
     create_job,
     create_study,
@@ -221,6 +225,45 @@ def job_status(job_id: str, _user: CurrentUser, session: DbSession) -> dict[str,
     if job is None:
         raise HTTPException(404, f"no job with id {job_id!r}")
     return job_json(session, job)
+
+
+EVENT_POLL_S = 0.5
+EVENT_KEEPALIVE_S = 15.0
+
+
+def _job_snapshot(services: Any, job_id: str) -> dict[str, Any] | None:
+    with services.database.session() as session:
+        job = get_job(session, job_id=job_id)
+        return None if job is None else job_json(session, job)
+
+
+@router.get("/jobs/{job_id}/events", summary="Server-sent events: the job's status each time it changes",
+            response_class=StreamingResponse)
+async def job_events(job_id: str, request: Request, _user: CurrentUser, services: Services) -> StreamingResponse:
+    """``text/event-stream``: one ``data: <job JSON>`` event per change, ending after the job
+    reaches done, failed or cancelled (comment lines keep idle connections open)."""
+    if await run_in_threadpool(_job_snapshot, services, job_id) is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+
+    async def stream() -> AsyncIterator[str]:
+        last: dict[str, Any] | None = None
+        quiet_s = 0.0
+        while not await request.is_disconnected():
+            snapshot = await run_in_threadpool(_job_snapshot, services, job_id)
+            if snapshot is None:
+                return
+            if snapshot != last:
+                last, quiet_s = snapshot, 0.0
+                yield f"data: {json.dumps(snapshot)}\n\n"
+                if snapshot["status"] in FINISHED:
+                    return
+            elif quiet_s >= EVENT_KEEPALIVE_S:
+                quiet_s = 0.0
+                yield ": still working\n\n"
+            await asyncio.sleep(EVENT_POLL_S)
+            quiet_s += EVENT_POLL_S
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")

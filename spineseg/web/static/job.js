@@ -1,5 +1,5 @@
-// Job page: polls the job's status every second and updates stage, percent, queue position;
-// opens the result when the job is done.
+// Job page: follows the job through server-sent events (falls back to polling every second)
+// and updates stage, percent, queue position; opens the result when the job is done.
 "use strict";
 (function () {
   const box = document.getElementById("job");
@@ -11,6 +11,21 @@
     percent: document.getElementById("job-percent"), error: document.getElementById("job-error"),
     cancel: document.getElementById("cancel-form"), link: document.getElementById("result-link"),
   };
+  function show(job) {
+    els.status.textContent = job.status;
+    els.stage.textContent = job.stage;
+    els.queue.textContent = job.queue_position ? "· position " + job.queue_position + " in the queue" : "";
+    els.bar.value = job.progress;
+    els.percent.textContent = Math.round(job.progress * 100) + " %";
+    if (job.error) { els.error.textContent = job.error; els.error.hidden = false; }
+    const active = job.status === "queued" || job.status === "running";
+    if (els.cancel) els.cancel.hidden = !active;
+    if (job.status === "done") {
+      els.link.hidden = false;
+      window.location.href = "/studies/" + studyId;
+    }
+    return active;
+  }
   async function poll() {
     let job;
     try {
@@ -23,20 +38,19 @@
       setTimeout(poll, 3000);
       return;
     }
-    els.status.textContent = job.status;
-    els.stage.textContent = job.stage;
-    els.queue.textContent = job.queue_position ? "· position " + job.queue_position + " in the queue" : "";
-    els.bar.value = job.progress;
-    els.percent.textContent = Math.round(job.progress * 100) + " %";
-    if (job.error) { els.error.textContent = job.error; els.error.hidden = false; }
-    const active = job.status === "queued" || job.status === "running";
-    if (els.cancel) els.cancel.hidden = !active;
-    if (job.status === "done") {
-      els.link.hidden = false;
-      window.location.href = "/studies/" + studyId;
-      return;
-    }
-    if (active) setTimeout(poll, 1000);
+    if (show(job)) setTimeout(poll, 1000);
   }
-  poll();
+  if (typeof EventSource === "undefined") {
+    poll();
+  } else {
+    const source = new EventSource("/api/jobs/" + jobId + "/events");
+    let finished = false;
+    source.onmessage = (event) => {
+      if (!show(JSON.parse(event.data))) { finished = true; source.close(); }
+    };
+    source.onerror = () => {
+      source.close();
+      if (!finished) poll();
+    };
+  }
 })();
