@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,14 @@ class StudyFiles:
 
     def clear_outputs(self) -> None:
         shutil.rmtree(self.outputs, ignore_errors=True)
+
+
+def orphan_study_dirs(studies_dir: Path, known_ids: set[str], *, older_than_s: float = 600.0) -> list[Path]:
+    """Study folders with no database row (an upload cut off by a crash), untouched for
+    ``older_than_s`` seconds so an upload still in progress elsewhere is left alone."""
+    if not studies_dir.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    return [folder for folder in studies_dir.iterdir()
+            if folder.is_dir() and re.fullmatch(r"[0-9a-f]{32}", folder.name)
+            and folder.name not in known_ids and folder.stat().st_mtime < cutoff]

@@ -80,6 +80,10 @@ def list_studies(session: Session, *, filters: StudyFilter) -> list[Study]:
     return list(session.scalars(query.limit(filters.limit)))
 
 
+def study_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(Study.id)))
+
+
 def model_ids(session: Session) -> list[str]:
     return sorted(m for m in session.scalars(select(Study.model_id).distinct()) if m)
 

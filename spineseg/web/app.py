@@ -51,6 +51,19 @@ def _warn_without_users(services: AppServices) -> None:
                         "`spineseg users create --username NAME --role admin --password-stdin`")
 
 
+def _remove_orphan_uploads(services: AppServices) -> None:
+    import shutil
+
+    from spineseg.store.files import orphan_study_dirs
+    from spineseg.store.studies import study_ids
+
+    with services.database.session() as session:
+        known = study_ids(session)
+    for folder in orphan_study_dirs(services.settings.studies_dir, known):
+        log.info("removing %s: an upload that never became a study", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
     templates.env.globals["niivue_file"] = f"vendor/niivue-{NIIVUE_VERSION}.min.js"
@@ -84,6 +97,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         if start_workers:
             app.state.training.start()
         _warn_without_users(services)
+        _remove_orphan_uploads(services)
         log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
         try:
             yield

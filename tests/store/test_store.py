@@ -130,3 +130,17 @@ def test_uploaded_names_are_made_safe_and_unique() -> None:
     assert safe_file_name("dicom/IM 1.dcm", taken) == "IM_1.dcm"
     assert safe_file_name("other/IM 1.dcm", taken) == "IM_1_2.dcm"
     assert safe_file_name("...", taken) == "file"
+
+
+def test_orphan_study_folders_are_found_only_when_old_and_unknown(tmp_path: Path) -> None:
+    import os
+
+    from spineseg.store.files import orphan_study_dirs
+
+    known, orphan, fresh = (tmp_path / ("a" * 32)), (tmp_path / ("b" * 32)), (tmp_path / ("c" * 32))
+    for folder in (known, orphan, fresh, tmp_path / "not-a-study"):
+        folder.mkdir()
+    old = 1_000_000_000
+    for folder in (known, orphan, tmp_path / "not-a-study"):
+        os.utime(folder, (old, old))
+    assert orphan_study_dirs(tmp_path, {known.name}) == [orphan]
