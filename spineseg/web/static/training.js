@@ -14,8 +14,8 @@
     return el;
   }
 
-  // points: [[x, y], ...]; yRange: [low, high] or null to fit the data.
-  function drawChart(svg, points, yRange, xLabel) {
+  // points: [[x, y], ...]; yRange / xRange: [low, high], or null to fit the data.
+  function drawChart(svg, points, yRange, xLabel, xRange) {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const width = 480, height = 220, left = 46, right = 10, top = 10, bottom = 30;
     svg.appendChild(element("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom,
@@ -26,7 +26,8 @@
       return;
     }
     const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-    const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+    const x0 = xRange ? xRange[0] : Math.min(...xs);
+    const x1 = Math.max(xRange ? xRange[1] : Math.max(...xs), x0 + 1);
     let [y0, y1] = yRange || [Math.min(...ys), Math.max(...ys)];
     if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
     const sx = (x) => left + (x - x0) / (x1 - x0) * (width - left - right);
@@ -73,9 +74,9 @@
       $("run-version-link").firstChild.textContent = run.version_id;
     }
     $("run-cancel").hidden = !(run.status === "queued" || run.status === "running");
-    drawChart($("loss-chart"), run.losses, null, "step");
+    drawChart($("loss-chart"), run.losses, null, "step", [1, Math.max(run.total_steps, 1)]);
     drawChart($("dice-chart"), run.history.filter((h) => h.val_dice !== null).map((h) => [h.epoch, h.val_dice]),
-              [0, 1], "epoch");
+              [0, 1], "epoch", [1, Math.max(run.epochs || 1, 1)]);
   }
 
   async function pollLog() {
