@@ -59,10 +59,14 @@ def train_config(settings: dict[str, Any], device: str) -> TrainConfig:
 class RunProgress:
     """Turns ``TrainEvent``s into the run's live state and notices cancel requests."""
 
-    def __init__(self, database: Database, run_id: str, total_steps: int) -> None:
+    def __init__(self, database: Database, run_id: str, total_steps: int, *,
+                 history: list[dict[str, Any]] | None = None, losses: list[list[float]] | None = None,
+                 steps_per_epoch: int = 1) -> None:
         self.database, self.run_id, self.total_steps = database, run_id, total_steps
-        self.losses: list[list[float]] = []
-        self.history: list[dict[str, Any]] = []
+        # A resumed run continues after its last finished epoch: keep what happened up to there.
+        self.history: list[dict[str, Any]] = list(history or [])
+        done = len(self.history) * steps_per_epoch
+        self.losses: list[list[float]] = [point for point in (losses or []) if point[0] <= done]
         self.started = time.monotonic()
         self.first_step: int | None = None
         self._last_write = 0.0
@@ -92,6 +96,7 @@ class RunProgress:
     def __call__(self, event: TrainEvent) -> None:
         if event.kind == "epoch":
             val = event.metrics.get("val_dice")
+            self.history = [h for h in self.history if h["epoch"] < event.epoch]  # a re-run epoch replaces its record
             self.history.append({"epoch": event.epoch, "loss": event.loss,
                                  "val_dice": val if val is not None and math.isfinite(val) else None})
             self.write({"history": list(self.history), "epoch": event.epoch, "step": event.step}, force=True)
@@ -116,12 +121,14 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
         dataset = run.dataset
         specs, split = case_specs(dataset), effective_split(dataset)
         base, stored, seed = run.base, dict(run.settings), dataset.seed
+        history, losses = list(run.history or []), list(run.losses or [])
         dataset_id, dataset_name, user = dataset.id, dataset.name, run.created_by
         notes = run.notes or f"trained in the web service by {user} on dataset {dataset_name!r} ({dataset_id})"
     registry = Registry(settings.registry_dir)
     folder = run_folder(settings, run_id)
     config = train_config(stored, settings.device)
-    progress = RunProgress(database, run_id, config.epochs * config.steps_per_epoch)
+    progress = RunProgress(database, run_id, config.epochs * config.steps_per_epoch, history=history, losses=losses,
+                           steps_per_epoch=config.steps_per_epoch)
     status, error, version_id = "failed", None, None
     try:
         spacing = DEFAULT_SPACING if base == SCRATCH else tuple(registry.get(base).card.spacing_mm)

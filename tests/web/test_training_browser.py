@@ -93,7 +93,7 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     page.click("text=Train on this dataset")
     page.wait_for_url("**/training?dataset=*")
     assert page.input_value("#train-base") == BASE_VERSION
-    for field, value in (("epochs", "3"), ("steps_per_epoch", "25"), ("batch_size", "2"), ("patch_size", "32")):
+    for field, value in (("epochs", "2"), ("steps_per_epoch", "15"), ("batch_size", "2"), ("patch_size", "32")):
         page.fill(f"#train-{field}", value)
     page.click("#train-button")
     page.wait_for_url("**/training/*")
