@@ -225,3 +225,14 @@ def test_dicom_with_nifti_truth_is_scored_through_the_affines(web_env: WebEnv, s
     truth_mask = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(truth.content)).dataobj)
     assert truth_mask.any()  # T11/T12 landed on the CT grid
     assert study["metrics"]["tp"] + study["metrics"]["fn"] == int(truth_mask.sum())
+
+
+def test_openapi_document_lists_the_api(web_env: WebEnv) -> None:
+    document = web_env.client.get("/openapi.json", headers=bearer(web_env.tokens["viewer"])).json()
+    paths = document["paths"]
+    for path in ("/api/studies", "/api/jobs/{job_id}", "/api/studies/{study_id}/mask.nii.gz",
+                 "/api/studies/{study_id}/seg.dcm", "/api/studies/{study_id}/mesh.stl", "/api/health"):
+        assert path in paths, path
+    upload = paths["/api/studies"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(upload["properties"]) == {"files", "truth"}
+    assert web_env.client.get("/docs", headers=bearer(web_env.tokens["viewer"])).status_code == 200
