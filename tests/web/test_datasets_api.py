@@ -120,6 +120,8 @@ def test_case_from_a_study_with_truth_and_per_site_evaluation(env: WebEnv, tmp_p
         study_id = upload.json()["study_id"]
         tagged = env.client.put(f"/api/studies/{study_id}/site", json={"site": site}, headers=bearer(clinician))
         assert tagged.json() == {"study_id": study_id, "site": site}
+        versions = env.client.get(f"/api/studies/{study_id}/versions", headers=bearer(clinician)).json()
+        assert versions["site"] == site and versions["model_id"] == versions["production"] == BASE_VERSION
         ids.append(study_id)
 
     by_site = env.client.get("/api/evaluation/by-site", params={"ids": ",".join(ids)}, headers=bearer(researcher))

@@ -9,16 +9,18 @@ Screenshots of the training page mid-run and of the models page go to
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.model.conftest import write_phantom_case
 from tests.web.live_server import LiveServer
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web.training_helpers import BASE_VERSION, register_tiny_base
-from tests.web.web_helpers import PASSWORD, add_user, make_settings
+from tests.web.web_helpers import PASSWORD, add_user, bearer, make_settings
 
 SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 RUN_TIMEOUT_MS = 120_000
@@ -30,9 +32,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not i
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("train-browser-data")
     settings = make_settings(data_dir)
+    register_tiny_base(settings, "tiny-alt", seed=1)  # an older version to re-run studies with
     register_tiny_base(settings)
-    add_user(settings, "rhea", "researcher")
     live = LiveServer(data_dir)
+    live.token = add_user(settings, "rhea", "researcher")  # type: ignore[attr-defined]
     live.start()
     yield live
     live.stop()
@@ -47,18 +50,27 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+def payload(path: Path) -> dict:
+    """A file for an input element, handed over as bytes (Playwright reads nothing itself)."""
+    return {"name": path.name, "mimeType": "application/octet-stream", "buffer": path.read_bytes()}
+
+
 def shoot(page, name: str) -> None:
     if SCREENSHOT_DIR:
         page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=True)
 
 
-def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_path: Path) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{server.url}/datasets")
+def log_in(page, server: LiveServer, path: str) -> None:
+    page.goto(f"{server.url}{path}")
     page.fill("input[name=username]", "rhea")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url("**/datasets")
+    page.wait_for_url(f"**{path}")
+
+
+def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, server, "/datasets")
 
     page.fill("#dataset-name", "browser-phantoms")
     page.click("#create-dataset button[type=submit]")
@@ -67,8 +79,8 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     bad_ct, _ = write_phantom_case(tmp_path / "bad", seed=9)
     empty_labels = tmp_path / "bad" / "empty.nii.gz"
     empty_labels.write_bytes(b"not a label map")
-    page.locator("#case-files").set_input_files(str(bad_ct))
-    page.locator("#case-truth").set_input_files(str(empty_labels))
+    page.locator("#case-files").set_input_files(payload(bad_ct))
+    page.locator("#case-truth").set_input_files(payload(empty_labels))
     page.fill("#case-patient", "P9")
     page.click("#case-button")
     page.wait_for_selector("#case-truth-error:not([hidden])")
@@ -76,8 +88,8 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
 
     for patient, seed, site in (("P1", 1, "north"), ("P2", 2, "south")):
         ct, labels = write_phantom_case(tmp_path / patient, seed=seed)
-        page.locator("#case-files").set_input_files(str(ct))
-        page.locator("#case-truth").set_input_files(str(labels))
+        page.locator("#case-files").set_input_files(payload(ct))
+        page.locator("#case-truth").set_input_files(payload(labels))
         page.fill("#case-patient", patient)
         page.fill("#case-site", site)
         page.click("#case-button")
@@ -121,4 +133,37 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     assert "production" in page.locator(f"tr[data-version='{version_id}']").inner_text()
     assert "rhea" in page.inner_text("#history")
     shoot(page, "models-page.png")
+    page.close()
+
+
+def test_rerun_with_another_version_site_tag_and_evaluation_by_site(server: LiveServer, browser,
+                                                                    tmp_path: Path) -> None:
+    ct, labels = write_phantom_case(tmp_path / "study", seed=4)
+    headers = bearer(server.token)  # type: ignore[attr-defined]
+    upload = httpx.post(f"{server.url}/api/studies", headers=headers, timeout=30,
+                        files=[("files", ("ct.nii.gz", ct.read_bytes())),
+                               ("truth", ("labels.nii.gz", labels.read_bytes()))])
+    assert upload.status_code == 202, upload.text
+    study_id, job_id = upload.json()["study_id"], upload.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{server.url}/api/jobs/{job_id}", headers=headers).json()["status"] != "done":
+        assert time.monotonic() < deadline, "segmentation did not finish"
+        time.sleep(0.3)
+    other = next(v["id"] for v in httpx.get(f"{server.url}/api/models", headers=headers).json()["versions"]
+                 if not v["is_production"])
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, server, f"/studies/{study_id}")
+    page.wait_for_selector(f"#rerun-version option[value='{other}']", state="attached")
+    page.fill("#study-site", "north")
+    page.click("#site-form button[type=submit]")
+    page.wait_for_function("document.getElementById('study-site').value === 'north'")
+    page.select_option("#rerun-version", other)
+    page.click("#rerun-button")
+    page.wait_for_url(f"**/studies/{study_id}", timeout=RUN_TIMEOUT_MS)
+    assert other in page.inner_text("#study-versions")
+
+    page.goto(f"{server.url}/evaluation?ids={study_id}")
+    page.wait_for_selector("#by-site-table tr[data-site=north]")
+    assert page.inner_text("#by-site-table tr[data-site=north] td:nth-child(2)") == "1"
     page.close()

@@ -16,7 +16,7 @@ from spineseg.metrics.evaluate import METRIC_KEYS
 from spineseg.store import accounts
 from spineseg.store.datasets import check_name
 from spineseg.store.studies import create_job, get_study
-from spineseg.web.deps import DbSession, Services, Uploader
+from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
 from spineseg.web.routes.api import job_json
 from spineseg.web.training_deps import Trainer
 
@@ -53,6 +53,17 @@ def rerun(study_id: str, body: RerunRequest, user: Uploader, session: DbSession,
     services.queue.enqueue_segment(job.id)
     return {"study_id": study_id, "job_id": job.id, "model_version": job.model_version} | {
         "job": job_json(session, job)}
+
+
+@router.get("/studies/{study_id}/versions", summary="The study's model version and site, and the versions it can be "
+                                                    "re-run with")
+def study_versions(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> dict[str, Any]:
+    study = get_study(session, study_id=study_id)
+    if study is None:
+        raise HTTPException(404, f"no study with id {study_id!r}")
+    return {"study_id": study_id, "model_id": study.model_id, "site": study.site,
+            "production": services.registry.production_id(),
+            "versions": [m.id for m in reversed(services.registry.list_versions())]}
 
 
 @router.put("/studies/{study_id}/site", summary="Set (or clear) the site tag of a study")
