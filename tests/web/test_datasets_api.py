@@ -4,6 +4,7 @@ evaluation, and a fine-tune on two real shared cases."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_fine_tune_on_two_real_shared_cases(env: WebEnv, shared_cases: Path) -> 
     version = env.client.get(f"/api/models/{run['version_id']}", headers=headers).json()
     assert version["parent_id"] == BASE_VERSION
     assert {c["name"] for c in version["card"]["dataset"]["manifest"]} == {"sub-ct_label-22_ct", "ct"}
+
+
+def test_dicom_series_with_per_structure_labels_in_a_zip(env: WebEnv, shared_cases: Path, tmp_path: Path) -> None:
+    headers = bearer(env.tokens["researcher"])
+    dataset = new_dataset(env, "formats")
+    dicom = shared_cases / "ts-dicom-thorax" / "dicom"
+    parts = [("files", (f"dicom/{p.name}", p.read_bytes(), "application/dicom")) for p in sorted(dicom.iterdir())]
+    parts.append(("truth", ("labels.nii.gz", (shared_cases / "ts-dicom-thorax" / "labels.nii.gz").read_bytes(), "x")))
+    added = env.client.post(f"/api/datasets/{dataset['id']}/cases", files=parts, data={"patient": "P2"},
+                            headers=headers)
+    assert added.status_code == 201, added.text
+    case = added.json()["dataset"]["cases"][0]
+    assert case["name"] == "dicom" and case["coverage"]["shape"] == [512, 512, 20]
+    assert case["coverage"]["levels"] == ["T11", "T12"]
+
+    ct, labels = write_phantom_case(tmp_path / "structures", seed=3)
+    archive = tmp_path / "vertebrae.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(labels, "vertebrae_L2.nii.gz")
+    response = env.client.post(f"/api/datasets/{dataset['id']}/cases", headers=headers, data={"patient": "P7"},
+                               files=[("files", ("ct.nii.gz", ct.read_bytes(), "x")),
+                                      ("truth", ("vertebrae.zip", archive.read_bytes(), "application/zip"))])
+    assert response.status_code == 201, response.text
+    zipped = next(c for c in response.json()["dataset"]["cases"] if c["patient"] == "P7")
+    assert zipped["coverage"]["convention"] == "per-structure" and zipped["coverage"]["levels"] == ["L2"]

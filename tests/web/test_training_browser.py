@@ -25,7 +25,8 @@ from tests.web.web_helpers import PASSWORD, add_user, bearer, make_settings
 SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 RUN_TIMEOUT_MS = 120_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")]
 
 
 @pytest.fixture(scope="module")

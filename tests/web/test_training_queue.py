@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from spineseg.registry import Registry
@@ -26,6 +27,7 @@ def phantom_dataset(client: TestClient, token: str, tmp_path: Path, name: str = 
     return dataset_id
 
 
+@pytest.mark.slow
 def test_runs_survive_a_restart_and_a_stopped_run_resumes(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", workers=0)
     register_tiny_base(settings)
@@ -100,3 +102,22 @@ def test_scratch_training_bad_starts_and_the_api_document(tmp_path: Path) -> Non
             assert path in document["paths"], path
         upload = document["paths"]["/api/datasets/{dataset_id}/cases"]["post"]
         assert "patient" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+
+
+def test_a_failed_run_names_the_problem_and_registers_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    register_tiny_base(settings)
+    token = add_user(settings, "rory", "researcher")
+    with TestClient(create_app(settings)) as client:
+        dataset_id = phantom_dataset(client, token, tmp_path, name="broken")
+        case = client.get(f"/api/datasets/{dataset_id}", headers=bearer(token)).json()["cases"][0]
+        ct_folder = settings.data_dir / "datasets" / dataset_id / case["id"] / "ct"
+        for file in ct_folder.iterdir():
+            file.unlink()  # the CT vanished from the disk after it was added
+        started = client.post("/api/training", headers=bearer(token),
+                              json={"dataset_id": dataset_id, "base": BASE_VERSION, "settings": TINY_SETTINGS})
+        run = wait_for_run(client, started.json()["id"], token)
+        assert run["status"] == "failed" and "no such file" in run["error"] and "ct.nii.gz" in run["error"]
+        assert run["version_id"] is None
+        assert Registry(settings.registry_dir).version_ids() == [BASE_VERSION]
+        assert client.get(f"/api/datasets/{dataset_id}", headers=bearer(token)).json()["split_editable"]
