@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,22 @@ def lock_dataset(session: Session, *, dataset_id: str, version_id: str, frozen_s
     if not dataset.locked_by:
         dataset.locked_by = version_id
     session.flush()
+
+
+def remove_orphan_case_dirs(session: Session, *, datasets_dir: Path, older_than_s: float = 600.0) -> list[Path]:
+    """Remove case folders with no database row (an upload cut off by a crash), untouched for
+    ``older_than_s`` seconds so an upload still in progress is left alone; returns them."""
+    if not datasets_dir.is_dir():
+        return []
+    known = {(c.dataset_id, c.id) for c in session.scalars(select(DatasetCase))}
+    cutoff = time.time() - older_than_s
+    removed = []
+    for dataset_dir in datasets_dir.iterdir():
+        if not (dataset_dir.is_dir() and re.fullmatch(r"[0-9a-f]{32}", dataset_dir.name)):
+            continue
+        for folder in dataset_dir.iterdir():
+            if (folder.is_dir() and re.fullmatch(r"[0-9a-f]{32}", folder.name)
+                    and (dataset_dir.name, folder.name) not in known and folder.stat().st_mtime < cutoff):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed

@@ -21,6 +21,7 @@ from spineseg.jobs.queue import JobQueue
 from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
 from spineseg.store.database import open_database
+from spineseg.store.datasets import remove_orphan_case_dirs
 from spineseg.web.deps import AppServices, CurrentUser
 from spineseg.web.errors import install_error_handlers
 from spineseg.web.throttle import LoginThrottle
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             app.state.training.start()
         _warn_without_users(services)
         _remove_orphan_uploads(services)
+        with services.database.session() as session:  # dataset case uploads cut off by a crash
+            remove_orphan_case_dirs(session, datasets_dir=settings.data_dir / "datasets")
         log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
         try:
             yield

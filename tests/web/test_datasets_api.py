@@ -214,3 +214,25 @@ def test_dicom_series_with_per_structure_labels_in_a_zip(env: WebEnv, shared_cas
     assert response.status_code == 201, response.text
     zipped = next(c for c in response.json()["dataset"]["cases"] if c["patient"] == "P7")
     assert zipped["coverage"]["convention"] == "per-structure" and zipped["coverage"]["levels"] == ["L2"]
+
+
+def test_case_folders_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> None:
+    import os
+
+    settings = make_settings(tmp_path / "data", workers=0)
+    register_tiny_base(settings)
+    token = add_user(settings, "rosa", "researcher")
+    with TestClient(create_app(settings)) as client:
+        dataset_id = client.post("/api/datasets", json={"name": "crashy"}, headers=bearer(token)).json()["id"]
+        added = client.post(f"/api/datasets/{dataset_id}/cases", files=case_parts(tmp_path / "c", 1),
+                            data={"patient": "P1"}, headers=bearer(token)).json()
+    root = settings.data_dir / "datasets" / dataset_id
+    kept = root / added["case_id"]
+    stale, fresh = root / ("a" * 32), root / ("b" * 32)
+    for folder in (stale, fresh):
+        (folder / "ct").mkdir(parents=True)
+    os.utime(stale, (0, 0))  # untouched for ages: a crashed upload
+    os.utime(kept, (0, 0))
+    with TestClient(create_app(settings)):
+        pass
+    assert kept.is_dir() and fresh.is_dir() and not stale.exists()
