@@ -141,7 +141,8 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
         log.info("run %s: training from %s on dataset %r (%d cases), settings %s", run_id, base, dataset_name,
                  len(specs), stored)
         version, _result = train_version(h5, base, config, registry=registry, checkpoint_dir=folder / "checkpoint",
-                                        resume=True, callback=progress, notes=f"{notes}; run {run_id}")
+                                        resume=True, callback=progress, notes=f"{notes}; run {run_id}",
+                                        dataset_info={"name": dataset_name, "id": dataset_id, "trained_by": user})
         if version is None:
             with database.session() as session:
                 cancelled = bool(get_run(session, run_id=run_id).cancel_requested)

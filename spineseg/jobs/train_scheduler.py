@@ -18,6 +18,8 @@ import sys
 import threading
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from spineseg.config import Settings
 from spineseg.store.database import Database
 from spineseg.store.training_runs import (
@@ -78,8 +80,8 @@ class TrainingScheduler:
                 self._signal_cancelled()
                 if len(self._children) < self.slots:
                     self._start_next()
-            except Exception:  # keep the scheduler alive whatever one run does; logged with its traceback
-                log.exception("training scheduler step failed")
+            except (OSError, SQLAlchemyError, subprocess.SubprocessError):  # a busy database, a failed spawn
+                log.exception("training scheduler step failed; trying again")
             self._stop.wait(POLL_S)
 
     def _start_next(self) -> None:

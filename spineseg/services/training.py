@@ -6,6 +6,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spineseg.errors import InputError
 from spineseg.model.inference import LoadedModel
@@ -37,11 +38,13 @@ def train_version(
     resume: bool = False,
     callback: Callable[[TrainEvent], None] | None = None,
     notes: str = "",
+    dataset_info: dict[str, Any] | None = None,
 ) -> tuple[RegisteredModel | None, TrainResult]:
     """Train and register the result as a new immutable version (never production by itself).
 
     An interrupted run registers nothing: it returns ``(None, result)`` and leaves the
-    checkpoint in ``checkpoint_dir`` to resume from.
+    checkpoint in ``checkpoint_dir`` to resume from. ``dataset_info`` (e.g. the name and id of
+    the service's dataset) is added to the card's ``dataset`` record.
     """
     if not Path(dataset).is_file():
         raise InputError(dataset, "dataset file not found (build one with `spineseg dataset build`)")
@@ -57,6 +60,7 @@ def train_version(
         return None, result
     result.card.id = out_version
     result.card.notes = notes
+    result.card.dataset.update(dataset_info or {})
     result.card.metrics["history"] = result.history
     with tempfile.TemporaryDirectory(prefix="spineseg-train-") as tmp:
         weights = save_weights(result.network, Path(tmp) / "weights.safetensors")

@@ -87,6 +87,8 @@ def test_researcher_fine_tunes_compares_promotes_and_a_new_study_uses_it(env: We
     assert [c["id"] for c in listed["lineage"][0]["children"]] == [new_id]
     card = env.client.get(f"/api/models/{new_id}", headers=headers).json()["card"]
     assert {c["split"] for c in card["dataset"]["manifest"]} == {"train", "val", "test"}
+    assert (card["dataset"]["name"], card["dataset"]["id"], card["dataset"]["trained_by"]) == (
+        "phantoms", dataset["id"], "rita")
 
     locked = env.client.put(f"/api/datasets/{dataset['id']}/split", headers=headers, json={"patients": {"P3": "train"}})
     assert locked.status_code == 409 and new_id in locked.json()["detail"]

@@ -62,12 +62,13 @@ def known_versions() -> Iterator[None]:
 def version_json(model: RegisteredModel, runs: dict[str, Any]) -> dict[str, Any]:
     card = model.card
     run = runs.get(model.id)
-    dataset = ({"id": run.dataset_id, "name": run.dataset.name if run.dataset else None} if run else
-               {"id": None, "name": Path(card.dataset["path"]).name if card.dataset.get("path") else None})
+    recorded = card.dataset.get("name") or (Path(card.dataset["path"]).name if card.dataset.get("path") else None)
+    dataset = ({"id": run.dataset_id, "name": run.dataset.name if run.dataset else recorded} if run else
+               {"id": None, "name": recorded})
     metrics = {k: v for k, v in card.metrics.items() if k != "history"}
     return {
         "id": model.id, "parent_id": card.parent_id, "is_production": model.is_production,
-        "created": card.created, "created_by": run.created_by if run else None,
+        "created": card.created, "created_by": run.created_by if run else card.dataset.get("trained_by"),
         "dataset": dataset, "training_run": run.id if run else None, "metrics": metrics,
         "hyperparameters": card.hyperparameters, "architecture": card.architecture.get("name"),
         "notes": card.notes, "code_version": card.code_version, "weights_sha256": card.weights_sha256,
