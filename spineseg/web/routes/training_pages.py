@@ -21,8 +21,8 @@ from spineseg.store.datasets import create_dataset, list_datasets
 from spineseg.store.studies import StudyFilter, list_studies
 from spineseg.store.training_runs import list_runs, request_cancel
 from spineseg.web.deps import DbSession, Services
-from spineseg.web.routes.datasets import load_dataset_row
-from spineseg.web.routes.models import CompareRequest, all_versions, compare, history_json, lineage
+from spineseg.web.routes.datasets import SplitUpdate, edit_split, load_dataset_row
+from spineseg.web.routes.models import CompareRequest, all_versions, compare, history_json, lineage, promote
 from spineseg.web.routes.pages import render
 from spineseg.web.routes.training import TrainingSettings, TrainingStart, load_run, run_json, start_run
 from spineseg.web.training_deps import Trainer
@@ -60,8 +60,6 @@ def dataset_page(request: Request, dataset_id: str, user: Trainer, session: DbSe
 
 @router.post("/datasets/{dataset_id}/split")
 async def split_from_page(request: Request, dataset_id: str, user: Trainer, session: DbSession) -> Response:
-    from spineseg.web.routes.datasets import SplitUpdate, edit_split
-
     form = await request.form()
     assignments = {str(k).removeprefix("split-"): str(v) for k, v in form.items() if str(k).startswith("split-")}
     edit_split(dataset_id, SplitUpdate(patients=assignments), user, session)
@@ -131,8 +129,6 @@ def models_page(request: Request, user: Trainer, session: DbSession, services: S
 @router.post("/models/{version_id}/promote")
 def promote_from_page(request: Request, version_id: str, user: Trainer, session: DbSession,
                       services: Services) -> Response:
-    from spineseg.web.routes.models import promote
-
     promote(version_id, user, session, services)
     return RedirectResponse("/models", status_code=303)
 
