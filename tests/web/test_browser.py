@@ -24,7 +24,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 RESULT_TIMEOUT_MS = 120_000
 SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(scope="module")

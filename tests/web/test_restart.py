@@ -8,12 +8,14 @@ from pathlib import Path
 
 import httpx
 import nibabel as nib
+import pytest
 
 from tests.conftest import make_phantom
 from tests.web.live_server import LiveServer
 from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
 
 
+@pytest.mark.slow
 def test_job_queued_before_a_restart_finishes_after_it(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     settings = make_settings(data_dir)
