@@ -9,6 +9,7 @@ Screenshots of the training page mid-run and of the models page go to
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,8 +109,8 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     assert page.input_value("#train-base") == BASE_VERSION
     for field, value in (("epochs", "2"), ("steps_per_epoch", "15"), ("batch_size", "2"), ("patch_size", "32")):
         page.fill(f"#train-{field}", value)
-    page.click("#train-button")
-    page.wait_for_url("**/training/*")
+    with page.expect_navigation(url=re.compile(r"/training/[0-9a-f]{32}$")):
+        page.click("#train-button")
 
     page.wait_for_function("Number(document.getElementById('loss-chart').dataset.points || 0) >= 5",
                            timeout=RUN_TIMEOUT_MS)
@@ -160,8 +161,10 @@ def test_rerun_with_another_version_site_tag_and_evaluation_by_site(server: Live
     page.click("#site-form button[type=submit]")
     page.wait_for_function("document.getElementById('study-site').value === 'north'")
     page.select_option("#rerun-version", other)
-    page.click("#rerun-button")
-    page.wait_for_url(f"**/studies/{study_id}", timeout=RUN_TIMEOUT_MS)
+    with page.expect_navigation(url=re.compile(r"/jobs/[0-9a-f]{32}$")):
+        page.click("#rerun-button")
+    page.wait_for_url(re.compile(rf"/studies/{study_id}$"), timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("#study-versions")
     assert other in page.inner_text("#study-versions")
 
     page.goto(f"{server.url}/evaluation?ids={study_id}")
