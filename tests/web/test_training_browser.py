@@ -98,10 +98,12 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
         page.wait_for_function(f"document.querySelectorAll('tr[data-case-id]').length === {int(patient[1])}")
     assert page.inner_text("#case-count") == "2"
 
-    page.select_option("select[name=split-P1]", "train")
-    page.select_option("select[name=split-P2]", "val")
-    page.click("#split-form button[type=submit]")
-    page.wait_for_load_state()
+    for patient, split in (("P1", "train"), ("P2", "val")):
+        choice = page.locator(f"select[name=split-{patient}]")
+        choice.select_option(split)
+        assert choice.input_value() == split
+    with page.expect_navigation():
+        page.click("#split-form button[type=submit]")
     assert "train 1 / val 1 / test 0" in page.inner_text("#dataset-summary")
 
     page.click("text=Train on this dataset")
@@ -130,8 +132,8 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     row = page.locator(f"tr[data-version='{version_id}']")
     assert BASE_VERSION in row.inner_text() and "browser-phantoms" in row.inner_text()
     assert version_id in page.inner_text("#lineage")
-    row.locator("button.promote").click()
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        row.locator("button.promote").click()
     assert "production" in page.locator(f"tr[data-version='{version_id}']").inner_text()
     assert "rhea" in page.inner_text("#history")
     shoot(page, "models-page.png")
@@ -160,7 +162,7 @@ def test_rerun_with_another_version_site_tag_and_evaluation_by_site(server: Live
     page.fill("#study-site", "north")
     page.click("#site-form button[type=submit]")
     page.wait_for_function("document.getElementById('study-site').value === 'north'")
-    page.select_option("#rerun-version", other)
+    page.locator("#rerun-version").select_option(other)
     with page.expect_navigation(url=re.compile(r"/jobs/[0-9a-f]{32}$")):
         page.click("#rerun-button")
     page.wait_for_url(re.compile(rf"/studies/{study_id}$"), timeout=RUN_TIMEOUT_MS)

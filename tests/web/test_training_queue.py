@@ -36,7 +36,7 @@ def test_runs_survive_a_restart_and_a_stopped_run_resumes(tmp_path: Path) -> Non
     with TestClient(create_app(settings)) as client:  # no worker: the run waits in the queue
         dataset_id = phantom_dataset(client, token, tmp_path)
         body = {"dataset_id": dataset_id, "base": BASE_VERSION,
-                "settings": {"epochs": 2, "steps_per_epoch": 8, "batch_size": 2, "patch_size": 32}}
+                "settings": {"epochs": 2, "steps_per_epoch": 20, "batch_size": 2, "patch_size": 32}}
         run_id = client.post("/api/training", json=body, headers=headers).json()["id"]
         time.sleep(1.0)
         assert client.get(f"/api/training/{run_id}", headers=headers).json()["status"] == "queued"
@@ -46,7 +46,7 @@ def test_runs_survive_a_restart_and_a_stopped_run_resumes(tmp_path: Path) -> Non
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             run = client.get(f"/api/training/{run_id}", headers=headers).json()
-            if len(run["history"]) >= 1 and run["step"] > 8:
+            if len(run["history"]) >= 1:
                 break
             assert run["status"] in ("queued", "running"), run
             time.sleep(0.1)

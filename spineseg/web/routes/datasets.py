@@ -99,6 +99,7 @@ def create(body: DatasetCreate, user: Trainer, session: DbSession) -> dict[str, 
     dataset = create_dataset(session, name=body.name, description=body.description, created_by=user.username,
                              seed=body.seed)
     accounts.record(session, username=user.username, action="dataset.create", target=dataset.id, detail=dataset.name)
+    session.commit()  # before the answer: the next request must see it
     return dataset_json(dataset)
 
 
@@ -251,6 +252,7 @@ def remove_case(dataset_id: str, case_id: str, user: Trainer, session: DbSession
     delete_case(session, case=case, datasets_dir=datasets_dir(services))
     accounts.record(session, username=user.username, action="dataset.remove_case", target=dataset_id,
                     detail=case.name)
+    session.commit()  # before the answer: the next request must see it
     session.refresh(dataset)
     return dataset_json(dataset)
 
@@ -264,4 +266,5 @@ def edit_split(dataset_id: str, body: SplitUpdate, user: Trainer, session: DbSes
     set_split(session, dataset=dataset, assignments=body.patients)
     accounts.record(session, username=user.username, action="dataset.split", target=dataset_id,
                     detail=", ".join(f"{p}={s}" for p, s in sorted(body.patients.items())))
+    session.commit()  # before the answer: the next request must see it
     return dataset_json(dataset)

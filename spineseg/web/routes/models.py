@@ -111,6 +111,7 @@ def history(_user: Trainer, services: Services) -> list[dict[str, Any]]:
 def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     model = services.registry.rollback(actor=user.username)
     accounts.record(session, username=user.username, action="model.rollback", target=model.id)
+    session.commit()  # before the answer: the next request must see it
     return {"production": model.id, "history": history_json(services.registry)}
 
 
@@ -198,6 +199,7 @@ def promote(version_id: str, user: Trainer, session: DbSession, services: Servic
     with known_versions():
         model = services.registry.promote(version_id, actor=user.username)
     accounts.record(session, username=user.username, action="model.promote", target=model.id)
+    session.commit()  # before the answer: the next request must see it
     return {"production": model.id, "history": history_json(services.registry)}
 
 
@@ -211,5 +213,6 @@ def export(version_id: str, user: Trainer, session: DbSession, services: Service
         shutil.rmtree(folder, ignore_errors=True)
         raise
     accounts.record(session, username=user.username, action="model.export", target=version_id)
+    session.commit()  # before the answer: the next request must see it
     return FileResponse(path, media_type="application/zip", filename=path.name,
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))

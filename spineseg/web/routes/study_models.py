@@ -73,6 +73,7 @@ def set_site(study_id: str, body: SiteTag, user: Uploader, session: DbSession) -
         raise HTTPException(404, f"no study with id {study_id!r}")
     study.site = check_name(body.site, "site") if body.site.strip() else ""
     accounts.record(session, username=user.username, action="study.site", target=study_id, detail=study.site)
+    session.commit()  # before the answer: the next request must see it
     return {"study_id": study_id, "site": study.site}
 
 

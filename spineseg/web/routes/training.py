@@ -91,13 +91,13 @@ def start_run(session: Session, services: Any, body: TrainingStart, username: st
                      notes=body.notes, created_by=username)
     accounts.record(session, username=username, action="training.start", target=run.id,
                     detail=f"dataset {dataset.name}, base {body.base}")
+    session.commit()  # before the answer: the next request must see it
     return run
 
 
 @router.post("", status_code=202, summary="Queue a training run; runs one at a time in its own process")
 def start(body: TrainingStart, user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     run = start_run(session, services, body, user.username)
-    session.commit()
     return run_json(session, run)
 
 
@@ -122,4 +122,5 @@ def cancel(run_id: str, user: Trainer, session: DbSession) -> dict[str, Any]:
     if request_cancel(session, run_id=run_id) is None:
         raise HTTPException(404, f"no training run with id {run_id!r}")
     accounts.record(session, username=user.username, action="training.cancel", target=run_id)
+    session.commit()  # before the answer: the next request must see it
     return run_json(session, load_run(session, run_id))

@@ -47,6 +47,7 @@ def create_from_page(request: Request, user: Trainer, session: DbSession, name: 
         rows = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
         return render(request, "datasets_list.html", user, 422, datasets=rows, error=exc.reason)
     accounts.record(session, username=user.username, action="dataset.create", target=dataset.id, detail=dataset.name)
+    session.commit()  # before the answer: the next request must see it
     return RedirectResponse(f"/datasets/{dataset.id}", status_code=303)
 
 
@@ -111,6 +112,7 @@ def cancel_from_page(run_id: str, user: Trainer, session: DbSession) -> Response
     if request_cancel(session, run_id=run_id) is None:
         raise HTTPException(404, f"no training run with id {run_id!r}")
     accounts.record(session, username=user.username, action="training.cancel", target=run_id)
+    session.commit()  # before the answer: the next request must see it
     return RedirectResponse(f"/training/{run_id}", status_code=303)
 
 
@@ -140,6 +142,7 @@ def rollback_from_page(request: Request, user: Trainer, session: DbSession, serv
     except InputError as exc:
         return render(request, "models.html", user, 409, error=exc.reason, **_models_context(session, services))
     accounts.record(session, username=user.username, action="model.rollback", target=model.id)
+    session.commit()  # before the answer: the next request must see it
     return RedirectResponse("/models", status_code=303)
 
 
