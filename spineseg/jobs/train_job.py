@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
 MAX_LOSS_POINTS = 600
 DEFAULT_SPACING = (1.5, 1.5, 2.5)
+TRAINING_NICENESS = 10
 
 
 class TrainingCancelled(Exception):
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(data_dir=args.data_dir, database_url=args.database_url, device=args.device)
+    os.nice(TRAINING_NICENESS)  # the web process and segment jobs come first on a shared CPU
     database = Database(settings.sqlalchemy_url)
     try:
         status = run_training(args.run_id, settings=settings, database=database)
