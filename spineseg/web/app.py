@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 SESSION_COOKIE = "spineseg_session"
 NIIVUE_VERSION = "0.69.0"
+SWAGGER_UI_VERSION = "5.35.0"  # static/vendor/swagger-ui-*-<version>, from the npm package swagger-ui-dist
 
 
 def build_services(settings: Settings) -> AppServices:
@@ -79,7 +80,14 @@ def _add_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(_user: CurrentUser) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="SpineSeg API")
+        # Swagger UI is vendored like NiiVue: the page must work without reaching a CDN.
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="SpineSeg API",
+            swagger_js_url=f"/static/vendor/swagger-ui-bundle-{SWAGGER_UI_VERSION}.js",
+            swagger_css_url=f"/static/vendor/swagger-ui-{SWAGGER_UI_VERSION}.css",
+            swagger_favicon_url="data:,",
+        )
 
 
 def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -236,3 +237,12 @@ def test_openapi_document_lists_the_api(web_env: WebEnv) -> None:
     upload = paths["/api/studies"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(upload["properties"]) == {"files", "truth"}
     assert web_env.client.get("/docs", headers=bearer(web_env.tokens["viewer"])).status_code == 200
+
+
+def test_api_docs_page_uses_only_vendored_assets(web_env: WebEnv) -> None:
+    page = web_env.client.get("/docs", headers=bearer(web_env.tokens["viewer"])).text
+    scripts = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert scripts and all(s.startswith(("/static/", "data:")) for s in scripts), scripts
+    for asset in scripts:
+        if asset.startswith("/static/"):
+            assert web_env.client.get(asset).status_code == 200, asset
