@@ -47,7 +47,9 @@ def get_db_session(services: Services) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_db_session)]
+# scope="function": the session commits when the route returns, before the response is sent,
+# so a client following a redirect (or polling) never reads the state from before its own change.
+DbSession = Annotated[Session, Depends(get_db_session, scope="function")]
 
 
 async def _csrf_field(request: Request) -> str | None:
