@@ -101,7 +101,10 @@ class RunProgress:
             self.history = [h for h in self.history if h["epoch"] < event.epoch]  # a re-run epoch replaces its record
             self.history.append({"epoch": event.epoch, "loss": event.loss,
                                  "val_dice": val if val is not None and math.isfinite(val) else None})
-            self.write({"history": list(self.history), "epoch": event.epoch, "step": event.step}, force=True)
+            # Forced, and with the loss curve: step writes are throttled, so a fast epoch would
+            # otherwise end with the curve's last points never stored.
+            self.write({"history": list(self.history), "epoch": event.epoch, "step": event.step,
+                        "losses": list(self.losses)}, force=True)
             return
         self.losses.append([event.step, round(float(event.loss), 5)])
         if len(self.losses) > MAX_LOSS_POINTS:
