@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from spineseg.config import Settings
 from spineseg.web.app import create_app
+from tests.web.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.web.web_helpers import add_user, make_settings, register_test_model
 
 
@@ -29,3 +30,13 @@ def web_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
     tokens = {role: add_user(settings, role, role) for role in ("viewer", "clinician", "researcher", "admin")}
     with TestClient(create_app(settings)) as client:
         yield WebEnv(settings, client, tokens)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, one per test module."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

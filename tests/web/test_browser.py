@@ -15,12 +15,10 @@ import pytest
 from PIL import Image
 
 from spineseg.imaging.io import load_volume
+from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
 from tests.web.web_helpers import PASSWORD, add_user, make_settings, register_test_model
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--enable-unsafe-swiftshader"]
 RESULT_TIMEOUT_MS = 120_000
 SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 
@@ -41,15 +39,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def log_in(page, server: LiveServer, username: str) -> None:

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.model.conftest import write_phantom_case
+from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.web.training_helpers import BASE_VERSION, register_tiny_base
 from tests.web.web_helpers import PASSWORD, add_user, bearer, make_settings
 
@@ -41,15 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def payload(path: Path) -> dict:
