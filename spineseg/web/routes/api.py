@@ -207,15 +207,21 @@ def study(study_id: str, _user: CurrentUser, session: DbSession) -> dict[str, An
     return study_json(session, load_study(session, study_id))
 
 
-@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs")
-def remove_study(study_id: str, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
+def discard_study(session: Any, services: Any, study_id: str, username: str) -> None:
+    """Cancel the study's jobs, delete its rows (audited), then its files. Shared by the API
+    and the studies page."""
     study = load_study(session, study_id)
     for job in study.jobs:
         request_cancel(session, job_id=job.id)
     delete_study(session, study_id=study_id)
-    accounts.record(session, username=user.username, action="delete", target=study_id)
+    accounts.record(session, username=username, action="delete", target=study_id)
     session.commit()
     StudyFiles.of(services.settings.studies_dir, study_id).delete()
+
+
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs")
+def remove_study(study_id: str, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
+    discard_study(session, services, study_id, user.username)
     return {"deleted": study_id}
 
 

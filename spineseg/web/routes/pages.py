@@ -11,11 +11,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
 from spineseg.store import accounts
-from spineseg.store.files import StudyFiles
-from spineseg.store.studies import StudyFilter, delete_study, get_job, list_studies, model_ids, request_cancel
+from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids, request_cancel
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
 from spineseg.web.deps import CurrentUser, DbSession, Researcher, Services, Uploader
-from spineseg.web.routes.api import _parse_date, job_json, load_study, study_json
+from spineseg.web.routes.api import _parse_date, discard_study, job_json, load_study, study_json
 from spineseg.web.routes.evaluation import case_rows
 
 router = APIRouter(include_in_schema=False)
@@ -120,13 +119,7 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
 
 @router.post("/studies/{study_id}/delete")
 def delete_from_page(study_id: str, user: Uploader, session: DbSession, services: Services) -> Response:
-    study = load_study(session, study_id)
-    for job in study.jobs:
-        request_cancel(session, job_id=job.id)
-    delete_study(session, study_id=study_id)
-    accounts.record(session, username=user.username, action="delete", target=study_id)
-    session.commit()
-    StudyFiles.of(services.settings.studies_dir, study_id).delete()
+    discard_study(session, services, study_id, user.username)
     return RedirectResponse("/studies", status_code=303)
 
 
