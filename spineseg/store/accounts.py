@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
@@ -16,6 +16,8 @@ from spineseg.store.models import ROLES, ApiToken, AuditEvent, User
 
 TOKEN_PREFIX = "sst_"
 MIN_PASSWORD_LENGTH = 8
+# last_used_at of a token is kept to this resolution: a read never waits on a write.
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
@@ -94,13 +96,42 @@ def create_token(session: Session, *, username: str, name: str = "") -> tuple[Ap
     return row, secret
 
 
-def user_for_token(session: Session, *, token: str) -> User | None:
-    """The active owner of an unrevoked token, else ``None``; records when it was last used."""
+def token_row(session: Session, *, token: str) -> ApiToken | None:
+    """The unrevoked token row of an active user for the secret ``token``, else ``None``.
+    Reads only: a request authenticated by a token writes nothing (see ``note_token_use``)."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == _token_digest(token)))
     if row is None or row.revoked or not row.user.active:
         return None
-    row.last_used_at = datetime.now(UTC)
-    return row.user
+    return row
+
+
+def user_for_token(session: Session, *, token: str) -> User | None:
+    """The active owner of an unrevoked token, else ``None``."""
+    row = token_row(session, token=token)
+    return None if row is None else row.user
+
+
+def token_use_is_stale(row: ApiToken, now: datetime | None = None) -> bool:
+    """Whether ``row.last_used_at`` is older than ``TOKEN_USE_RESOLUTION`` (or unset)."""
+    if row.last_used_at is None:
+        return True
+    last = row.last_used_at if row.last_used_at.tzinfo else row.last_used_at.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - last >= TOKEN_USE_RESOLUTION
+
+
+def note_token_use(session: Session, *, token_id: int, now: datetime | None = None) -> bool:
+    """Record that token ``token_id`` was used, at most once per ``TOKEN_USE_RESOLUTION``: one
+    guarded UPDATE, so many clients polling with tokens cost one write a minute each, not one
+    write per request. Returns whether a row was written."""
+    now = now or datetime.now(UTC)
+    cutoff = now - TOKEN_USE_RESOLUTION
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id, or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= cutoff))
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
 
 
 def record(session: Session, *, username: str | None, action: str, target: str = "", detail: str = "") -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from spineseg.store.accounts import get_user_by_id, user_for_token
+from spineseg.store.accounts import get_user_by_id, token_row, token_use_is_stale
 from spineseg.store.models import User
 
 SESSION_USER = "user_id"
@@ -106,17 +106,35 @@ def bearer_token(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def principal_from_request(request: Request, session: Session) -> Principal | None:
-    """The caller, or ``None`` when the request carries no valid credentials. A bearer header
-    that does not match a token is an explicit failure, not a fallback to the cookie."""
+@dataclass(frozen=True)
+class Resolved:
+    """The caller (``None``: no valid credentials) and, for a token whose last use is older
+    than the recorded resolution, its id, so the caller can note the use after the lookup."""
+
+    principal: Principal | None
+    stale_token_id: int | None = None
+
+
+def resolve_credentials(request: Request, session: Session) -> Resolved:
+    """Who sent ``request``; reads only. A bearer header that does not match a token is an
+    explicit failure, not a fallback to the cookie."""
     token = bearer_token(request)
     if token is not None:
-        user = user_for_token(session, token=token)
-        return None if user is None else Principal(user.id, user.username, user.role, "token")
+        row = token_row(session, token=token)
+        if row is None:
+            return Resolved(None)
+        user = row.user
+        return Resolved(Principal(user.id, user.username, user.role, "token"),
+                        row.id if token_use_is_stale(row) else None)
     user_id = request.session.get(SESSION_USER)
     if not isinstance(user_id, int):
-        return None
+        return Resolved(None)
     user = get_user_by_id(session, user_id=user_id)
     if user is None or request.session.get(SESSION_CREDENTIAL) != credential_fingerprint(user):
-        return None
-    return Principal(user.id, user.username, user.role, "session")
+        return Resolved(None)
+    return Resolved(Principal(user.id, user.username, user.role, "session"))
+
+
+def principal_from_request(request: Request, session: Session) -> Principal | None:
+    """The caller, or ``None`` when the request carries no valid credentials (reads only)."""
+    return resolve_credentials(request, session).principal

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import Registry
+from spineseg.store.accounts import note_token_use
 from spineseg.store.database import Database
 from spineseg.web.auth import (
     CSRF_HEADER,
@@ -21,8 +25,10 @@ from spineseg.web.auth import (
     NotAuthenticated,
     Principal,
     csrf_matches,
-    principal_from_request,
+    resolve_credentials,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,9 +66,24 @@ async def _csrf_field(request: Request) -> str | None:
     return None
 
 
-async def get_principal(request: Request, session: DbSession) -> Principal:
-    """The authenticated caller; cookie-authenticated unsafe requests must pass the CSRF check."""
-    principal = principal_from_request(request, session)
+def _lookup_principal(request: Request, database: Database) -> Principal | None:
+    """Resolve the caller in a session of its own, closed before the route runs: a route that
+    streams a large upload or waits on a job holds no database connection meanwhile."""
+    with database.session() as session:
+        resolved = resolve_credentials(request, session)
+    if resolved.stale_token_id is not None:
+        try:
+            with database.session() as session:
+                note_token_use(session, token_id=resolved.stale_token_id)
+        except OperationalError as exc:  # a busy database: the use is noted on a later request
+            log.debug("token use not recorded this time: %s", exc)
+    return resolved.principal
+
+
+async def get_principal(request: Request, services: Services) -> Principal:
+    """The authenticated caller; cookie-authenticated unsafe requests must pass the CSRF check.
+    The lookup runs on a worker thread: the event loop never waits on the database."""
+    principal = await run_in_threadpool(_lookup_principal, request, services.database)
     if principal is None:
         raise NotAuthenticated
     if principal.via == "session" and request.method not in SAFE_METHODS:
