@@ -17,19 +17,32 @@ logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+# How long a SQLite statement waits for another connection's write to finish. Write
+# transactions here are single short statements (a job's progress, a study row), so a wait
+# longer than this means something is wrong: it fails with "database is locked" instead of
+# stacking up behind it.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Connections kept open to a SQLite file. Overflow is unbounded: a SQLite connection is a file
+# handle, and a bounded pool shared with the web server's thread pool can deadlock (threads
+# waiting for a connection while the requests holding connections wait for a thread).
+SQLITE_POOL_SIZE = 16
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout so the web
-    threads and the job worker can share the file."""
+    """An engine for ``url``; SQLite gets WAL (readers never wait for the writer), foreign
+    keys, a bounded busy timeout and a pool that never makes a thread wait for a connection."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
