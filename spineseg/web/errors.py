@@ -5,12 +5,15 @@ or null, "source": file or parameter or null}``. HTML pages get a redirect to th
 ========================  ======  ==============================================
 exception                 status  why
 ========================  ======  ==============================================
-InputError                422     a file or value we cannot use (names it)
-UploadRefused             400/413/415 malformed body / too large / not multipart
+InputError                422     a file or value we cannot use (names it; server paths stripped)
+InputTooLarge             413     an input over a size/voxel/memory limit (an InputError)
+UploadRefused             400/408/413/415 malformed body / stalled / too large / not multipart
 NotAuthenticated          401     no valid session or token
 Forbidden                 403     role may not do this, or CSRF token missing
 ModelNotFoundError        503     no production model installed: the service cannot segment
 IntegrityError            500     stored data failed its checksum (says so)
+OperationalError (SQL)    503     database locked or unreachable: nothing changed, retry
+any other exception       500     a reference to the server log, never a traceback
 HTTPException             as set  404s with a reason, etc.
 ========================  ======  ==============================================
 """
@@ -18,14 +21,16 @@ HTTPException             as set  404s with a reason, etc.
 from __future__ import annotations
 
 import logging
+import secrets
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from spineseg.errors import InputError, IntegrityError, ModelNotFoundError
+from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, strip_server_paths
 from spineseg.web.auth import Forbidden, NotAuthenticated
 from spineseg.web.uploads import UploadRefused
 
@@ -52,9 +57,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> Response:
         field = getattr(exc, "field", None)
+        status = getattr(exc, "status", 422)  # InputTooLarge: 413
+        source, reason = strip_server_paths(exc.source), strip_server_paths(exc.reason)
         if _wants_html(request):
-            return _html_error(request, 422, str(exc))
-        return JSONResponse(error_body(f"{exc.source}: {exc.reason}", field=field, source=exc.source), 422)
+            return _html_error(request, status, f"{source}: {reason}")
+        return JSONResponse(error_body(f"{source}: {reason}", field=field, source=source), status)
 
     @app.exception_handler(UploadRefused)
     async def upload_refused(request: Request, exc: UploadRefused) -> Response:
@@ -76,19 +83,39 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ModelNotFoundError)
     async def no_model(request: Request, exc: ModelNotFoundError) -> Response:
-        return JSONResponse(error_body(f"the service cannot segment right now: {exc}"), 503)
+        return JSONResponse(error_body(f"the service cannot segment right now: {strip_server_paths(str(exc))}"),
+                            503)
 
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, exc: IntegrityError) -> Response:
         log.error("integrity check failed: %s", exc)
-        return JSONResponse(error_body(f"stored data failed its integrity check; ask an administrator: {exc}"),
-                            500)
+        return JSONResponse(error_body("stored data failed its integrity check; ask an administrator: "
+                                       + strip_server_paths(str(exc))), 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_html(request):
             return _html_error(request, exc.status_code, str(exc.detail))
         return JSONResponse(error_body(exc.detail), exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(request: Request, exc: OperationalError) -> Response:
+        # A locked or unreachable database: nothing was changed (the session rolled back), so
+        # the client may simply try again.
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse(error_body("the database is busy or unavailable; nothing was changed, try again "
+                                       "in a few seconds"), 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # The one place a bug surfaces: the log gets the traceback and a reference, the client
+        # only the reference (never a server path or a stack).
+        reference = secrets.token_hex(4)
+        log.error("unexpected error %s in %s %s", reference, request.method, request.url.path, exc_info=exc)
+        message = f"internal error (reference {reference}); the server's log has the details"
+        if _wants_html(request):
+            return _html_error(request, 500, message)
+        return JSONResponse(error_body(message), 500)
 
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> Response:
