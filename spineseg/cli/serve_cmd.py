@@ -1,10 +1,25 @@
 """``spineseg serve``: the web service on uvicorn, migrations applied and the job workers
-started (settings from SPINESEG_* variables; see ``spineseg.config``)."""
+started (settings from SPINESEG_* variables; see ``spineseg.config``).
+
+Stopping: SIGTERM or Ctrl-C gives open requests ``GRACE_S`` seconds, running jobs stop at
+their next progress step and go back to the queue, training children get SIGTERM; whatever is
+still running after ``HARD_DEADLINE_S`` is ended with the process (every job and training run
+was saved as queued or running in the database and continues after the next start).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
+import threading
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 5
+HARD_DEADLINE_S = 20.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,16 +29,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _hard_exit() -> None:
+    log.error("still running %.0f s after the stop signal: exiting now (jobs continue after the next start)",
+              HARD_DEADLINE_S)
+    logging.shutdown()
+    os._exit(1)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from spineseg.config import Settings
+    from spineseg.services.startup import check_startup
     from spineseg.web.app import create_app
+
+    class Server(uvicorn.Server):
+        """uvicorn's server with a deadline: a stop signal always ends the process."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not self.should_exit:
+                timer = threading.Timer(HARD_DEADLINE_S, _hard_exit)
+                timer.daemon = True
+                timer.start()
+            super().handle_exit(sig, frame)
 
     settings = Settings.from_env()
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = dataclasses.replace(settings, **changes)
+    check_startup(settings)  # a corrupt database or registry: one line naming the file, exit 2
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                proxy_headers=settings.secure_cookies, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            proxy_headers=settings.secure_cookies, timeout_graceful_shutdown=GRACE_S)
+    Server(config).run()
     return 0

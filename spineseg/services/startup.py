@@ -1,0 +1,65 @@
+"""Checks before the service starts: the database opens and migrates, the registry's state
+and production model can be read. A failure is one ``StartupError`` line naming the file and
+what to do, not a traceback from deep inside a library."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from spineseg.config import Settings
+from spineseg.errors import IntegrityError, SpineSegError
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(SpineSegError):
+    """The service cannot start with this data directory; the message says why."""
+
+
+def _database_file(settings: Settings) -> str:
+    url = settings.sqlalchemy_url
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else "the database at SPINESEG_DATABASE_URL"
+
+
+def check_database(settings: Settings) -> None:
+    from alembic.util import CommandError
+
+    from spineseg.store.database import open_database
+
+    where = _database_file(settings)
+    try:
+        open_database(settings.sqlalchemy_url).dispose()
+    except SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise StartupError(f"{where}: cannot be opened as the SpineSeg database ({reason}); restore it from a "
+                           "backup or move it away to start with an empty one") from exc
+    except CommandError as exc:
+        raise StartupError(f"{where}: its schema is not one this version knows ({exc}); was it written by a "
+                           "newer SpineSeg?") from exc
+
+
+def check_registry(settings: Settings) -> None:
+    from spineseg.registry import open_registry
+
+    try:
+        registry = open_registry(settings)
+        registry.production_id()
+    except IntegrityError as exc:
+        raise StartupError(f"model registry: {exc}; restore the file from a backup") from exc
+    except OSError as exc:
+        raise StartupError(f"model registry in {settings.registry_dir}: cannot be read ({exc})") from exc
+    try:  # the service can still show stored results: start, and let /api/health say what is wrong
+        registry.production()
+    except SpineSegError as exc:
+        log.error("the production model is unusable, segmentation is refused until another version is "
+                  "promoted: %s", exc)
+
+
+def check_startup(settings: Settings) -> None:
+    """Raise ``StartupError`` when the data directory cannot be served."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    check_database(settings)
+    check_registry(settings)
