@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from huey import SqliteHuey
 from huey.api import Task
@@ -42,7 +43,8 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
 
     def _run_segment(self, job_id: str) -> str:
-        return run_segment_job(job_id, settings=self.settings, database=self.database, registry=self.registry)
+        return run_segment_job(job_id, settings=self.settings, database=self.database, registry=self.registry,
+                               stopping=self._stop.is_set)
 
     def enqueue_segment(self, job_id: str) -> None:
         """Put a (queued) job on the queue; it runs when a worker is free."""
@@ -76,10 +78,13 @@ class JobQueue:
                 continue
             self.huey.execute(task)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Let running jobs reach their end (up to ``timeout`` s), then stop the workers. A job
-        still running then is picked up again by the next ``start``."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers: a running job stops at its next progress step (a fraction of a
+        second, or the rest of one network batch) and is queued again; after ``timeout`` s the
+        threads are left behind (daemons) and a job still running is re-queued by the next
+        ``start``."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()

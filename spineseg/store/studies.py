@@ -153,6 +153,14 @@ def requeue_interrupted(session: Session) -> list[str]:
     return list(session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
 
 
+def release_job(session: Session, *, job_id: str) -> bool:
+    """A running job that a stopping server interrupted goes back to ``queued`` (guarded by
+    its status); the next start runs it again from the beginning."""
+    result = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                             .values(status="queued", stage="queued (server stopped)", progress=0.0))
+    return bool(result.rowcount)
+
+
 def store_results(session: Session, *, study_id: str, model_id: str, spine_volume_ml: float,
                   summary: dict[str, Any], metrics: dict[str, Any] | None) -> None:
     study = session.get(Study, study_id)
