@@ -7,7 +7,8 @@ environment variables win):
 SPINESEG_DATA_DIR              where all state lives: models/, spineseg.db, queue.db,
                                studies/ (default ``$XDG_DATA_HOME/spineseg`` or
                                ``~/.local/share/spineseg``)
-SPINESEG_MAX_VOXELS            largest volume we agree to allocate (default 2 Gi voxels)
+SPINESEG_MAX_VOXELS            largest volume we agree to allocate (default 512x512x3072
+                               = 768 Mi voxels, a whole-body scan; see imaging/limits.py)
 SPINESEG_DEVICE                ``auto`` (GPU when present), ``cpu``, ``cuda:1`` ...
 SPINESEG_ENV                   ``development`` (default) or ``production``; production
                                refuses to start without SPINESEG_SECRET_KEY
@@ -20,6 +21,7 @@ SPINESEG_SECURE_COOKIES        ``1`` behind TLS: session cookie gets the Secure 
 SPINESEG_SESSION_HOURS         how long a login lasts (12)
 SPINESEG_WORKERS               segmentation jobs run at the same time (1); 0 = accept jobs
                                and keep them queued (a web-only process)
+SPINESEG_UPLOAD_STALE_HOURS    a resumable upload untouched this long is removed (24)
 =============================  ==========================================================
 """
 
@@ -88,11 +90,16 @@ class Settings:
     environment: ``"development"`` or anything else (treated as production).
     secret_key: signs the session cookie; ``None`` = generate/keep one (development only).
     database_url: SQLAlchemy URL; ``None`` = SQLite at ``data_dir/spineseg.db``.
-    max_upload_bytes: limit on the bytes of one upload request's files.
+    max_upload_bytes: limit on the bytes of one upload's files (one request, or one resumable upload).
+    upload_stale_hours: a resumable upload that received nothing for this long is removed.
     """
 
     data_dir: Path
-    max_voxels: int = 1024 * 1024 * 2048
+    # 512 x 512 x 3072: whole-body CT (1.8 m at 0.6 mm slices = 3000 slices of 512^2) is the
+    # largest real scan; segmenting it takes ~9.8 GB at the 12 bytes/voxel + 400 MB measured by
+    # bench/segment_speed.py (1349 MB peak for 512x512x300). The memory check in
+    # imaging/limits.py refuses smaller grids too on a machine that cannot hold them.
+    max_voxels: int = 512 * 512 * 3072
     device: str = "auto"
     environment: str = DEVELOPMENT
     secret_key: str | None = None
@@ -103,6 +110,7 @@ class Settings:
     secure_cookies: bool = False
     session_hours: int = 12
     workers: int = 1
+    upload_stale_hours: int = 24
 
     @property
     def registry_dir(self) -> Path:
@@ -111,6 +119,11 @@ class Settings:
     @property
     def studies_dir(self) -> Path:
         return self.data_dir / "studies"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Resumable uploads in progress, one folder per upload."""
+        return self.data_dir / "uploads"
 
     @property
     def queue_path(self) -> Path:
@@ -167,4 +180,5 @@ class Settings:
             secure_cookies=secure,
             session_hours=_int("SPINESEG_SESSION_HOURS", dotenv, cls.session_hours),
             workers=_int("SPINESEG_WORKERS", dotenv, cls.workers),
+            upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
         )

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 tables: users, API tokens, studies, jobs and the audit trail.
+"""SQLAlchemy 2 tables: users, API tokens, studies, jobs, resumable uploads and the audit trail.
 
 Times are timezone-aware UTC. Ids of studies and jobs are random hex strings (safe in URLs and
 file names); users and tokens use integer keys.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("viewer", "clinician", "researcher", "admin")
@@ -120,3 +120,28 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Upload(Base):
+    """A resumable upload: the files the client announced and where it stands.
+
+    files: ``[{"name", "size", "role"}]`` in index order, role ``ct`` or ``truth``. The bytes
+    received so far are not stored here: each file's part on disk
+    (``DATA_DIR/uploads/<id>/<index>.part``) is as long as what arrived, so the offsets survive
+    a crash without a database write per chunk being their truth.
+    status: ``uploading``, ``completing`` (ingest running) or ``done`` (study and job made).
+    updated_at: the last chunk or change; an upload idle past ``upload_stale_hours`` is removed.
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16), default="study")
+    status: Mapped[str] = mapped_column(String(16), default="uploading")
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    study_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
