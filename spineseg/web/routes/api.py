@@ -14,17 +14,14 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from spineseg.errors import InputError, ModelNotFoundError
-from spineseg.registry import NO_MODEL_MESSAGE
-from spineseg.services.ingest import arrange_input, check_inputs
+from spineseg.errors import InputError
+from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model
 from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
 from spineseg.store.models import Job, Study
 from spineseg.store.studies import (
     FINISHED,
     StudyFilter,
-    create_job,
-    create_study,
     delete_study,
     get_job,
     get_study,
@@ -106,67 +103,24 @@ def health(services: Services) -> dict[str, Any]:
             "queued": services.queue.pending()}
 
 
-def _public(text: str, files: StudyFiles) -> str:
-    """Error text without the server's folders: upload paths become the uploaded names."""
-    for folder, label in ((files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
-                          (files.root, "the upload")):
-        text = text.replace(str(folder) + "/", "").replace(str(folder), label)
-    return text
-
-
 @router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA,
              summary="Upload a CT (and optional ground truth); queues a segment job")
 async def upload_study(request: Request, user: Uploader, services: Services) -> JSONResponse:
-    if services.registry.production_id() is None:
-        raise ModelNotFoundError(NO_MODEL_MESSAGE)
-    settings = services.settings
-    study_id = new_id()
-    files = StudyFiles.of(settings.studies_dir, study_id)
+    """One request with every file. For large studies over a slow network use the resumable
+    `/api/uploads`; both end in the same `accept_study`."""
+    require_production_model(services.registry)
+    files = StudyFiles.of(services.settings.studies_dir, new_id())
     files.create()
     try:
-        received = await receive_upload(request, files.input_dir, files.truth_dir, settings.max_upload_bytes)
-        input_path, kind = await run_in_threadpool(arrange_input, received.files, files.input_dir, settings)
-        truth_path = received.truth[0] if received.truth else None
-        try:
-            await run_in_threadpool(check_inputs, input_path, None)
-        except InputError as exc:
-            exc.field = "files"
-            raise
-        if truth_path is not None:
-            try:
-                volume = await run_in_threadpool(check_inputs, input_path, truth_path)
-            except InputError as exc:
-                exc.field = "truth"
-                raise
-            del volume
-    except InputError as exc:
-        files.delete()
-        exc.source = _public(exc.source, files)
-        exc.reason = _public(exc.reason, files)
-        raise
+        received = await receive_upload(request, files.input_dir, files.truth_dir, services.settings.max_upload_bytes)
     except BaseException:
         files.delete()
         raise
-    name = study_name(sorted(received.files.values()))
-    with services.database.session() as session:
-        create_study(session, study_id=study_id, owner_id=user.user_id, name=name, input_kind=kind,
-                     input_path=str(input_path), truth_path=str(truth_path) if truth_path else None)
-        job = create_job(session, study_id=study_id)
-        job_id = job.id
-        accounts.record(session, username=user.username, action="upload", target=study_id,
-                        detail=f"{len(received.files)} file(s), {received.total_bytes} bytes")
-    services.queue.enqueue_segment(job_id)
-    return JSONResponse({"study_id": study_id, "job_id": job_id}, status_code=202,
-                        headers={"Location": f"/api/jobs/{job_id}"})
-
-
-def study_name(client_names: list[str]) -> str:
-    """A name for the list: the file's name, or a folder's name and its file count."""
-    if len(client_names) == 1:
-        return client_names[0]
-    folders = {n.replace("\\", "/").split("/")[0] for n in client_names if "/" in n}
-    first = folders.pop() if len(folders) == 1 else client_names[0]
-    return f"{first} ({len(client_names)} files)"
+    accepted = await run_in_threadpool(
+        accept_study, services, files, ReceivedFiles(received.files, received.truth, received.total_bytes),
+        username=user.username, user_id=user.user_id)
+    return JSONResponse({"study_id": accepted.study_id, "job_id": accepted.job_id}, status_code=202,
+                        headers={"Location": f"/api/jobs/{accepted.job_id}"})
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:
