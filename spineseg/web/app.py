@@ -148,9 +148,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
 
-    from spineseg.web.routes import admin, api, downloads, evaluation, pages
+    from spineseg.web.routes import admin, api, downloads, evaluation, pages, uploads
 
     app.include_router(api.router)
+    app.include_router(uploads.router)  # resumable uploads; its lifespan sweeps idle ones
     app.include_router(downloads.router)
     app.include_router(evaluation.router)
     app.include_router(admin.router)
