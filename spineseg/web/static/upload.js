@@ -1,5 +1,6 @@
-// Upload page: drag and drop (files or whole folders), an upload progress bar, and errors
-// shown next to the field the server names. Sends the session's CSRF token as a header.
+// Upload page: drag and drop (files or whole folders), errors shown next to the field the
+// server names, and every upload sent through the resumable API (resumable.js): a progress
+// bar with bytes and percent, a cancel button, and after a reload an offer to continue.
 "use strict";
 (function () {
   const form = document.getElementById("upload-form");
@@ -10,12 +11,21 @@
   const chosen = document.getElementById("chosen");
   const bar = document.getElementById("upload-progress");
   const button = document.getElementById("upload-button");
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const cancel = document.getElementById("upload-cancel");
+  const status = document.getElementById("upload-status");
+  const resumeNotice = document.getElementById("resume-notice");
+  const resumeText = document.getElementById("resume-text");
+  const resumeDiscard = document.getElementById("resume-discard");
+  const Resumable = window.SpineSegResumable;
   let picked = [];  // [{file, name}]
+  let running = null;  // the Resumable.Upload in progress
 
   function showPicked() {
     chosen.textContent = picked.length === 0 ? "nothing chosen"
       : picked.length === 1 ? picked[0].name : picked.length + " files (" + picked[0].name + ", …)";
+    if (picked.length && !resumeNotice.hidden && Resumable.matches(chosenItems())) {
+      chosen.textContent += " · continues the interrupted upload";
+    }
   }
   function clearErrors() {
     for (const id of ["files-error", "truth-error", "form-error"]) {
@@ -68,40 +78,74 @@
     clearErrors();
   });
 
-  form.addEventListener("submit", (event) => {
+  function chosenItems() {
+    const ct = picked.slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((p) => ({ file: p.file, name: p.name, role: "ct" }));
+    const truth = truthInput.files.length ? [{ file: truthInput.files[0], name: truthInput.files[0].name, role: "truth" }] : [];
+    return ct.concat(truth);
+  }
+  function sizeText(bytes) {
+    return bytes >= 2 ** 20 ? (bytes / 2 ** 20).toFixed(1) + " MB" : (bytes / 1024).toFixed(1) + " kB";
+  }
+  function showProgress(done, total, note) {
+    bar.hidden = false;
+    bar.value = total ? done / total : 1;
+    status.hidden = false;
+    const percent = total ? Math.floor((done / total) * 100) : 100;
+    status.textContent = sizeText(done) + " of " + sizeText(total) + " (" + percent + " %)" + (note ? " · " + note : "");
+  }
+  function idle() {
+    button.disabled = false;
+    cancel.hidden = true;
+    running = null;
+  }
+
+  async function offerResume() {
+    const found = await Resumable.interrupted();
+    if (!found) return;
+    const files = found.state.files.filter((f) => f.role === "ct");
+    const name = files.length === 1 ? files[0].name : files.length + " files (" + files[0].name + ", …)";
+    resumeText.textContent = "An upload of " + name + " was interrupted with " + sizeText(found.state.received_bytes)
+      + " of " + sizeText(found.state.total_bytes) + " received. Choose the same files again and press "
+      + "“Upload and segment” to continue where it stopped.";
+    resumeNotice.hidden = false;
+    resumeNotice.dataset.uploadId = found.state.upload_id;
+  }
+  resumeDiscard.addEventListener("click", async () => {
+    await Resumable.discard(resumeNotice.dataset.uploadId);
+    resumeNotice.hidden = true;
+  });
+  cancel.addEventListener("click", async () => {
+    if (running) await running.cancel();
+  });
+
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
     if (picked.length === 0) {
       showError("files", "choose a DICOM folder, a .zip, a NIfTI file or an image first");
       return;
     }
-    const data = new FormData();
-    for (const p of picked) data.append("files", p.file, p.name);
-    if (truthInput.files.length) data.append("truth", truthInput.files[0], truthInput.files[0].name);
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/api/studies");
-    xhr.setRequestHeader("X-CSRF-Token", csrf);
-    xhr.setRequestHeader("Accept", "application/json");
-    bar.hidden = false;
-    bar.value = 0;
+    const upload = new Resumable.Upload(chosenItems(), {
+      chunkBytes: Number(form.dataset.chunkBytes) || 0,
+      onProgress: showProgress,
+    });
+    running = upload;
     button.disabled = true;
-    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; });
-    xhr.addEventListener("load", () => {
-      button.disabled = false;
-      let body = {};
-      try { body = JSON.parse(xhr.responseText); } catch (err) { body = { detail: xhr.statusText }; }
-      if (xhr.status === 202) {
-        window.location.href = "/jobs/" + body.job_id;
-        return;
-      }
+    cancel.hidden = false;
+    showProgress(0, upload.total, "starting");
+    try {
+      const result = await upload.run();
+      resumeNotice.hidden = true;
+      status.textContent = "uploaded: the job is queued";
+      window.location.href = "/jobs/" + result.job_id;
+    } catch (err) {
+      idle();
       bar.hidden = true;
-      showError(body.field, body.detail || ("upload failed (" + xhr.status + ")"));
-    });
-    xhr.addEventListener("error", () => {
-      button.disabled = false;
-      bar.hidden = true;
-      showError(null, "the upload was interrupted (connection lost, or the server refused it)");
-    });
-    xhr.send(data);
+      status.hidden = true;
+      if (err.discarded) resumeNotice.hidden = true;
+      showError(err.field, err.message || String(err));
+    }
   });
+  offerResume();
 })();
