@@ -35,6 +35,8 @@ class ModelCard:
     inference_dtype: ``"bfloat16"`` runs the forward pass under bf16 autocast (about twice as
         fast on CPUs with bf16 support); set only after checking agreement with float32
         (``bench/segment_speed.py`` prints it).
+    training_run_id: the service's training run that produced this version (``None`` for
+        versions trained elsewhere); the registry keeps at most one version per run.
     """
 
     id: str
@@ -53,6 +55,7 @@ class ModelCard:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str | None = None
+    training_run_id: str | None = None
     notes: str = ""
     schema: int = CARD_SCHEMA
 

@@ -228,6 +228,7 @@ def train(
         card = ModelCard(id="", architecture=architecture, spacing_mm=attrs["spacing_mm"])
         network = build_network(card.architecture)
     card.id, card.metrics, card.weights_sha256, card.created = "", {}, None, None
+    card.training_run_id = None  # a fine-tuned card starts as a copy of its base's
     card.hyperparameters = asdict(config)
     card.dataset = {"path": str(dataset_path), "content_sha256": attrs["content_sha256"],
                     "manifest": attrs["manifest"], "split": attrs["split"]}

@@ -10,13 +10,16 @@ Layout under ``root``::
 
 A version appears by one ``rename`` of a complete staging folder, so a crash never leaves a
 half version. Every change (register, import, promote, rollback) holds the lock, so two
-processes cannot interleave their read-modify-write of ``state.json``.
+processes cannot interleave their read-modify-write of ``state.json``. A card that names its
+``training_run_id`` is registered at most once: registering it again (a retried or duplicated
+training run) returns the version that run already has.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import logging
 import os
 import shutil
@@ -104,6 +107,14 @@ class Registry:
                 log.warning("skipping version %s: %s", folder.name, exc)
         return sorted(models, key=lambda m: (m.card.created or "", m.id))
 
+    def version_of_training_run(self, run_id: str) -> RegisteredModel | None:
+        """The version whose card records ``training_run_id == run_id`` (weights verified), or
+        ``None``. Reads every card: registries hold tens of versions, not thousands."""
+        for model in self.list_versions():
+            if model.card.training_run_id == run_id:
+                return self.get(model.id)
+        return None
+
     def _unknown(self, version_id: str) -> ModelNotFoundError:
         known = self.version_ids()
         listing = ", ".join(known) if known else "none (the registry is empty)"
@@ -167,7 +178,12 @@ class Registry:
         target = self.versions_dir / version_id
         if target.exists():
             raise InputError(version_id, "a version with this id already exists; versions are immutable")
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)  # fails onto a complete (non-empty) version folder
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise InputError(version_id, "a version with this id already exists; versions are immutable") from exc
+            raise
         fsync_dir(self.versions_dir)
 
     def register(
@@ -186,13 +202,21 @@ class Registry:
         (validated by ``VERSION_ID_PATTERN``); empty means generate ``v<date>-<time>-<hash8>``.
         The caller's ``card`` object is not modified. Raises ``InputError`` for unusable
         weights, a bad id or an id that exists; ``IntegrityError`` when the card already
-        records a sha256 that the weights do not match.
+        records a sha256 that the weights do not match. When ``card.training_run_id`` is set
+        and a version of that run exists, nothing is written and that version is returned
+        (checked under the lock, so racing processes register one version between them).
         """
         weights_path = Path(weights_path)
         check_safetensors(weights_path)
         if card.id:
             validate_version_id(card.id, "card.id")
         with self.mutation_lock():
+            if card.training_run_id:
+                existing = self.version_of_training_run(card.training_run_id)
+                if existing is not None:
+                    log.info("training run %s already registered version %s; not registering again",
+                             card.training_run_id, existing.id)
+                    return existing
             self._prepare_versions_dir()
             staging = make_staging_dir(self.versions_dir, "register")
             try:

@@ -43,6 +43,11 @@ def generate_version_id(weights_sha256: str, now: datetime | None = None) -> str
     return f"v{moment:%Y%m%d-%H%M%S}-{weights_sha256[:8]}"
 
 
+def run_version_id(run_id: str) -> str:
+    """The version id a training run registers: ``run-<run id>``, the same on every retry."""
+    return validate_version_id(f"run-{run_id}", "training run id")
+
+
 def package_version() -> str:
     """The installed ``spineseg`` distribution's version; from a source checkout that was never
     installed, the version in ``pyproject.toml``; ``"unknown"`` when neither is available."""

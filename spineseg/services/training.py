@@ -13,6 +13,7 @@ from spineseg.model.inference import LoadedModel
 from spineseg.model.network import save_weights
 from spineseg.model.train import TrainConfig, TrainEvent, TrainResult, train
 from spineseg.registry import RegisteredModel, Registry, open_registry
+from spineseg.registry.version import run_version_id
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,15 @@ def train_version(
     callback: Callable[[TrainEvent], None] | None = None,
     notes: str = "",
     dataset_info: dict[str, Any] | None = None,
+    training_run_id: str | None = None,
 ) -> tuple[RegisteredModel | None, TrainResult]:
     """Train and register the result as a new immutable version (never production by itself).
 
     An interrupted run registers nothing: it returns ``(None, result)`` and leaves the
     checkpoint in ``checkpoint_dir`` to resume from. ``dataset_info`` (e.g. the name and id of
-    the service's dataset) is added to the card's ``dataset`` record.
+    the service's dataset) is added to the card's ``dataset`` record. ``training_run_id`` (the
+    service's run) is recorded on the card and names the version (``run-<run id>`` unless
+    ``out_version`` is given): a run registers one version however often it is retried.
     """
     if not Path(dataset).is_file():
         raise InputError(dataset, "dataset file not found (build one with `spineseg dataset build`)")
@@ -58,7 +62,8 @@ def train_version(
     if result.interrupted:
         log.warning("training interrupted: registry untouched; resume from %s", checkpoint_dir)
         return None, result
-    result.card.id = out_version
+    result.card.id = out_version or (run_version_id(training_run_id) if training_run_id else "")
+    result.card.training_run_id = training_run_id
     result.card.notes = notes
     result.card.dataset.update(dataset_info or {})
     result.card.metrics["history"] = result.history
