@@ -4,8 +4,10 @@ fine-tune the base version (or train from scratch) -> register a new version.
 
 Live state (epoch, step, loss curve, validation Dice per epoch, ETA) goes to the run's row at
 most every ``PROGRESS_INTERVAL_S``. A cancel request raises out of the training loop before
-anything is registered; SIGTERM (server shutdown) stops after the current step and puts the
-run back in the queue, to resume from its last epoch's checkpoint.
+anything is registered; SIGTERM (server shutdown, or the server's death: see
+``spineseg.jobs.processes.die_with_parent``) stops after the current step and puts the run back
+in the queue, to resume from its last epoch's checkpoint. A run registers at most one version
+(``run-<run id>``, its card naming the run): a retry finds it and records it instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from spineseg.config import Settings
 from spineseg.errors import ModelNotFoundError, SpineSegError
+from spineseg.jobs.processes import PARENT_PID_FLAG, die_with_parent
 from spineseg.model.dataset import build_dataset
 from spineseg.model.train import TrainConfig, TrainEvent
 from spineseg.registry import Registry
@@ -134,8 +137,12 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
     config = train_config(stored, settings.device)
     progress = RunProgress(database, run_id, config.epochs * config.steps_per_epoch, history=history, losses=losses,
                            steps_per_epoch=config.steps_per_epoch)
-    status, error, version_id = "failed", None, None
+    status, error = "failed", None
     try:
+        registered = registry.version_of_training_run(run_id)
+        if registered is not None:  # a trainer before us registered it, then died before recording it
+            log.info("run %s already registered version %s; recording it", run_id, registered.id)
+            return _record_done(database, run_id, registered.id, dataset_id, split, folder)
         spacing = DEFAULT_SPACING if base == SCRATCH else tuple(registry.get(base).card.spacing_mm)
         h5 = folder / "dataset.h5"
         if not h5.exists():
@@ -147,7 +154,8 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
                  len(specs), stored)
         version, _result = train_version(h5, base, config, registry=registry, checkpoint_dir=folder / "checkpoint",
                                         resume=True, callback=progress, notes=f"{notes}; run {run_id}",
-                                        dataset_info={"name": dataset_name, "id": dataset_id, "trained_by": user})
+                                        dataset_info={"name": dataset_name, "id": dataset_id, "trained_by": user},
+                                        training_run_id=run_id)
         if version is None:
             with database.session() as session:
                 cancelled = bool(get_run(session, run_id=run_id).cancel_requested)
@@ -157,9 +165,7 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
                 return "requeued"
             status, error = "cancelled", "cancelled while training; nothing was registered"
         else:
-            status, version_id = "done", version.id
-            with database.session() as session:
-                lock_dataset(session, dataset_id=dataset_id, version_id=version.id, frozen_split=split)
+            return _record_done(database, run_id, version.id, dataset_id, split, folder)
     except TrainingCancelled:
         status, error = "cancelled", "cancelled while running; nothing was registered"
     except ModelNotFoundError as exc:
@@ -172,10 +178,24 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
         log.exception("run %s failed", run_id)
         error = f"internal error ({type(exc).__name__}): {exc}"
     with database.session() as session:
-        finish_run(session, run_id=run_id, status=status, error=error, version_id=version_id)
+        finish_run(session, run_id=run_id, status=status, error=error)
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)
-    log.info("run %s %s%s", run_id, status, f": {error}" if error else f" -> version {version_id}")
+    log.info("run %s %s: %s", run_id, status, error)
     return status
+
+
+def _record_done(database: Database, run_id: str, version_id: str, dataset_id: str, split: dict[str, str],
+                 folder: Path) -> str:
+    """Lock the dataset's split to the version and mark the run done with it (a guarded
+    UPDATE: a run that already ended, or names another version, is left as it is)."""
+    with database.session() as session:
+        lock_dataset(session, dataset_id=dataset_id, version_id=version_id, frozen_split=split)
+        recorded = finish_run(session, run_id=run_id, status="done", version_id=version_id)
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+    if not recorded:
+        log.warning("run %s had already ended; version %s not recorded on it again", run_id, version_id)
+    log.info("run %s done -> version %s", run_id, version_id)
+    return "done"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,9 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(PARENT_PID_FLAG, type=int, default=None,
+                        help="PID of the server that started this process (default: the parent now)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not die_with_parent(args.parent_pid):
+        log.warning("the server that started run %s is already gone; exiting (its restart re-queues the run)",
+                    args.run_id)
+        return 0
     settings = Settings(data_dir=args.data_dir, database_url=args.database_url, device=args.device)
     os.nice(TRAINING_NICENESS)  # the web process and segment jobs come first on a shared CPU
     database = Database(settings.sqlalchemy_url)

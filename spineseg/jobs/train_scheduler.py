@@ -5,13 +5,16 @@ The ``training_runs`` rows are the queue: a thread in the web process claims the
 run (a guarded UPDATE), starts ``python -m spineseg.jobs.train_job`` with the log going to
 ``DATA_DIR/training/<run id>/train.log``, and watches it. A cancel request reaches the child
 through its row (it stops at its next progress write) and, as a backstop, as SIGTERM. On stop
-the children get SIGTERM (they stop after the current step and re-queue themselves); on start
-runs a crashed server left ``running`` are queued again. Nothing is lost across restarts.
+the children get SIGTERM (they stop after the current step and re-queue themselves). A child
+also stops when this process dies, even by SIGKILL (``spineseg.jobs.processes``). On start,
+runs a crashed server left ``running`` are queued again, after any trainer of theirs that is
+still alive has been ended: one run never has two trainers. Nothing is lost across restarts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +24,15 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from spineseg.config import Settings
+from spineseg.jobs.processes import (
+    ORPHANED,
+    OTHER_PROGRAM,
+    OWNED,
+    PARENT_PID_FLAG,
+    TRAIN_JOB_MODULE,
+    end_process,
+    trainer_state,
+)
 from spineseg.store.database import Database
 from spineseg.store.training_runs import (
     claim_run,
@@ -28,6 +40,7 @@ from spineseg.store.training_runs import (
     get_run,
     next_queued,
     requeue_interrupted,
+    running_runs,
     set_pid,
 )
 
@@ -65,13 +78,35 @@ class TrainingScheduler:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        keep = self._end_left_over_trainers()
         with self.database.session() as session:
-            requeued = requeue_interrupted(session)
+            requeued = requeue_interrupted(session, keep=keep)
         if requeued:
             log.info("re-queued %d training run(s) left running by the last stop", len(requeued))
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="spineseg-training", daemon=True)
         self._thread.start()
+
+    def _end_left_over_trainers(self) -> set[str]:
+        """End the orphaned trainers of runs left ``running``; returns the runs that must stay
+        ``running`` (a live server still owns their trainer, or it would not die)."""
+        with self.database.session() as session:
+            running = running_runs(session)
+        keep: set[str] = set()
+        for run_id, pid in running:
+            state = trainer_state(pid, run_id)
+            if state == OWNED:
+                log.info("training run %s belongs to process %d of a live server; left running", run_id, pid)
+                keep.add(run_id)
+            elif state == ORPHANED:
+                log.warning("training run %s: ending its trainer process %d left by the last server", run_id, pid)
+                if not end_process(pid):
+                    log.error("training run %s: process %d would not end; the run stays running", run_id, pid)
+                    keep.add(run_id)
+            elif state == OTHER_PROGRAM:
+                log.info("training run %s recorded process %d, which now runs another program; not signalled",
+                         run_id, pid)
+        return keep
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -91,8 +126,9 @@ class TrainingScheduler:
                 return
         log_path = run_log_path(self.settings, run_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "spineseg.jobs.train_job", run_id, "--data-dir", str(self.settings.data_dir),
-                   "--database-url", self.settings.sqlalchemy_url, "--device", self.settings.device]
+        command = [sys.executable, "-m", TRAIN_JOB_MODULE, run_id, "--data-dir", str(self.settings.data_dir),
+                   "--database-url", self.settings.sqlalchemy_url, "--device", self.settings.device,
+                   PARENT_PID_FLAG, str(os.getpid())]
         with log_path.open("ab") as log_file:
             child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         with self._lock:

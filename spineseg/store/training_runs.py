@@ -4,6 +4,7 @@ finish) never overwrite each other's decisions."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,14 +87,17 @@ def record_progress(session: Session, *, run_id: str, values: dict[str, Any]) ->
 
 
 def finish_run(session: Session, *, run_id: str, status: str, error: str | None = None,
-               version_id: str | None = None) -> None:
+               version_id: str | None = None) -> bool:
+    """Record the end of an active run; ``False`` (nothing written) when it had already ended
+    or, with ``version_id``, when the row already names a different version."""
     values: dict[str, Any] = {"status": status, "stage": status, "error": error, "finished_at": _now(), "pid": None}
+    guard = [TrainingRun.id == run_id, TrainingRun.status.in_(ACTIVE)]
     if version_id is not None:
         values["version_id"] = version_id
+        guard.append(TrainingRun.version_id.is_(None) | (TrainingRun.version_id == version_id))
     if status == "done":
         values |= {"progress": 1.0, "eta_seconds": 0.0}
-    session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status.in_(ACTIVE))
-                    .values(**values))
+    return session.execute(update(TrainingRun).where(*guard).values(**values)).rowcount == 1
 
 
 def requeue_run(session: Session, *, run_id: str, stage: str) -> None:
@@ -103,9 +107,17 @@ def requeue_run(session: Session, *, run_id: str, stage: str) -> None:
                     .values(status="queued", stage=stage[:64], pid=None))
 
 
-def requeue_interrupted(session: Session) -> list[str]:
-    """Runs left ``running`` by a stopped server go back to ``queued``."""
-    ids = list(session.scalars(select(TrainingRun.id).where(TrainingRun.status == "running")))
+def running_runs(session: Session) -> list[tuple[str, int | None]]:
+    """(run id, recorded trainer PID) of every ``running`` run."""
+    rows = session.execute(select(TrainingRun.id, TrainingRun.pid).where(TrainingRun.status == "running"))
+    return [(run_id, pid) for run_id, pid in rows]
+
+
+def requeue_interrupted(session: Session, *, keep: Collection[str] = ()) -> list[str]:
+    """Runs left ``running`` by a stopped server go back to ``queued``, except those in
+    ``keep`` (their trainer is still alive); returns the ids re-queued."""
+    ids = [run_id for run_id in session.scalars(select(TrainingRun.id).where(TrainingRun.status == "running"))
+           if run_id not in keep]
     for run_id in ids:
         requeue_run(session, run_id=run_id, stage="queued (server restarted)")
     return ids
