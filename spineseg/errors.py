@@ -3,6 +3,11 @@ to an exit code / HTTP status in one place each."""
 
 from __future__ import annotations
 
+import re
+
+# A run of "/dir" parts ending in "/", not preceded by a word character (so "a/b" is kept).
+_ABSOLUTE_DIRS = re.compile(r"(?<![\w.:~-])(?:/[^\s/:'\"]+)+/")
+
 
 class SpineSegError(Exception):
     """Base class for every error SpineSeg raises on purpose."""
@@ -18,6 +23,19 @@ class InputError(SpineSegError):
         self.source = str(source)
         self.reason = " ".join(reason.split())  # one line, whatever a library's message held
         super().__init__(f"{self.source}: {reason}")
+
+
+class InputTooLarge(InputError):
+    """An input that is well formed but larger than this server agrees to handle (voxels,
+    memory, bytes); the web layer answers 413 instead of 422."""
+
+    status = 413
+
+
+def strip_server_paths(text: str) -> str:
+    """``text`` with the folders of absolute paths removed (``/srv/data/studies/x/ct.nii``
+    -> ``ct.nii``): error messages shown to clients must not reveal the server's layout."""
+    return _ABSOLUTE_DIRS.sub("", text)
 
 
 class ModelNotFoundError(SpineSegError):
