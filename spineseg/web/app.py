@@ -20,6 +20,7 @@ from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
+from spineseg.services.health import HealthMonitor, check_health
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
 from spineseg.web.deps import AppServices, CurrentUser
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 SESSION_COOKIE = "spineseg_session"
 NIIVUE_VERSION = "0.69.0"
+TRAINING_STOP_S = 6.0
 SWAGGER_UI_VERSION = "5.35.0"  # static/vendor/swagger-ui-*-<version>, from the npm package swagger-ui-dist
 
 
@@ -105,6 +107,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.training = TrainingScheduler(settings, services.database, slots=1 if settings.workers > 0 else 0)
         if start_workers:
             app.state.training.start()
+        app.state.health = HealthMonitor(lambda: check_health(
+            database=services.database, registry=services.registry, data_dir=settings.data_dir,
+            pending=services.queue.pending, workers=settings.workers if start_workers else 0))
+        app.state.health.start()
         _warn_without_users(services)
         _remove_orphan_uploads(services)
         with services.database.session() as session:  # dataset case uploads cut off by a crash
@@ -113,7 +119,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         try:
             yield
         finally:
-            app.state.training.stop()
+            app.state.health.stop()
+            # Trainers checkpoint on SIGTERM; one that needs longer is killed and resumes from
+            # its last epoch: the whole stop stays inside serve's hard deadline.
+            app.state.training.stop(timeout=TRAINING_STOP_S)
             services.queue.stop()
             services.database.dispose()
 

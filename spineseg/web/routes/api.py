@@ -97,10 +97,14 @@ def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, An
     return data
 
 
-@router.get("/health", summary="Liveness and whether a production model is installed (no auth)")
-def health(services: Services) -> dict[str, Any]:
-    return {"status": "ok", "production_model": services.registry.production_id(),
-            "queued": services.queue.pending()}
+@router.get("/health", summary="Health: database, queue, registry, production model, disk (no auth); 503 when "
+                               "the service cannot serve",
+            responses={503: {"description": "a check failed: the service cannot store or segment studies"}})
+async def health(request: Request) -> JSONResponse:
+    """Answered from the last report of the health monitor (refreshed every few seconds on its
+    own thread), so it never waits on the database it reports on."""
+    report = request.app.state.health.latest.to_json()
+    return JSONResponse(report, status_code=503 if report["status"] == "unavailable" else 200)
 
 
 @router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA,

@@ -122,16 +122,16 @@ async def overlay(
     slice: Annotated[int | None, Query(description="axial slice on the RAS grid, 0 = most inferior")] = None,
     truth: bool = True,
 ) -> Response:
-    _study, files = _finished(session, study_id, services)
+    _study, files = await run_in_threadpool(_finished, session, study_id, services)
     data, index, count = await run_in_threadpool(_render_overlay, files, slice, truth)
     return Response(data, media_type="image/png", headers={"X-Slice": str(index), "X-Slice-Count": str(count)})
 
 
 @router.get("/mesh.stl", summary="The spine surface as binary STL in world (RAS+) millimetres")
 async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "mesh.stl")
+    study, files = await run_in_threadpool(_finished, session, study_id, services, user, "mesh.stl")
     if not files.mesh.is_file():
-        mask_array, affine = _mask_array(files)
+        mask_array, affine = await run_in_threadpool(_mask_array, files)
         if not mask_array.any():
             raise HTTPException(404, "the mask is empty (no spine found), so there is no surface to download")
         await run_in_threadpool(write_mask_stl, mask_array, affine, files.mesh)
@@ -140,12 +140,12 @@ async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: S
 
 @router.get("/seg.dcm", summary="DICOM SEG referencing the source series (DICOM input only)")
 async def dicom_seg(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "seg.dcm")
+    study, files = await run_in_threadpool(_finished, session, study_id, services, user, "seg.dcm")
     if study.input_kind != "dicom":
         raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
                                  "for a DICOM SEG to reference (download the NIfTI mask instead)")
     if not files.seg_dcm.is_file():
-        mask_array, affine = _mask_array(files)
+        mask_array, affine = await run_in_threadpool(_mask_array, files)
         series_uid = (study.summary or {}).get("series_uid")
         await run_in_threadpool(write_dicom_seg, mask_array, affine, Path(study.input_path), series_uid,
                                 files.seg_dcm, model_id=study.model_id or "unknown")

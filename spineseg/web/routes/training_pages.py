@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -63,7 +64,7 @@ def dataset_page(request: Request, dataset_id: str, user: Trainer, session: DbSe
 async def split_from_page(request: Request, dataset_id: str, user: Trainer, session: DbSession) -> Response:
     form = await request.form()
     assignments = {str(k).removeprefix("split-"): str(v) for k, v in form.items() if str(k).startswith("split-")}
-    edit_split(dataset_id, SplitUpdate(patients=assignments), user, session)
+    await run_in_threadpool(edit_split, dataset_id, SplitUpdate(patients=assignments), user, session)
     return RedirectResponse(f"/datasets/{dataset_id}", status_code=303)
 
 
@@ -89,7 +90,7 @@ async def start_from_page(request: Request, user: Trainer, session: DbSession, s
         settings = TrainingSettings(**{k: form[k] for k in SETTING_FIELDS if form.get(k)})
         body = TrainingStart(dataset_id=str(form.get("dataset_id", "")), base=str(form.get("base", "")),
                              settings=settings, notes=str(form.get("notes", "")))
-        run = start_run(session, services, body, user.username)
+        run = await run_in_threadpool(start_run, session, services, body, user.username)
     except (InputError, ValidationError) as exc:
         message = exc.reason if isinstance(exc, InputError) else "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
