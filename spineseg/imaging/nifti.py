@@ -1,7 +1,8 @@
 """NIfTI reading and writing (.nii, .nii.gz), any orientation.
 
-Headers are checked before any voxel is read, so a hostile header claiming 100000^3 voxels
-is refused without allocating, and a truncated file is reported as such.
+Headers are checked before any voxel is read (``nifti_header``, ``limits``), so a hostile
+header claiming 100000^3 voxels, an odd datatype or a huge extension is refused without
+allocating, and a truncated file is reported as such.
 """
 
 from __future__ import annotations
@@ -13,36 +14,34 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from spineseg.config import Settings
 from spineseg.errors import InputError
+from spineseg.imaging.limits import check_grid, check_intensities, check_spacing, resolve_max_voxels
+from spineseg.imaging.nifti_header import check_data_size, read_nifti_header
 from spineseg.imaging.volume import Provenance, Volume
+
+# What nibabel raises for a file it cannot parse (HeaderDataError for odd header values).
+_NIBABEL_ERRORS = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, gzip.BadGzipFile,
+                   zlib.error, EOFError, OSError, ValueError, TypeError)
 
 
 def open_nifti(path: Path, *, max_voxels: int | None = None) -> nib.Nifti1Image:
-    """Open a NIfTI header and validate its shape and affine (no voxel data is read)."""
-    max_voxels = max_voxels or Settings.from_env().max_voxels
+    """Open a NIfTI file whose header passed ``read_nifti_header`` and ``check_grid`` (shape
+    against ``max_voxels``, default ``Settings.max_voxels``, and the memory a job needs), and
+    whose affine is finite with plausible voxel sizes. No voxel data is read."""
+    path = Path(path)
+    header = read_nifti_header(path)
+    check_grid(path, header.shape, max_voxels=resolve_max_voxels(max_voxels))
+    check_data_size(path, header)
     try:
         image = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable NIfTI file ({exc})") from exc
+        affine = image.affine
+    except _NIBABEL_ERRORS as exc:
+        raise InputError(path, f"could not be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(path, f"not a NIfTI image (got {type(image).__name__})")
-    shape = tuple(int(s) for s in image.shape)
-    spatial = shape[:3]
-    extra = shape[3:]
-    if len(shape) < 2:
-        raise InputError(path, f"image has {len(shape)} dimension(s); a CT needs 3")
-    if any(s > 1 for s in extra):
-        raise InputError(path, f"image is {len(shape)}D with shape {shape}; expected a single 3D volume")
-    if any(s <= 0 for s in spatial):
-        raise InputError(path, f"image shape {shape} has an empty dimension")
-    n_voxels = int(np.prod(np.array(spatial, dtype=np.float64)))
-    if n_voxels > max_voxels:
-        size = "x".join(map(str, spatial))
-        raise InputError(path, f"header claims {size} = {n_voxels:,} voxels, over the limit of {max_voxels:,}")
-    affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError(path, "image has no valid voxel-to-world affine (degenerate or non-finite)")
+    check_spacing(path, np.linalg.norm(affine[:3, :3], axis=0), "voxel size from the affine")
     return image
 
 
@@ -50,20 +49,19 @@ def read_nifti_array(path: Path, image: nib.Nifti1Image, dtype: type = np.float3
     """Read the voxels as a 3D array of ``dtype``; truncated data -> InputError."""
     try:
         data = np.asarray(image.dataobj, dtype=dtype)
-    except (EOFError, OSError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
+    except _NIBABEL_ERRORS as exc:
         raise InputError(path, f"voxel data cannot be read, the file is probably truncated ({exc})") from exc
     data = data.reshape(data.shape[:3] if data.ndim >= 3 else (*data.shape, 1))
     return data
 
 
-def read_nifti_volume(path: Path) -> Volume:
-    """Read a CT NIfTI as a float32 HU ``Volume``. NaN/inf voxels are refused."""
+def read_nifti_volume(path: Path, *, max_voxels: int | None = None) -> Volume:
+    """Read a CT NIfTI as a float32 HU ``Volume``. NaN/inf voxels and CT numbers beyond
+    +-``MAX_ABS_HU`` are refused."""
     path = Path(path)
-    image = open_nifti(path)
+    image = open_nifti(path, max_voxels=max_voxels)
     data = read_nifti_array(path, image)
-    if not np.all(np.isfinite(data)):
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        raise InputError(path, f"image contains {bad:,} NaN or infinite voxel values")
+    check_intensities(path, data)
     notes = []
     axcodes = "".join(nib.aff2axcodes(image.affine))
     if axcodes != "RAS":
