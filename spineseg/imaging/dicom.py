@@ -22,19 +22,31 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from spineseg.config import Settings
 from spineseg.errors import InputError
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.imaging.dicom_geometry import interpolate_slices, plan_slices
+from spineseg.imaging.limits import (
+    MAX_ABS_HU,
+    MAX_SERIES_FILES,
+    check_grid,
+    check_intensities,
+    check_spacing,
+    dicom_series_bytes,
+    resolve_max_voxels,
+)
 from spineseg.imaging.volume import Provenance, Volume
 
 logger = logging.getLogger(__name__)
 
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE_MM = 1e-3
-ZIP_MAX_FILES = 100_000
+ZIP_MAX_FILES = MAX_SERIES_FILES
+MAX_RESCALE_SLOPE = 1000.0  # CT slopes are 1 (sometimes 0.5 or 2); beyond this HU are meaningless
 # Decoder failures surface as any of these, depending on the plugin.
-_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, TypeError, KeyError, AttributeError, OSError)
+_DECODE_ERRORS = (RuntimeError, NotImplementedError, ValueError, TypeError, KeyError, AttributeError, OSError,
+                  IndexError, EOFError, struct.error, ArithmeticError)
+_HEADER_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+                  OverflowError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -54,25 +66,11 @@ class SliceHeader:
     is_localizer: bool = False
 
 
-def _voxel_limit(max_voxels: int | None) -> int:
-    return Settings.from_env().max_voxels if max_voxels is None else max_voxels
-
-
 def _read_header(path: Path) -> pydicom.Dataset | None:
     """The dataset without pixel data, or ``None`` when the file is not DICOM."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (
-        InvalidDicomError,
-        EOFError,
-        OSError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        IndexError,
-        struct.error,
-    ):
+    except _HEADER_ERRORS:
         return None
 
 
@@ -98,10 +96,14 @@ def _scan(files: list[Path]) -> tuple[list[tuple[SliceHeader, pydicom.Dataset]],
     rejected: list[Path] = []
     for file in files:
         ds = _read_header(file)
-        if ds is None:
+        try:
+            header = None if ds is None else _summarise(file, ds)
+        except _HEADER_ERRORS:  # pydicom parses elements lazily: a malformed Rows shows up here
+            header = None
+        if header is None:
             rejected.append(file)
         else:
-            found.append((_summarise(file, ds), ds))
+            found.append((header, ds))
     return found, rejected
 
 
@@ -160,8 +162,7 @@ def _pixel_spacing(ds: pydicom.Dataset, name_of: Callable[[Path], str], path: Pa
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         if keyword in ds:
             spacing = _float_list(ds, keyword, 2, name_of, path)
-            if np.any(spacing <= 0):
-                raise InputError(name_of(path), f"{keyword} must be positive, got {spacing.tolist()}")
+            check_spacing(name_of(path), spacing, keyword)
             return float(spacing[0]), float(spacing[1])
     return None
 
@@ -195,15 +196,33 @@ def _check_consistent(
         ):
             raise InputError(name_of(header.path), "pixel spacing differs from the rest of the series")
         positions.append(_float_list(ds, "ImagePositionPatient", 3, name_of, header.path))
+        _rescale(ds, name_of(header.path))
     return orientation, spacing, positions
+
+
+def _rescale(ds: pydicom.Dataset, source: str) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (slope 0 or absent = 1), refused when not finite or
+    when no CT could have them: ``|slope| > MAX_RESCALE_SLOPE``, ``|intercept| > MAX_ABS_HU``."""
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(source, f"unreadable RescaleSlope/RescaleIntercept ({exc})") from exc
+    if not (np.isfinite(slope) and abs(slope) <= MAX_RESCALE_SLOPE):
+        raise InputError(source, f"RescaleSlope {slope:g} is not a plausible CT rescale "
+                                 f"(finite, at most {MAX_RESCALE_SLOPE:g} in size)")
+    if not (np.isfinite(intercept) and abs(intercept) <= MAX_ABS_HU):
+        raise InputError(source, f"RescaleIntercept {intercept:g} is not a plausible CT rescale "
+                                 f"(finite, at most {MAX_ABS_HU:g} in size)")
+    return slope, intercept
 
 
 def _decode_hu(header: SliceHeader, name_of: Callable[[Path], str]) -> np.ndarray:
     """One slice as float32 HU, shape (rows, columns)."""
     try:
         ds = pydicom.dcmread(header.path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
-        raise InputError(name_of(header.path), f"cannot read DICOM file ({exc})") from exc
+    except _HEADER_ERRORS as exc:
+        raise InputError(name_of(header.path), f"cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     syntax_text = f"{syntax.name} ({syntax})" if syntax is not None else "unknown transfer syntax"
@@ -218,9 +237,10 @@ def _decode_hu(header: SliceHeader, name_of: Callable[[Path], str]) -> np.ndarra
             name_of(header.path),
             f"pixel data has shape {pixels.shape}, header says {header.rows}x{header.columns}",
         )
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    slope, intercept = _rescale(ds, name_of(header.path))
+    hu = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    check_intensities(name_of(header.path), hu, "CT numbers after RescaleSlope/Intercept")
+    return hu
 
 
 def _read_files(
@@ -272,15 +292,10 @@ def _read_files(
     except ValueError as exc:
         raise InputError(source, f"bad ImageOrientationPatient ({exc})") from exc
     notes.extend(plan.notes)
+    check_spacing(source, np.linalg.norm(plan.affine[:3, :3], axis=0), "voxel size (pixel spacing, slice step)")
 
     slice_count = max(len(plan.kept), len(plan.target_positions_mm))
-    voxels = rows * columns * slice_count
-    if voxels > max_voxels:
-        raise InputError(
-            source,
-            f"series of {columns}x{rows}x{slice_count} = {voxels} voxels exceeds the limit of "
-            f"{max_voxels} (SPINESEG_MAX_VOXELS)",
-        )
+    check_grid(source, (columns, rows, slice_count), max_voxels=max_voxels)
 
     try:
         stack = np.empty((columns, rows, len(plan.kept)), dtype=np.float32)
@@ -325,7 +340,7 @@ def read_dicom_series(path: Path, *, series_uid: str | None = None, max_voxels: 
         str(path),
         str,
         series_uid=series_uid,
-        max_voxels=_voxel_limit(max_voxels),
+        max_voxels=resolve_max_voxels(max_voxels),
         single_file=not path.is_dir(),
     )
 
@@ -340,12 +355,13 @@ def read_dicom_zip(
     """Read one CT series from a zip archive of DICOM files.
 
     The archive is extracted with ``archive.extract_zip_safely`` into a temporary folder that
-    is removed afterwards. max_total_bytes caps the uncompressed size (default: 4 bytes per
-    allowed voxel, room for 16-bit pixels plus headers). Errors name the zip and the member.
+    is removed afterwards. max_total_bytes caps the uncompressed size (default: what a series
+    of ``max_voxels`` 16-bit pixels in ``ZIP_MAX_FILES`` files can take, see
+    ``limits.dicom_series_bytes``). Errors name the zip and the member.
     """
     path = Path(path)
-    limit = _voxel_limit(max_voxels)
-    byte_limit = max_total_bytes if max_total_bytes is not None else 4 * limit
+    limit = resolve_max_voxels(max_voxels)
+    byte_limit = max_total_bytes if max_total_bytes is not None else dicom_series_bytes(limit, ZIP_MAX_FILES)
     with tempfile.TemporaryDirectory(prefix="spineseg-zip-") as folder:
         root = Path(folder)
         files = extract_zip_safely(path, root, max_total_bytes=byte_limit, max_files=ZIP_MAX_FILES)

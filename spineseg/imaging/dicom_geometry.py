@@ -74,7 +74,9 @@ def plan_slices(
     orientation: 6 cosines (row then column direction, LPS). positions_lps: one
     ImagePositionPatient (mm, LPS) per slice. pixel_spacing: (row spacing, column spacing) in
     mm, as DICOM PixelSpacing. rows: image height in pixels. slice_thickness: mm or ``None``.
-    Raises ``InputError`` (naming ``source``) for slices off one line or absurd gaps.
+    Raises ``InputError`` (naming ``source``) for slices off one line, absurd gaps, and
+    duplicate positions that are not a stray copy: all slices at one position, or at least as
+    many duplicates as distinct positions (several stacks mixed in one series).
     """
     notes: list[str] = []
     normal = slice_normal(orientation)
@@ -89,6 +91,12 @@ def plan_slices(
             duplicates += 1
             continue
         kept.append(int(index))
+    if duplicates and (len(kept) == 1 or duplicates >= len(kept)):
+        raise InputError(
+            source,
+            f"{len(points)} slices lie at only {len(kept)} distinct position(s): the series mixes several stacks "
+            "(phases, echoes, reconstructions) or repeats one position; upload one stack",
+        )
     if duplicates:
         notes.append(f"{duplicates} duplicate slice(s) at an already occupied position were dropped")
     positions = projections[kept]
