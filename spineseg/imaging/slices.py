@@ -23,16 +23,18 @@ a note records the assumption.
 from __future__ import annotations
 
 import logging
+import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from spineseg.config import Settings
-from spineseg.errors import InputError
+from spineseg.errors import InputError, InputTooLarge
+from spineseg.imaging.limits import check_grid, check_intensities, resolve_max_voxels
 from spineseg.imaging.volume import Provenance, Volume
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,15 @@ HU_OFFSET = 1024.0
 TWELVE_BIT_MAX = 4095.0
 _GREY_MODES_8 = ("L",)
 _GREY_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")
-
-
-def _voxel_limit(max_voxels: int | None) -> int:
-    return Settings.from_env().max_voxels if max_voxels is None else max_voxels
+# Checked on the header before Pillow decodes: the largest CT slices are 1024^2 (some 2048^2);
+# 4096^2 leaves room for any export and stays far below Pillow's own bomb limit (89 M pixels).
+MAX_PICTURE_PIXELS = 4096 * 4096
+# Only the decoders of the formats we read: Pillow would otherwise try each of its ~40 formats.
+PICTURE_FORMATS = ("PNG", "JPEG", "TIFF")
+MAX_NPZ_MEMBERS = 16  # an .npz of a CT holds an image, perhaps a mask and spacing
+# What Pillow's decoders raise for damaged files besides OSError (truncated chunks, bad tables).
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, IndexError, TypeError,
+                  KeyError, ZeroDivisionError)
 
 
 def slice_affine(rows: int, columns: int, spacing_mm: tuple[float, float]) -> np.ndarray:
@@ -86,8 +93,7 @@ def values_to_hu(values: np.ndarray, source: str) -> tuple[np.ndarray, str, str]
     if values.size == 0:
         raise InputError(source, "array is empty")
     data = values.astype(np.float32)
-    if not np.all(np.isfinite(data)):
-        raise InputError(source, "array holds NaN or infinite values")
+    check_intensities(source, data, "array values")
     low, high = float(data.min()), float(data.max())
     if low < -500 and high > 200:
         return data, "hu", f"values {low:g}..{high:g} look like HU: kept"
@@ -141,14 +147,16 @@ def read_image_slice(
     """
     path = Path(path)
     source = str(path)
-    limit = _voxel_limit(max_voxels)
+    limit = resolve_max_voxels(max_voxels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=PICTURE_FORMATS) as image:  # reads the header only
                 width, height = image.size
-                if width * height > limit:
-                    raise InputError(source, f"image of {width}x{height} pixels exceeds the limit of {limit}")
+                if width * height > MAX_PICTURE_PIXELS:
+                    raise InputTooLarge(source, f"picture of {width}x{height} pixels is larger than any CT slice "
+                                                f"(at most {MAX_PICTURE_PIXELS:,} pixels, e.g. 4096x4096)")
+                check_grid(source, (width, height), max_voxels=limit)
                 frames = getattr(image, "n_frames", 1)
                 if frames > 1:
                     raise InputError(source, f"image holds {frames} pages; give one slice per file")
@@ -159,8 +167,8 @@ def read_image_slice(
         raise InputError(source, f"image too large to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise InputError(source, "not a readable PNG, JPEG or TIFF image") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(source, f"cannot decode image ({exc})") from exc
+    except _PILLOW_ERRORS as exc:
+        raise InputError(source, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
     if bits == 8:
         hu = pixels.astype(np.float32) / np.float32(255.0) * np.float32(TWELVE_BIT_MAX) - np.float32(HU_OFFSET)
@@ -201,12 +209,17 @@ def _choose_npz_key(path: Path, keys: list[str]) -> str:
 
 
 def _load_numpy(path: Path, limit: int) -> tuple[np.ndarray, str | None]:
-    """The array (checked against the voxel limit before loading) and the npz key used."""
+    """The array (its header checked for dtype, dimensions and the voxel limit before
+    loading) and the npz key used."""
     is_npz = path.name.lower().endswith(".npz")
     try:
         if is_npz:
             with zipfile.ZipFile(path) as archive:
-                keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+                names = archive.namelist()
+                if len(names) > MAX_NPZ_MEMBERS:
+                    raise InputError(path, f".npz holds {len(names)} members, more than the {MAX_NPZ_MEMBERS} "
+                                           "a CT archive needs")
+                keys = [n[: -len(".npy")] for n in names if n.endswith(".npy")]
                 key = _choose_npz_key(path, keys)
                 with archive.open(f"{key}.npy") as stream:
                     shape, dtype = _header_shape_dtype(stream)
@@ -216,17 +229,18 @@ def _load_numpy(path: Path, limit: int) -> tuple[np.ndarray, str | None]:
                 shape, dtype = _header_shape_dtype(stream)
         if dtype.hasobject:
             raise InputError(path, "array holds Python objects; only numeric arrays are read")
-        voxels = int(np.prod(shape, dtype=np.int64))
-        if voxels > limit:
-            raise InputError(path, f"array of shape {shape} exceeds the limit of {limit} voxels")
+        if len(shape) not in (2, 3):
+            raise InputError(path, f"array has shape {shape}; expected a 2D slice or a 3D volume")
+        check_grid(path, shape, max_voxels=limit)
         if is_npz:
             with np.load(path, allow_pickle=False) as bundle:
                 return bundle[key], key
         return np.load(path, allow_pickle=False), None
     except InputError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise InputError(path, f"not a readable NumPy file ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error, SyntaxError, TypeError,
+            NotImplementedError) as exc:
+        raise InputError(path, f"not a readable NumPy file ({type(exc).__name__}: {exc})") from exc
 
 
 def read_numpy_slice(path: Path, *, max_voxels: int | None = None) -> Volume:
@@ -239,7 +253,7 @@ def read_numpy_slice(path: Path, *, max_voxels: int | None = None) -> Volume:
     """
     path = Path(path)
     source = str(path)
-    array, key = _load_numpy(path, _voxel_limit(max_voxels))
+    array, key = _load_numpy(path, resolve_max_voxels(max_voxels))
     if array.ndim not in (2, 3):
         raise InputError(source, f"array has shape {array.shape}; expected a 2D slice or a 3D volume")
     hu, intensity, rule = values_to_hu(array, source)
