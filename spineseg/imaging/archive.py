@@ -6,6 +6,9 @@ A zip from outside is hostile until proven otherwise. ``extract_zip_safely`` ref
 - more than ``max_files`` entries;
 - more than ``max_total_bytes`` of uncompressed data, checked twice: on the sizes the headers
   declare, and on the bytes actually produced while inflating (headers can lie);
+- archives that declare more than ``MAX_EXPANSION_RATIO`` times their compressed size: deflate
+  shrinks a CT series 2-5 times (air compresses well, noise does not); 100 times is a bomb,
+  refused before a byte is written;
 - corrupt, encrypted or otherwise unreadable archives.
 Every refusal is an ``InputError`` naming the archive; whatever was written before the refusal
 is removed again, and nothing is ever written outside ``dest``.
@@ -26,6 +29,7 @@ from spineseg.errors import InputError
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+MAX_EXPANSION_RATIO = 100.0
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -45,11 +49,12 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(mode)
 
 
-def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total_bytes: int, max_files: int) -> None:
+def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total_bytes: int, max_files: int,
+                   max_ratio: float) -> None:
     """Refuse the archive from its central directory alone, before writing anything."""
     if len(infos) > max_files:
         raise InputError(zip_path, f"archive holds {len(infos)} entries, more than the limit of {max_files}")
-    declared = 0
+    declared = compressed = 0
     for info in infos:
         if _safe_relative_parts(info.filename) is None:
             raise InputError(zip_path, f"entry {info.filename!r} points outside the extraction folder")
@@ -58,10 +63,17 @@ def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total_by
         if info.flag_bits & 0x1:
             raise InputError(zip_path, f"entry {info.filename!r} is encrypted")
         declared += info.file_size
+        compressed += info.compress_size
     if declared > max_total_bytes:
         raise InputError(
             zip_path,
-            f"archive would expand to {declared} bytes, more than the limit of {max_total_bytes}",
+            f"archive would expand to {declared:,} bytes, more than the limit of {max_total_bytes:,}",
+        )
+    if declared > 1024 * 1024 and declared > max_ratio * max(compressed, 1):
+        raise InputError(
+            zip_path,
+            f"archive would expand {declared / max(compressed, 1):.0f} times (to {declared:,} bytes), more than "
+            f"the {max_ratio:g} times any scan compresses: a zip bomb?",
         )
 
 
@@ -83,7 +95,8 @@ def _copy_limited(zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInf
     return written
 
 
-def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_files: int) -> list[Path]:
+def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_files: int,
+                       max_ratio: float = MAX_EXPANSION_RATIO) -> list[Path]:
     """Extract the regular files of ``zip_path`` under ``dest`` and return their paths.
 
     ``dest`` is created if needed. Directory entries are recreated; the returned list holds
@@ -104,7 +117,8 @@ def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_
     try:
         with archive:
             infos = archive.infolist()
-            _check_entries(zip_path, infos, max_total_bytes=max_total_bytes, max_files=max_files)
+            _check_entries(zip_path, infos, max_total_bytes=max_total_bytes, max_files=max_files,
+                           max_ratio=max_ratio)
             remaining = max_total_bytes
             for info in infos:
                 parts = _safe_relative_parts(info.filename)
@@ -125,7 +139,8 @@ def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_
     except InputError:
         _remove_created(created)
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError,
+            UnicodeDecodeError) as exc:
         _remove_created(created)
         raise InputError(zip_path, f"corrupt or unsupported zip archive ({exc})") from exc
     logger.debug("extracted %d files from %s into %s", len(extracted), zip_path, dest)
