@@ -4,14 +4,67 @@ naming the file when it cannot be used."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from spineseg.errors import InputError
+from spineseg.errors import InputError, strip_server_paths
 from spineseg.imaging.volume import LabelMap, Volume
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NUMPY_SUFFIXES = (".npy", ".npz")
+
+
+@functools.cache
+def parser_errors() -> tuple[type[BaseException], ...]:
+    """What nibabel, pydicom, numpy, Pillow, zipfile, h5py and zlib raise for a malformed file.
+
+    The readers catch the cases they expect with a precise message; these are the rest, so a
+    hostile file is always a refusal naming it, never a server error. Programming errors of
+    ours raise the same types; they are logged with their traceback."""
+    import nibabel as nib
+    from PIL import Image
+    from pydicom.errors import InvalidDicomError
+
+    return (ArithmeticError, AssertionError, AttributeError, BufferError, EOFError, LookupError, MemoryError,
+            OSError, RuntimeError, TypeError, ValueError, struct.error, zlib.error, zipfile.BadZipFile,
+            nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, InvalidDicomError,
+            Image.DecompressionBombError)
+
+
+def _format_of(path: Path) -> str:
+    if path.is_dir():
+        return "a DICOM series"
+    for suffixes, name in ((NIFTI_SUFFIXES, "NIfTI"), (IMAGE_SUFFIXES, "an image"), (NUMPY_SUFFIXES, "NumPy"),
+                           ((".zip",), "a zip of DICOM files")):
+        if _has_suffix(path, suffixes):
+            return name
+    return "DICOM"
+
+
+@contextmanager
+def refusing_unreadable(path: Path, what: str | None = None) -> Iterator[None]:
+    """Turn any ``parser_errors()`` escaping a reader into an ``InputError`` naming ``path``
+    (its name only: library messages quote full server paths)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except parser_errors() as exc:
+        logger.warning("%s: unexpected %s from a parser", path, type(exc).__name__, exc_info=True)
+        what = what or _format_of(path)
+        if isinstance(exc, MemoryError):
+            raise InputError(path, f"not enough memory to read it as {what}") from exc
+        detail = strip_server_paths(str(exc).replace(str(path), path.name))[:300]
+        raise InputError(path, f"could not be read as {what}: {type(exc).__name__}: {detail}") from exc
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -21,8 +74,14 @@ def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
 
 def load_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
     """Read a CT from a DICOM folder, a .zip of DICOM, a NIfTI file, an image slice or a
-    NumPy array, returning a ``Volume`` in HU (or paper-scaled grey levels, see provenance)."""
+    NumPy array, returning a ``Volume`` in HU (or paper-scaled grey levels, see provenance).
+    Any failure of a parser is an ``InputError`` naming the file (``refusing_unreadable``)."""
     path = Path(path)
+    with refusing_unreadable(path):
+        return _load_volume(path, series_uid)
+
+
+def _load_volume(path: Path, series_uid: str | None) -> Volume:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
@@ -58,4 +117,6 @@ def load_labels(path: str | Path, reference: Volume, *, convention: str = "auto"
     ``reference``'s grid through the affines (nearest neighbour)."""
     from spineseg.imaging.labels import read_label_map
 
-    return read_label_map(Path(path), reference, convention=convention)
+    path = Path(path)
+    with refusing_unreadable(path, "a label map"):
+        return read_label_map(path, reference, convention=convention)
