@@ -10,10 +10,19 @@ from spineseg.config import Settings
 from spineseg.errors import InputError
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.imaging.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NUMPY_SUFFIXES, load_labels, load_volume
+from spineseg.imaging.limits import MAX_SERIES_FILES, check_segmentable, dicom_series_bytes
 from spineseg.imaging.volume import Volume
 
-ZIP_MAX_FILES = 20000
+ZIP_MAX_FILES = MAX_SERIES_FILES
 SERIES_FOLDER = "series"
+# An uploaded zip may inflate to this many times the upload limit (DICOM deflates 2-5x) ...
+ZIP_EXPANSION_FACTOR = 4
+
+
+def extract_limit_bytes(settings: Settings) -> int:
+    """... and never past what the largest allowed DICOM series takes uncompressed."""
+    return min(ZIP_EXPANSION_FACTOR * settings.max_upload_bytes,
+               dicom_series_bytes(settings.max_voxels, ZIP_MAX_FILES))
 
 
 def input_kind(name: str) -> str:
@@ -37,7 +46,7 @@ def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -
             raise InputError(name, "file is empty")
         if name.lower().endswith(".zip"):
             target = input_dir / SERIES_FOLDER
-            extract_zip_safely(path, target, max_total_bytes=4 * settings.max_voxels, max_files=ZIP_MAX_FILES)
+            extract_zip_safely(path, target, max_total_bytes=extract_limit_bytes(settings), max_files=ZIP_MAX_FILES)
             path.unlink()
             return target, "dicom"
         return path, input_kind(name)
@@ -51,8 +60,10 @@ def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -
 
 def check_inputs(input_path: Path, truth_path: Path | None) -> Volume:
     """Read the CT (and the truth onto its grid) once, so a bad file is refused at upload time
-    with an ``InputError`` naming it, not later as a failed job."""
+    with an ``InputError`` naming it, not later as a failed job. A CT under 16x16 pixels per
+    slice is refused too (``limits.check_segmentable``)."""
     volume = load_volume(input_path)
+    check_segmentable(volume.provenance.source, volume.shape)
     if truth_path is not None:
         load_labels(truth_path, volume)
     return volume
