@@ -1,12 +1,23 @@
 """Multipart uploads streamed straight to a study's folder, with a limit on the total bytes.
 
 FastAPI's ``UploadFile`` would first spool the whole body to a temporary file; here each part
-is written to its final place as it arrives, and the request is refused (413) the moment the
-files pass ``limit_bytes`` -- nothing past the limit is ever written.
+is written to its final place as it arrives, and the request is refused the moment it passes
+a limit -- nothing past a limit is ever written or held in memory:
+
+- 413 when the parts (files and text fields alike) pass ``limit_bytes``;
+- 400 for more than ``MAX_FILE_PARTS`` files (a DICOM series has a few thousand), more than
+  ``MAX_TEXT_FIELDS`` text fields, a text field over ``TEXT_FIELD_LIMIT`` bytes, part headers
+  over ``MAX_PART_HEADER_BYTES``, a file name over ``MAX_FILENAME_CHARS``, a boundary over 70
+  characters (RFC 2046) or any other malformed body;
+- 408 when the client sends nothing for ``BODY_IDLE_TIMEOUT_S`` seconds (a Content-Length
+  larger than the body would otherwise hold the connection for ever).
+Each message names the field (and file) and the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +29,12 @@ from spineseg.store.files import safe_file_name
 
 FILE_FIELDS = ("files", "truth")
 TEXT_FIELD_LIMIT = 4096
+MAX_FILE_PARTS = 10_000
+MAX_TEXT_FIELDS = 50
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_FILENAME_CHARS = 1024  # a browser sends a folder's files as relative paths: "series/sub/IM0001"
+MAX_BOUNDARY_CHARS = 70
+BODY_IDLE_TIMEOUT_S = 30.0  # module constant so tests can lower it
 
 
 class UploadRefused(Exception):
@@ -54,6 +71,10 @@ class _PartWriter:
         self._handle: BinaryIO | None = None
         self._text: bytearray | None = None
         self._field = ""
+        self._file_name = ""
+        self._header_bytes = 0
+        self._file_parts = 0
+        self._text_fields = 0
 
     def callbacks(self) -> dict:
         return {
@@ -67,10 +88,15 @@ class _PartWriter:
         }
 
     def _add_header_bytes(self, attribute: str, data: bytes) -> None:
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise UploadRefused(400, f"the headers of a form part are longer than {MAX_PART_HEADER_BYTES} bytes")
         setattr(self, attribute, getattr(self, attribute) + data)
 
     def _part_begin(self) -> None:
         self._headers = {}
+        self._header_bytes = 0
+        self._file_name = ""
 
     def _header_end(self) -> None:
         self._headers[self._header_name.lower()] = self._header_value
@@ -79,13 +105,26 @@ class _PartWriter:
     def _headers_finished(self) -> None:
         _kind, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
-        self._field = name
+        self._field = name[:100]
         if b"filename" not in options:
+            self._text_fields += 1
+            if self._text_fields > MAX_TEXT_FIELDS:
+                raise UploadRefused(400, f"more than {MAX_TEXT_FIELDS} text fields in one upload (at field "
+                                         f"{self._field!r})", self._field)
             self._text = bytearray()
             return
         client_name = options[b"filename"].decode("utf-8", "replace")
+        if len(client_name) > MAX_FILENAME_CHARS:
+            raise UploadRefused(400, f"file name in field {self._field!r} is {len(client_name)} characters long, "
+                                     f"more than {MAX_FILENAME_CHARS} (starts {client_name[:40]!r})", self._field)
+        self._file_name = client_name
         if name not in FILE_FIELDS:
-            raise UploadRefused(400, f"unexpected file field {name!r}; use 'files' (repeated) and 'truth'", name)
+            raise UploadRefused(400, f"unexpected file field {self._field!r}; use 'files' (repeated) and 'truth'",
+                                self._field)
+        self._file_parts += 1
+        if self._file_parts > MAX_FILE_PARTS:
+            raise UploadRefused(400, f"more than {MAX_FILE_PARTS} files in one upload (at {client_name!r}); "
+                                     "zip a larger series", self._field)
         if not client_name:  # a browser sends an empty file part when nothing was chosen
             self._handle = None
             self._text = None
@@ -106,16 +145,20 @@ class _PartWriter:
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
+        self.result.total_bytes += len(chunk)  # every part counts: files, text, ignored empty parts
+        if self.result.total_bytes > self.limit:
+            where = f"field {self._field!r}"
+            if self._file_name:
+                where = f"file {self._file_name!r} in {where}"
+            raise UploadRefused(413, f"{too_large_message(self.limit)}; passed while receiving {where}", self._field)
         if self._text is not None:
             if len(self._text) + len(chunk) > TEXT_FIELD_LIMIT:
-                raise UploadRefused(400, f"form field {self._field!r} is too long", self._field)
+                raise UploadRefused(400, f"form field {self._field!r} is longer than {TEXT_FIELD_LIMIT} bytes",
+                                    self._field)
             self._text.extend(chunk)
             return
         if self._handle is None:
             return
-        self.result.total_bytes += len(chunk)
-        if self.result.total_bytes > self.limit:
-            raise UploadRefused(413, too_large_message(self.limit), self._field)
         self._handle.write(chunk)
 
     def _part_end(self) -> None:
@@ -137,18 +180,39 @@ def too_large_message(limit_bytes: int) -> str:
             "(the server's SPINESEG_MAX_UPLOAD_MB setting)")
 
 
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks; ``UploadRefused`` (408) when none arrives for ``BODY_IDLE_TIMEOUT_S``."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), BODY_IDLE_TIMEOUT_S)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            message = (f"the client sent no data for {BODY_IDLE_TIMEOUT_S:g} s; the body is shorter than its "
+                       "Content-Length or the connection stalled: send the upload again")
+            raise UploadRefused(408, message) from exc
+        yield chunk
+
+
 async def receive_upload(request: Request, input_dir: Path, truth_dir: Path, limit_bytes: int) -> ReceivedUpload:
-    """Stream the multipart body of ``request`` to disk. Raises ``UploadRefused``."""
+    """Stream the multipart body of ``request`` to disk. Raises ``UploadRefused`` (the caller
+    removes ``input_dir``/``truth_dir``)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UploadRefused(415, "send the files as multipart/form-data (field 'files', optional 'truth')")
+    boundary = options[b"boundary"]
+    if not 1 <= len(boundary) <= MAX_BOUNDARY_CHARS:
+        raise UploadRefused(400, f"the multipart boundary is {len(boundary)} characters long; it must have 1 to "
+                                 f"{MAX_BOUNDARY_CHARS} (RFC 2046)")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes + 64 * 1024:
-        raise UploadRefused(413, too_large_message(limit_bytes))
+        raise UploadRefused(413, f"the request body (Content-Length {int(declared):,} bytes) is larger than the "
+                                 f"limit of {limit_bytes / 2**20:.0f} MB (the server's SPINESEG_MAX_UPLOAD_MB setting)")
     writer = _PartWriter(input_dir, truth_dir, limit_bytes)
-    parser = MultipartParser(options[b"boundary"], writer.callbacks())
     try:
-        async for chunk in request.stream():
+        parser = MultipartParser(boundary, writer.callbacks())
+        async for chunk in _chunks(request):
             parser.write(chunk)
         parser.finalize()
     except UploadRefused:
