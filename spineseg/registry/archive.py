@@ -3,7 +3,8 @@
 
 Reading an archive trusts nothing in it: member names must be exactly those two (so no path
 tricks such as ``../x`` or absolute names can occur), sizes are capped while streaming (zip
-bombs), the card must parse and carry a valid id and a sha256 that the weights match.
+bombs: declared sizes and their ratio to the compressed ones are checked first), the card
+must parse and carry a valid id and a sha256 that the weights match.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +26,7 @@ from spineseg.registry.version import RegisteredModel, check_safetensors, valida
 ARCHIVE_MEMBERS = (CARD_FILE, WEIGHTS_FILE)
 MAX_CARD_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 4 << 30
+MAX_EXPANSION_RATIO = 20  # float16 weights deflate by ~1.1x; JSON cards are small anyway
 _CHUNK = 1 << 20
 
 
@@ -96,19 +99,28 @@ def _check_members(in_file: Path, archive: zipfile.ZipFile) -> None:
         raise InputError(in_file, f"archive lacks {missing}")
     if any(info.flag_bits & 0x1 for info in archive.infolist()):
         raise InputError(in_file, "archive members are encrypted")
+    for info in archive.infolist():  # declared sizes, before anything is inflated
+        limit = MAX_CARD_BYTES if info.filename == CARD_FILE else MAX_WEIGHTS_BYTES
+        if info.file_size > limit:
+            raise InputError(in_file, f"member {info.filename} declares {info.file_size:,} bytes, more than the "
+                                      f"{limit:,} allowed")
+        if info.file_size > 1 << 20 and info.file_size > MAX_EXPANSION_RATIO * max(info.compress_size, 1):
+            ratio = info.file_size // max(info.compress_size, 1)
+            raise InputError(in_file, f"member {info.filename} would expand {ratio} times: weights barely "
+                                      "compress, so this is a zip bomb")
 
 
 def _parse_card(in_file: Path, raw: bytes) -> ModelCard:
     source = f"{in_file}:{CARD_FILE}"
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(source, f"model card is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise InputError(source, "model card must be a JSON object")
     try:
         card = ModelCard.from_dict(data, source=source)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise InputError(source, f"model card has malformed fields ({exc})") from exc
     validate_version_id(card.id, f"{source} id")
     if not card.weights_sha256:
@@ -133,11 +145,12 @@ def extract_model_archive(in_file: Path, staging: Path) -> ModelCard:
                 raise InputError(f"{in_file}:{CARD_FILE}", f"card is larger than {MAX_CARD_BYTES} bytes")
             card = _parse_card(in_file, card_bytes)
             weights_out = staging / WEIGHTS_FILE
+            declared = archive.getinfo(WEIGHTS_FILE).file_size  # a member larger than it declares is refused
             with archive.open(WEIGHTS_FILE) as member, weights_out.open("wb") as dst:
-                digest = _copy_member(member, dst, MAX_WEIGHTS_BYTES, f"{in_file}:{WEIGHTS_FILE}")
+                digest = _copy_member(member, dst, min(MAX_WEIGHTS_BYTES, declared), f"{in_file}:{WEIGHTS_FILE}")
                 dst.flush()
                 os.fsync(dst.fileno())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, ValueError, OSError) as exc:
         raise InputError(
             in_file, f"not a readable model archive ({exc}); expected a .zip from `spineseg models export`"
         ) from exc

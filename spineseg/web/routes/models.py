@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, strip_server_paths
 from spineseg.registry import RegisteredModel, Registry
 from spineseg.services.datasets import case_specs
 from spineseg.services.model_comparison import compare_versions, write_comparison_plots
@@ -115,6 +115,12 @@ def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str,
     return {"production": model.id, "history": history_json(services.registry)}
 
 
+def _public(text: str, path: Path, name: str) -> str:
+    """Error text about an uploaded archive with its temporary path replaced by the client's
+    name and no other server folder left in it."""
+    return strip_server_paths(text.replace(str(path), name))
+
+
 @router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA,
              summary="Import a version exported at another site (card and weights hash kept)")
 async def import_version(request: Request, user: Trainer, services: Services) -> dict[str, Any]:
@@ -128,8 +134,13 @@ async def import_version(request: Request, user: Trainer, services: Services) ->
             model = await run_in_threadpool(services.registry.import_file, path)
         except InputError as exc:
             exc.source = name
-            exc.reason = exc.reason.replace(str(path), name)
+            exc.reason = _public(exc.reason, path, name)
+            exc.field = "files"
             raise
+        except IntegrityError as exc:  # the uploaded archive's weights do not match its card: bad input
+            error = InputError(name, _public(str(exc), path, name))
+            error.field = "files"
+            raise error from exc
     with services.database.session() as session:
         accounts.record(session, username=user.username, action="model.import", target=model.id, detail=name)
         return version_json(model, runs_by_version(session))
