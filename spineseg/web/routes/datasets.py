@@ -16,10 +16,10 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from spineseg.errors import InputError
+from spineseg.errors import InputError, strip_server_paths
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.services.datasets import check_convention, dataset_json, validate_case
-from spineseg.services.ingest import arrange_input
+from spineseg.services.ingest import arrange_input, extract_limit_bytes
 from spineseg.store import accounts
 from spineseg.store.datasets import (
     add_case,
@@ -114,9 +114,9 @@ def dataset(dataset_id: str, _user: Trainer, session: DbSession) -> dict[str, An
 
 
 def _public(text: str, folder: Path) -> str:
-    """Error text without the server's folders."""
-    return text.replace(str(folder / "ct") + "/", "").replace(str(folder / "labels") + "/", "").replace(
-        str(folder), "the upload")
+    """Error text without the server's folders (the case folder's, then any other)."""
+    return strip_server_paths(text.replace(str(folder / "ct") + "/", "").replace(str(folder / "labels") + "/", "")
+                              .replace(str(folder), "the upload"))
 
 
 def default_case_name(services: Any, dataset_id: str, files: dict[Path, str], patient: str) -> str:
@@ -172,7 +172,7 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         name = check_name(fields.get("name") or default_case_name(services, dataset_id, received.files, patient),
                           "name")
         labels_path = await run_in_threadpool(_unpack_labels, received.truth[0], folder / "labels",
-                                              4 * services.settings.max_voxels)
+                                              extract_limit_bytes(services.settings))
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
         with services.database.session() as session:
             dataset = load_dataset_row(session, dataset_id)
