@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +29,7 @@ from spineseg.web.auth import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,6 +47,16 @@ def get_services(request: Request) -> AppServices:
 
 
 Services = Annotated[AppServices, Depends(get_services)]
+
+
+async def run_in_session(services: AppServices, work: Callable[[Session], T]) -> T:
+    """``work(session)`` in a session of its own (committed on success) on a worker thread: for
+    async routes, which must never wait on the database on the event loop."""
+    def in_session() -> T:
+        with services.database.session() as session:
+            return work(session)
+
+    return await run_in_threadpool(in_session)
 
 
 def get_db_session(services: Services) -> Iterator[Session]:

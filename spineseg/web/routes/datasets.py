@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError, strip_server_paths
 from spineseg.imaging.archive import extract_zip_safely
@@ -34,7 +35,7 @@ from spineseg.store.datasets import (
 )
 from spineseg.store.studies import get_study, new_id
 from spineseg.store.training_models import Dataset
-from spineseg.web.deps import DbSession, Services
+from spineseg.web.deps import DbSession, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
 
@@ -155,8 +156,7 @@ def _unpack_labels(truth: Path, labels_dir: Path, max_bytes: int) -> Path:
 @router.post("/{dataset_id}/cases", status_code=201, openapi_extra=CASE_UPLOAD_SCHEMA,
              summary="Add a labelled case by upload (validated first; nothing is kept when refused)")
 async def upload_case(dataset_id: str, request: Request, user: Trainer, services: Services) -> dict[str, Any]:
-    with services.database.session() as session:
-        load_dataset_row(session, dataset_id)
+    await run_in_session(services, lambda session: load_dataset_row(session, dataset_id))
     case_id = new_id()
     folder = case_folder(datasets_dir(services), dataset_id, case_id)
     try:
@@ -169,20 +169,22 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         convention = check_convention(fields.get("convention") or "auto")
         partial = fields.get("partial", "").lower() in ("1", "true", "yes", "on")
         ct_path, _kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
-        name = check_name(fields.get("name") or default_case_name(services, dataset_id, received.files, patient),
-                          "name")
+        name = check_name(fields.get("name") or await run_in_threadpool(
+            default_case_name, services, dataset_id, received.files, patient), "name")
         labels_path = await run_in_threadpool(_unpack_labels, received.truth[0], folder / "labels",
                                               extract_limit_bytes(services.settings))
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
-        with services.database.session() as session:
+
+        def record(session: Session) -> dict[str, Any]:
             dataset = load_dataset_row(session, dataset_id)
             case = add_case(session, dataset=dataset, case_id=case_id, name=name, patient=patient, site=site,
                             convention=convention, partial=partial, ct_path=str(ct_path),
                             labels_path=str(labels_path), coverage=coverage, added_by=user.username)
             accounts.record(session, username=user.username, action="dataset.add_case", target=dataset_id,
                             detail=f"{name} (patient {patient}, site {site or '-'})")
-            data = dataset_json(dataset)
-            return {"case_id": case.id, "dataset": data}
+            return {"case_id": case.id, "dataset": dataset_json(dataset)}
+
+        return await run_in_session(services, record)
     except InputError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         exc.field = getattr(exc, "field", None) or _field_of(exc, folder)
@@ -204,16 +206,18 @@ def _copy_into(source: Path, target_dir: Path) -> Path:
              summary="Add a case from an existing study that came with a ground truth")
 async def case_from_study(dataset_id: str, body: Annotated[CaseFromStudy, Body()], user: Trainer,
                           services: Services) -> dict[str, Any]:
-    with services.database.session() as session:
+    def source_of(session: Session) -> tuple[Path, Path, str, str]:
         load_dataset_row(session, dataset_id)
         study = get_study(session, study_id=body.study_id)
         if study is None:
             raise HTTPException(404, f"no study with id {body.study_id!r}")
         if study.truth_path is None:
             raise InputError("study_id", f"study {study.id} has no ground truth to train on")
-        input_path, truth_path = Path(study.input_path), Path(study.truth_path)
         name = check_name(body.name or study.name[:100], "name")
         site = check_name(body.site, "site") if body.site else study.site
+        return Path(study.input_path), Path(study.truth_path), name, site
+
+    input_path, truth_path, name, site = await run_in_session(services, source_of)
     patient = check_name(body.patient, "patient")
     convention = check_convention(body.convention)
     case_id = new_id()
@@ -222,7 +226,8 @@ async def case_from_study(dataset_id: str, body: Annotated[CaseFromStudy, Body()
         ct_path = await run_in_threadpool(_copy_into, input_path, folder / "ct")
         labels_path = await run_in_threadpool(_copy_into, truth_path, folder / "labels")
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
-        with services.database.session() as session:
+
+        def record(session: Session) -> dict[str, Any]:
             dataset = load_dataset_row(session, dataset_id)
             case = add_case(session, dataset=dataset, case_id=case_id, name=name, patient=patient, site=site,
                             convention=convention, partial=body.partial, ct_path=str(ct_path),
@@ -231,6 +236,8 @@ async def case_from_study(dataset_id: str, body: Annotated[CaseFromStudy, Body()
             accounts.record(session, username=user.username, action="dataset.add_case", target=dataset_id,
                             detail=f"{name} from study {body.study_id}")
             return {"case_id": case.id, "dataset": dataset_json(dataset)}
+
+        return await run_in_session(services, record)
     except InputError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         exc.source, exc.reason = _public(exc.source, folder), _public(exc.reason, folder)

@@ -28,7 +28,7 @@ from spineseg.store import accounts
 from spineseg.store.datasets import get_dataset
 from spineseg.store.studies import new_id
 from spineseg.store.training_runs import runs_by_version
-from spineseg.web.deps import DbSession, Services
+from spineseg.web.deps import DbSession, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
 
@@ -141,19 +141,22 @@ async def import_version(request: Request, user: Trainer, services: Services) ->
             error = InputError(name, _public(str(exc), path, name))
             error.field = "files"
             raise error from exc
-    with services.database.session() as session:
+    def record(session: Session) -> dict[str, Any]:
         accounts.record(session, username=user.username, action="model.import", target=model.id, detail=name)
         return version_json(model, runs_by_version(session))
+
+    return await run_in_session(services, record)
 
 
 @router.post("/compare", summary="Compare 2-6 versions on a dataset's test cases: Dice, Bland-Altman, time")
 async def compare(body: CompareRequest, user: Trainer, services: Services) -> dict[str, Any]:
-    with services.database.session() as session:
+    def cases_of(session: Session) -> tuple[list[Any], str]:
         dataset = get_dataset(session, dataset_id=body.dataset_id)
         if dataset is None:
             raise InputError("dataset_id", f"no dataset with id {body.dataset_id!r}")
-        specs = [s for s in case_specs(dataset) if s.split == body.split]
-        name = dataset.name
+        return [s for s in case_specs(dataset) if s.split == body.split], dataset.name
+
+    specs, name = await run_in_session(services, cases_of)
     if not specs:
         raise InputError("dataset_id", f"dataset {name!r} has no cases in the {body.split!r} split")
     with known_versions():
@@ -165,9 +168,9 @@ async def compare(body: CompareRequest, user: Trainer, services: Services) -> di
     result |= {"id": comparison_id, "dataset": {"id": body.dataset_id, "name": name}, "split": body.split,
                "plots": {v: f"/api/models/comparisons/{comparison_id}/bland-altman/{v}.png" for v in plots}}
     (folder / "result.json").write_text(json.dumps(result, indent=2))
-    with services.database.session() as session:
-        accounts.record(session, username=user.username, action="model.compare", target=",".join(body.versions),
-                        detail=f"dataset {name}, {len(specs)} case(s)")
+    await run_in_session(services, lambda session: accounts.record(
+        session, username=user.username, action="model.compare", target=",".join(body.versions),
+        detail=f"dataset {name}, {len(specs)} case(s)"))
     return result
 
 
