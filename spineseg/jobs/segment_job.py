@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spineseg.config import Settings
-from spineseg.errors import ModelNotFoundError, SpineSegError
+from spineseg.errors import ModelNotFoundError, SpineSegError, strip_server_paths
 from spineseg.imaging.io import load_labels, load_volume
 from spineseg.imaging.nifti import write_nifti
 from spineseg.imaging.overlay import write_overlays
@@ -29,7 +30,7 @@ from spineseg.services.outputs import summary, write_mask
 from spineseg.store.database import Database
 from spineseg.store.files import StudyFiles
 from spineseg.store.models import Job
-from spineseg.store.studies import claim_job, finish_job, get_study, set_progress, store_results
+from spineseg.store.studies import claim_job, finish_job, get_study, release_job, set_progress, store_results
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ LOADED, MODEL_DONE, WRITTEN = 0.1, 0.85, 0.95
 
 class JobCancelled(Exception):
     """Raised from the progress callback when a cancel was requested."""
+
+
+class JobInterrupted(Exception):
+    """Raised from the progress callback when the server is stopping: the job is queued again."""
 
 
 def json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -62,9 +67,12 @@ class ProgressReporter:
 
     database: Database
     job_id: str
+    stopping: Callable[[], bool] = lambda: False
     _last: float = 0.0
 
     def report(self, progress: float, stage: str, *, force: bool = False) -> None:
+        if self.stopping():
+            raise JobInterrupted
         now = time.monotonic()
         if not force and now - self._last < PROGRESS_INTERVAL_S:
             return
@@ -86,33 +94,40 @@ def production_model(registry: Registry) -> RegisteredModel:
     return model
 
 
-def run_segment_job(job_id: str, *, settings: Settings, database: Database, registry: Registry) -> str:
+def run_segment_job(job_id: str, *, settings: Settings, database: Database, registry: Registry,
+                    stopping: Callable[[], bool] = lambda: False) -> str:
     """Run one queued job to the end and return its final status (``skipped`` when it was not
-    queued any more). A bad study or a missing model never raises: the error is stored."""
+    queued any more, ``queued`` when ``stopping()`` turned true before it ended: it runs again
+    after the restart). A bad study or a missing model never raises: the error is stored."""
     with database.session() as session:
         if not claim_job(session, job_id=job_id):
             log.info("job %s is no longer queued; skipped", job_id)
             return "skipped"
         job = session.get(Job, job_id)
         study_id, model_version = job.study_id, job.model_version
-    reporter = ProgressReporter(database, job_id)
+    reporter = ProgressReporter(database, job_id, stopping)
     try:
         _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter,
                        model_version=model_version)
     except JobCancelled:
         status, error = "cancelled", "cancelled while running"
+    except JobInterrupted:
+        with database.session() as session:
+            release_job(session, job_id=job_id)
+        log.info("job %s interrupted by the server stopping; queued again", job_id)
+        return "queued"
     except SpineSegError as exc:
         status, error = "failed", str(exc)
     except MemoryError:
         status, error = "failed", "out of memory while segmenting this study"
-    except (OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # the job boundary: any bug ends the job as failed, never leaves it running
         log.exception("job %s failed", job_id)
         status, error = "failed", f"internal error ({type(exc).__name__}): {exc}"
     else:
         status, error = "done", None
-    with database.session() as session:
-        finish_job(session, job_id=job_id, status=status, error=error)
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
+    with database.session() as session:  # the error is shown to users: no server folders in it
+        finish_job(session, job_id=job_id, status=status, error=strip_server_paths(error) if error else None)
     return status
 
 
