@@ -16,6 +16,7 @@ from spineseg.imaging.io import load_labels, load_volume
 from spineseg.imaging.labels import CONVENTIONS, VERSE_ID_BY_LEVEL
 from spineseg.imaging.limits import check_segmentable
 from spineseg.model.dataset import SPLITS, CaseSpec, split_by_patient
+from spineseg.services.ingest import validation_slot
 from spineseg.store.training_models import Dataset, DatasetCase
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def validate_case(ct_path: Path, labels_path: Path, convention: str = "auto") ->
     ``spine_volume_ml``, ``convention`` (as detected), ``intensity`` (``hu`` or ``scaled``).
     """
     check_convention(convention)
-    volume = load_volume(ct_path)
-    check_segmentable(ct_path, volume.shape)
-    labels = load_labels(labels_path, volume, convention=convention)
+    with validation_slot():
+        volume = load_volume(ct_path)
+        check_segmentable(ct_path, volume.shape)
+        labels = load_labels(labels_path, volume, convention=convention)
     if not labels.mask.any():
         raise InputError(labels_path, "label map has no spine labels on this CT (wrong convention, or the "
                                       "labels belong to another scan?)")

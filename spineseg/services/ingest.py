@@ -4,6 +4,9 @@ truth can be read before a job is queued."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spineseg.config import Settings
@@ -58,12 +61,27 @@ def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -
     return input_dir, "dicom"
 
 
+# Uploads validated (read in full) at the same time. Each read may hold a whole volume in memory
+# (up to ~9 GB for the largest allowed scan, see imaging.limits), so eight uploads at once must
+# not mean eight volumes at once: the others wait for a slot.
+VALIDATION_SLOTS = 2
+_validation_slots = threading.BoundedSemaphore(VALIDATION_SLOTS)
+
+
+@contextmanager
+def validation_slot() -> Iterator[None]:
+    """Hold one of ``VALIDATION_SLOTS`` while reading an uploaded volume in full."""
+    with _validation_slots:
+        yield
+
+
 def check_inputs(input_path: Path, truth_path: Path | None) -> Volume:
     """Read the CT (and the truth onto its grid) once, so a bad file is refused at upload time
     with an ``InputError`` naming it, not later as a failed job. A CT under 16x16 pixels per
-    slice is refused too (``limits.check_segmentable``)."""
-    volume = load_volume(input_path)
-    check_segmentable(volume.provenance.source, volume.shape)
-    if truth_path is not None:
-        load_labels(truth_path, volume)
+    slice is refused too (``limits.check_segmentable``). At most ``VALIDATION_SLOTS`` run at once."""
+    with validation_slot():
+        volume = load_volume(input_path)
+        check_segmentable(volume.provenance.source, volume.shape)
+        if truth_path is not None:
+            load_labels(truth_path, volume)
     return volume
