@@ -26,7 +26,7 @@ def test_at_most_the_slot_count_of_volumes_is_read_at_once(tmp_path: Path, monke
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
         try:
-            time.sleep(0.05)  # long enough for the other threads to pile up at the slot
+            time.sleep(0.2)  # long enough for the other threads to pile up at the slot
             return real_load(source)
         finally:
             with lock:
