@@ -73,3 +73,33 @@ def test_progress_reporter_raises_after_a_cancel_request(setup: tuple, tmp_path:
         assert request_cancel(session, job_id=job_id) == "running"
     with pytest.raises(JobCancelled):
         reporter.report(0.4, "segmenting", force=True)
+
+
+def test_a_job_failing_on_tampered_weights_names_the_cause_without_server_paths(setup: tuple,
+                                                                                 tmp_path: Path) -> None:
+    settings, database, registry = setup
+    volume, _mask = make_phantom()
+    nib.save(nib.Nifti1Image(volume.array, volume.affine), str(tmp_path / "ct.nii.gz"))
+    _study_id, job_id = _queue(database, tmp_path / "ct.nii.gz")
+    weights = settings.registry_dir / "versions" / "test-untrained" / "weights.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    assert run_segment_job(job_id, settings=settings, database=database, registry=registry) == "failed"
+    with database.session() as session:
+        error = get_job(session, job_id=job_id).error
+    assert "sha256" in error and "test-untrained" in error
+    assert str(settings.data_dir) not in error and str(tmp_path) not in error and "/" not in error.split(":")[-1]
+
+
+def test_a_stopping_server_puts_the_running_job_back_in_the_queue(setup: tuple, tmp_path: Path) -> None:
+    settings, database, registry = setup
+    volume, _mask = make_phantom()
+    nib.save(nib.Nifti1Image(volume.array, volume.affine), str(tmp_path / "ct.nii.gz"))
+    _study_id, job_id = _queue(database, tmp_path / "ct.nii.gz")
+    status = run_segment_job(job_id, settings=settings, database=database, registry=registry, stopping=lambda: True)
+    assert status == "queued"
+    with database.session() as session:
+        job = get_job(session, job_id=job_id)
+        assert job.status == "queued" and job.finished_at is None
+    assert run_segment_job(job_id, settings=settings, database=database, registry=registry) == "done"
