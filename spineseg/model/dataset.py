@@ -95,7 +95,13 @@ def discover_case(folder: Path) -> CaseSpec:
 
 def split_by_patient(specs: list[CaseSpec], seed: int, fractions: tuple[float, float, float]) -> dict[str, str]:
     """Patient -> split. Preset splits win; the rest are shuffled with ``seed`` and dealt by
-    ``fractions`` (train, val, test), at least one patient to train."""
+    ``fractions`` (train, val, test), each count rounded, then:
+
+    - at least one patient trains (val and test give way, test first);
+    - at least one patient validates when ``fractions[1] > 0`` and that still leaves one to train
+      (so two patients are one train + one val, never two train and an empty validation);
+    - test gets only what its fraction rounds to (3 patients at 0.7/0.15/0.15: 2 train, 1 val).
+    """
     preset: dict[str, str] = {}
     for spec in specs:
         if spec.split:
@@ -108,7 +114,10 @@ def split_by_patient(specs: list[CaseSpec], seed: int, fractions: tuple[float, f
     random.Random(seed).shuffle(free)
     n = len(free)
     n_val, n_test = round(n * fractions[1]), round(n * fractions[2])
-    while n and n - n_val - n_test < 1:  # keep at least one patient for training
+    trains_already = "train" in preset.values()
+    if fractions[1] > 0 and n_val == 0 and "val" not in preset.values() and n >= (1 if trains_already else 2):
+        n_val = 1  # an empty validation split means a version registered without validation metrics
+    while n and n - n_val - n_test < (0 if trains_already else 1):  # keep at least one patient for training
         if n_test >= n_val:
             n_test -= 1
         else:

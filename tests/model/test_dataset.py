@@ -85,3 +85,26 @@ def test_labels_without_spine_are_refused_and_nothing_is_left(tmp_path: Path) ->
     with pytest.raises(InputError, match="no spine labels"):
         build_dataset([spec], tmp_path / "ds.h5")
     assert not list(tmp_path.glob("ds.h5*"))
+
+
+@pytest.mark.parametrize(("patients", "expected"), [
+    (1, {"train": 1}),
+    (2, {"train": 1, "val": 1}),
+    (3, {"train": 2, "val": 1}),
+    (7, {"train": 5, "val": 1, "test": 1}),
+])
+def test_auto_split_validates_on_one_patient_as_soon_as_two_exist(patients: int, expected: dict[str, int]) -> None:
+    specs = [CaseSpec(name=f"c{i}", ct="x", labels="y", patient=f"P{i}") for i in range(patients)]
+    for seed in range(5):
+        dealt = list(split_by_patient(specs, seed, (0.7, 0.15, 0.15)).values())
+        assert {name: dealt.count(name) for name in set(dealt)} == expected
+
+
+def test_auto_split_respects_chosen_splits() -> None:
+    chosen_train = [CaseSpec(name="a", ct="x", labels="y", patient="P1", split="train"),
+                    CaseSpec(name="b", ct="x", labels="y", patient="P2")]
+    assert split_by_patient(chosen_train, 0, (0.7, 0.15, 0.15)) == {"P1": "train", "P2": "val"}
+    chosen_val = [CaseSpec(name="a", ct="x", labels="y", patient="P1", split="val"),
+                  CaseSpec(name="b", ct="x", labels="y", patient="P2")]
+    assert split_by_patient(chosen_val, 0, (0.7, 0.15, 0.15)) == {"P1": "val", "P2": "train"}
+    assert split_by_patient(chosen_train, 0, (1.0, 0.0, 0.0)) == {"P1": "train", "P2": "train"}

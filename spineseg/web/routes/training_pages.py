@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from spineseg.errors import InputError
 from spineseg.services.datasets import dataset_json
+from spineseg.services.split_preview import describe_split, split_preview
 from spineseg.services.training import SCRATCH
 from spineseg.store import accounts
 from spineseg.store.datasets import create_dataset, list_datasets
@@ -72,10 +73,20 @@ def _run_rows(session: Any) -> list[dict[str, Any]]:
     return [run_json(session, r) for r in list_runs(session, limit=50)]
 
 
+def _training_datasets(session: Any) -> list[dict[str, Any]]:
+    """The datasets for the training form, each with how its split will come out for a run."""
+    rows = []
+    for dataset in list_datasets(session):
+        preview = split_preview(dataset)
+        rows.append(dataset_json(dataset, with_cases=False) | {"split_preview": preview,
+                                                               "split_text": describe_split(preview)})
+    return rows
+
+
 @router.get("/training")
 def training_page(request: Request, user: Trainer, session: DbSession, services: Services,
                   dataset: str = "") -> HTMLResponse:
-    datasets = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+    datasets = _training_datasets(session)
     versions = [m.id for m in services.registry.list_versions()]
     defaults = TrainingSettings().model_dump()
     return render(request, "training_start.html", user, datasets=datasets, versions=versions, runs=_run_rows(session),
@@ -94,7 +105,7 @@ async def start_from_page(request: Request, user: Trainer, session: DbSession, s
     except (InputError, ValidationError) as exc:
         message = exc.reason if isinstance(exc, InputError) else "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        datasets = [dataset_json(d, with_cases=False) for d in list_datasets(session)]
+        datasets = _training_datasets(session)
         return render(request, "training_start.html", user, 422, datasets=datasets,
                       versions=[m.id for m in services.registry.list_versions()], runs=_run_rows(session),
                       production=services.registry.production_id(), defaults=TrainingSettings().model_dump(),
