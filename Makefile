@@ -5,15 +5,21 @@ BIN := $(VENV)/bin
 
 .PHONY: install install-test test lint serve train-default bench
 
+# `make serve PORT=8080 HOST=0.0.0.0`: where the service listens (else SPINESEG_PORT/HOST, 127.0.0.1:8000).
+PORT ?=
+HOST ?=
+# setuptools' "Editable installation" notice box is information for packagers, not for users.
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip
+
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP) install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(PIP) install --quiet -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test]'
 
 test: install-test
 	$(BIN)/ruff check .
@@ -25,7 +31,7 @@ lint: install-test
 	$(BIN)/ruff check .
 
 serve: install
-	$(BIN)/spineseg serve
+	@$(BIN)/spineseg serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 train-default: install
 	bash scripts/train_default.sh

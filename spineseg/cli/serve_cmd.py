@@ -13,8 +13,14 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,20 @@ def _hard_exit() -> None:
     os._exit(1)
 
 
+def _ready_line(app: FastAPI, server: uvicorn.Server) -> str:
+    from spineseg.services.startup import display_url, ready_message
+
+    services = app.state.services
+    port = services.settings.port
+    if server.servers and server.servers[0].sockets:  # the bound port (also when 0 asked for any)
+        port = server.servers[0].sockets[0].getsockname()[1]
+    link = getattr(app.state, "first_run", None)  # set by the app's lifespan (services.first_run)
+    return ready_message(services.settings, url=display_url(services.settings.host, port),
+                         model_id=services.registry.production_id(),
+                         first_run_token=link.take_token() if link else None,
+                         first_run_minutes=link.ttl_s / 60 if link else 0)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -52,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
                 timer.daemon = True
                 timer.start()
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """uvicorn's start-up, then the ready line: after uvicorn's own, so it is the last."""
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                log.info("%s", _ready_line(app, self))
 
     settings = Settings.from_env()
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

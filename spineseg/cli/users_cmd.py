@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from spineseg.errors import InputError
-from spineseg.store.models import ROLES
+from spineseg.store.models import PASSWORD_RULE, ROLES
 
 if TYPE_CHECKING:
     from spineseg.store.database import Database
@@ -18,11 +18,16 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction) -> None:
     users = sub.add_parser("users", help="web service accounts")
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    create = users_sub.add_parser("create", help="create a user")
-    create.add_argument("--username", required=True)
+    create = users_sub.add_parser(
+        "create", help="create a user",
+        description="Create a web service account. The password must have " + PASSWORD_RULE + "; the "
+                    "username 1-64 letters, digits or . _ - @. (On a first run the service also prints a "
+                    "one-time link to create the first admin account in the browser.)")
+    create.add_argument("--username", required=True, help="1-64 letters, digits or . _ - @")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input (else prompt)")
+                        help="read the password (" + PASSWORD_RULE + ") from the first line of standard "
+                             "input (else prompt twice)")
     create.set_defaults(func=create_user)
     listing = users_sub.add_parser("list", help="list users and roles")
     listing.set_defaults(func=list_users)
@@ -47,7 +52,7 @@ def _read_password(from_stdin: bool) -> str:
         line = sys.stdin.readline()
         password = line.rstrip("\r\n")
     else:
-        password = getpass.getpass("password: ")
+        password = getpass.getpass(f"password ({PASSWORD_RULE}): ")
         if password != getpass.getpass("again: "):
             raise InputError("password", "the two passwords differ")
     if not password:

@@ -63,3 +63,28 @@ def check_startup(settings: Settings) -> None:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     check_database(settings)
     check_registry(settings)
+
+
+def display_url(host: str, port: int) -> str:
+    """The address a browser on this machine opens for a server bound to ``host:port``."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def ready_message(settings: Settings, *, url: str, model_id: str | None, first_run_token: str | None,
+                  first_run_minutes: float) -> str:
+    """The start-up log's last line: what to open, then where everything is."""
+    from sqlalchemy.engine import make_url
+
+    from spineseg.services.first_run import SETUP_PATH
+
+    if first_run_token:
+        action = (f"open {url}{SETUP_PATH}?token={first_run_token} to create the first admin account "
+                  f"(no account exists yet; the link works once, for {first_run_minutes:.0f} minutes)")
+    else:
+        action = f"open {url}/ and log in"
+    database = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    model = model_id or "none (segmentation refused until a version is promoted)"
+    workers = f"{settings.workers} worker(s)" if settings.workers else "no worker in this process"
+    return (f"SpineSeg is ready: {action} | data: {settings.data_dir} | model: {model} | "
+            f"queue: SQLite {settings.queue_path}, {workers} | database: {database}")

@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import Boolean, DateTime, String, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
-from spineseg.store.models import ROLES, ApiToken, AuditEvent, User
+from spineseg.store.models import MIN_PASSWORD_LENGTH, ROLES, ApiToken, AuditEvent, User
 
 TOKEN_PREFIX = "sst_"
-MIN_PASSWORD_LENGTH = 8
 # last_used_at of a token is kept to this resolution: a read never waits on a write.
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -56,6 +55,36 @@ def create_user(session: Session, *, username: str, password: str, role: str) ->
     session.add(user)
     session.flush()
     return user
+
+
+def any_user_exists(session: Session) -> bool:
+    """Whether at least one account (active or not) exists."""
+    return bool(session.scalar(select(func.count()).select_from(User)))
+
+
+def create_first_admin(session: Session, *, username: str, password: str) -> User | None:
+    """The first account, an admin, or ``None`` when any user exists already. One guarded
+    ``INSERT ... SELECT ... WHERE NOT EXISTS``: of two concurrent calls, one inserts."""
+    _check_username(username)
+    _check_password(password)
+    columns = {"username": literal(username, String()), "password_hash": literal(hash_password(password), String()),
+               "role": literal("admin", String()), "active": literal(True, Boolean()),
+               "created_at": literal(datetime.now(UTC), DateTime(timezone=True))}
+    guarded = select(*columns.values()).where(~exists(select(User.id)))
+    if not session.execute(insert(User).from_select(list(columns), guarded)).rowcount:
+        return None
+    return get_user(session, username=username)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InputError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def check_new_credentials(username: str, password: str) -> None:
+    """``InputError`` naming the field when ``username`` or ``password`` breaks the rules."""
+    _check_username(username)
+    _check_password(password)
 
 
 def get_user(session: Session, *, username: str) -> User | None:

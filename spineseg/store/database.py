@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 # Alembic announces each of its plugins at INFO on every start; only the migrations matter.
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+# ... and its migration context ("Context impl SQLiteImpl", "Running upgrade ...") on every
+# command: library noise to a user; `-v` does not bring it back, a migration error still shows.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

@@ -13,6 +13,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, I
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("viewer", "clinician", "researcher", "admin")
+MIN_PASSWORD_LENGTH = 8
+PASSWORD_RULE = f"at least {MIN_PASSWORD_LENGTH} characters"  # said on every form and --help that sets one
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 

@@ -37,8 +37,9 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str | None = None) -> HTMLResponse:
-    return render(request, "login.html", None, next=_safe_next(next), error=None)
+def login_page(request: Request, session: DbSession, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", None, next=_safe_next(next), error=None,
+                  no_account_yet=not accounts.any_user_exists(session))
 
 
 @router.post("/login")
