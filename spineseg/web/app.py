@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -20,11 +20,14 @@ from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
+from spineseg.services.first_run import open_first_run
 from spineseg.services.health import HealthMonitor, check_health
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
+from spineseg.store.models import PASSWORD_RULE
 from spineseg.web.deps import AppServices, CurrentUser
 from spineseg.web.errors import install_error_handlers
+from spineseg.web.security_headers import SecurityHeaders
 from spineseg.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -44,17 +47,6 @@ def build_services(settings: Settings) -> AppServices:
     return AppServices(settings, database, registry, JobQueue(settings, database, registry))
 
 
-def _warn_without_users(services: AppServices) -> None:
-    from sqlalchemy import func, select
-
-    from spineseg.store.models import User
-
-    with services.database.session() as session:
-        if not session.scalar(select(func.count()).select_from(User)):
-            log.warning("no user exists yet: create one with "
-                        "`spineseg users create --username NAME --role admin --password-stdin`")
-
-
 def _remove_orphan_uploads(services: AppServices) -> None:
     import shutil
 
@@ -71,6 +63,7 @@ def _remove_orphan_uploads(services: AppServices) -> None:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
     templates.env.globals["niivue_file"] = f"vendor/niivue-{NIIVUE_VERSION}.min.js"
+    templates.env.globals["password_rule"] = PASSWORD_RULE  # said on every form that sets a password
     return templates
 
 
@@ -111,11 +104,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             database=services.database, registry=services.registry, data_dir=settings.data_dir,
             pending=services.queue.pending, workers=settings.workers if start_workers else 0))
         app.state.health.start()
-        _warn_without_users(services)
+        app.state.first_run = open_first_run(services.database)  # no account yet: a one-time link
         _remove_orphan_uploads(services)
         with services.database.session() as session:  # dataset case uploads cut off by a crash
             remove_orphan_case_dirs(session, datasets_dir=settings.data_dir / "datasets")
-        log.info("SpineSeg web service ready (data in %s)", settings.data_dir)
+        log.debug("app started (data in %s)", settings.data_dir)  # `spineseg serve` prints the ready line
         try:
             yield
         finally:
@@ -143,27 +136,20 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         same_site="lax",
         https_only=settings.secure_cookies,
     )
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.url.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")  # patient data stays out of shared caches
-        return response
+    app.add_middleware(SecurityHeaders)
 
     app.state.templates = make_templates()
     app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
 
-    from spineseg.web.routes import admin, api, downloads, evaluation, pages, uploads
+    from spineseg.web.routes import admin, api, downloads, evaluation, first_run, pages, uploads
 
     app.include_router(api.router)
     app.include_router(uploads.router)  # resumable uploads; its lifespan sweeps idle ones
     app.include_router(downloads.router)
     app.include_router(evaluation.router)
     app.include_router(admin.router)
+    app.include_router(first_run.router)
     from spineseg.web.routes import datasets, models, study_models, training, training_pages
 
     for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router):
