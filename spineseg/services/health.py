@@ -177,9 +177,11 @@ class HealthMonitor:
     def latest(self) -> HealthReport:
         return self._latest
 
-    def refresh(self) -> None:
-        """Ask for a new report soon (e.g. after promoting a model)."""
-        self._wake.set()
+    def check_now(self) -> HealthReport:
+        """Run the checks on the calling thread and keep the report (after a promotion or a
+        rollback, so the next ``/api/health`` already names the new production model)."""
+        self._latest = self._run()
+        return self._latest
 
     def start(self) -> None:
         self._stop.clear()

@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.health = HealthMonitor(lambda: check_health(
             database=services.database, registry=services.registry, data_dir=settings.data_dir,
             pending=services.queue.pending, workers=settings.workers if start_workers else 0))
+        services.health = app.state.health
         app.state.health.start()
         app.state.first_run = open_first_run(services.database)  # no account yet: a one-time link
         _remove_orphan_uploads(services)

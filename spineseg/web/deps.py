@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import Registry
+from spineseg.services.health import HealthMonitor
 from spineseg.store.accounts import note_token_use
 from spineseg.store.database import Database
 from spineseg.web.auth import (
@@ -40,6 +41,12 @@ class AppServices:
     database: Database
     registry: Registry
     queue: JobQueue
+    health: HealthMonitor | None = None  # set when the app starts
+
+    def production_changed(self) -> None:
+        """Re-run the health checks now: the production model is part of them."""
+        if self.health is not None:
+            self.health.check_now()
 
 
 def get_services(request: Request) -> AppServices:

@@ -110,6 +110,7 @@ def history(_user: Trainer, services: Services) -> list[dict[str, Any]]:
 @router.post("/rollback", summary="Return production to the previous production version")
 def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     model = services.registry.rollback(actor=user.username)
+    services.production_changed()
     accounts.record(session, username=user.username, action="model.rollback", target=model.id)
     session.commit()  # before the answer: the next request must see it
     return {"production": model.id, "history": history_json(services.registry)}
@@ -212,6 +213,7 @@ def version(version_id: str, _user: Trainer, session: DbSession, services: Servi
 def promote(version_id: str, user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     with known_versions():
         model = services.registry.promote(version_id, actor=user.username)
+    services.production_changed()
     accounts.record(session, username=user.username, action="model.promote", target=model.id)
     session.commit()  # before the answer: the next request must see it
     return {"production": model.id, "history": history_json(services.registry)}

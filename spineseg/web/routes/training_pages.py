@@ -153,6 +153,7 @@ def rollback_from_page(request: Request, user: Trainer, session: DbSession, serv
         model = services.registry.rollback(actor=user.username)
     except InputError as exc:
         return render(request, "models.html", user, 409, error=exc.reason, **_models_context(session, services))
+    services.production_changed()
     accounts.record(session, username=user.username, action="model.rollback", target=model.id)
     session.commit()  # before the answer: the next request must see it
     return RedirectResponse("/models", status_code=303)
