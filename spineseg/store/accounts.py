@@ -1,4 +1,5 @@
-"""Users (argon2id password hashes), personal API tokens (stored as SHA-256) and the audit trail."""
+"""Users (argon2id password hashes) and personal API tokens (stored as SHA-256, with a name and
+an expiry). ``record`` appends to the audit trail, which lives in ``spineseg.store.audit``."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Boolean, DateTime, String, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Boolean, DateTime, String, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
+from spineseg.store import audit
 from spineseg.store.models import MIN_PASSWORD_LENGTH, ROLES, ApiToken, AuditEvent, User
+from spineseg.store.web_sessions import end_user_sessions
 
 TOKEN_PREFIX = "sst_"
 # last_used_at of a token is kept to this resolution: a read never waits on a write.
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+DEFAULT_TOKEN_DAYS = 90  # a token's lifetime unless its creator chooses another
+MAX_TOKEN_DAYS = 3650
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
@@ -113,24 +118,61 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, *, username: str, name: str = "") -> tuple[ApiToken, str]:
-    """A new token for ``username``; returns the row and the secret (shown once, never stored)."""
+def create_token(session: Session, *, username: str, name: str = "",
+                 days: int | None = DEFAULT_TOKEN_DAYS) -> tuple[ApiToken, str]:
+    """A new token for ``username`` valid for ``days`` (``None``: no expiry); returns the row and
+    the secret (shown once, never stored)."""
     user = get_user(session, username=username)
     if user is None:
         raise InputError("username", f"no user named {username!r}")
+    if days is not None and not (1 <= days <= MAX_TOKEN_DAYS):
+        raise InputError("days", f"{days!r} must be 1-{MAX_TOKEN_DAYS} days")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user.id, token_sha256=_token_digest(secret), prefix=secret[:10], name=name[:100])
+    expires = None if days is None else datetime.now(UTC) + timedelta(days=days)
+    row = ApiToken(user_id=user.id, token_sha256=_token_digest(secret), prefix=secret[:10], name=name[:100],
+                   expires_at=expires)
     session.add(row)
     session.flush()
     return row, secret
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def token_is_expired(row: ApiToken, now: datetime | None = None) -> bool:
+    return row.expires_at is not None and _aware(row.expires_at) <= (now or datetime.now(UTC))
+
+
 def token_row(session: Session, *, token: str) -> ApiToken | None:
-    """The unrevoked token row of an active user for the secret ``token``, else ``None``.
-    Reads only: a request authenticated by a token writes nothing (see ``note_token_use``)."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == _token_digest(token)))
-    if row is None or row.revoked or not row.user.active:
+    """The unrevoked, unexpired token row of an active user for the secret ``token``, else
+    ``None``: one indexed read joined with the user. Reads only: a request authenticated by a
+    token writes nothing (see ``note_token_use``)."""
+    found = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                            .where(ApiToken.token_sha256 == _token_digest(token))).first()
+    if found is None:
         return None
+    row, user = found
+    if row.revoked or not user.active or token_is_expired(row):
+        return None
+    return row
+
+
+def list_tokens(session: Session, *, username: str | None = None) -> list[ApiToken]:
+    """Tokens (revoked and expired ones too), newest first; only ``username``'s when given."""
+    query = select(ApiToken).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id.desc())
+    if username:
+        query = query.where(User.username == username)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, *, token_id: int) -> ApiToken:
+    """Revoke token ``token_id`` (it stops working at once); ``InputError`` when there is none."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise InputError("token", f"no token with id {token_id!r}")
+    row.revoked = True
+    session.flush()
     return row
 
 
@@ -164,8 +206,8 @@ def note_token_use(session: Session, *, token_id: int, now: datetime | None = No
 
 
 def record(session: Session, *, username: str | None, action: str, target: str = "", detail: str = "") -> None:
-    """Append one audit event (committed with the caller's session)."""
-    session.add(AuditEvent(username=username, action=action, target=target[:255], detail=detail))
+    """Append one audit event (committed with the caller's session): ``audit.append``."""
+    audit.append(session, username=username, action=action, target=target, detail=detail)
 
 
 def list_users(session: Session) -> list[User]:
@@ -188,8 +230,24 @@ def update_user(session: Session, *, username: str, role: str | None = None, act
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InputError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
         user.password_hash = hash_password(password)
+    if password is not None or active is False:  # a new password or a disabled user: sessions end now
+        session.flush()
+        end_user_sessions(session, user_id=user.id)
     return user
 
 
+def delete_user(session: Session, *, username: str) -> None:
+    """Delete ``username`` with their tokens, sessions and unfinished uploads; their studies stay
+    (owner ``NULL``: shown as a deleted user). ``InputError`` when there is no such user."""
+    user = get_user(session, username=username)
+    if user is None:
+        raise InputError("username", f"no user named {username!r}")
+    user_id = user.id
+    session.expunge(user)
+    end_user_sessions(session, user_id=user_id)
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+    session.execute(delete(User).where(User.id == user_id))
+
+
 def recent_events(session: Session, *, limit: int = 200) -> list[AuditEvent]:
-    return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
+    return audit.search(session, limit=limit)

@@ -50,6 +50,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: never
 
     user: Mapped[User] = relationship()
 
@@ -112,16 +113,22 @@ class Job(Base):
 
 
 class AuditEvent(Base):
-    """Who did what to which object, and when (logins, uploads, downloads, deletes...)."""
+    """Who did what to which object, and when (logins, uploads, downloads, deletes...).
+
+    ``seq``, ``prev_hmac`` and ``hmac`` chain the rows (written only by ``spineseg.store.audit``):
+    ``hmac`` is keyed with the server's secret over this row's content and ``prev_hmac``."""
 
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
-    username: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    username: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
+    prev_hmac: Mapped[str] = mapped_column(String(64), default="")
+    hmac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Upload(Base):

@@ -22,6 +22,7 @@ from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
 from spineseg.services.first_run import open_first_run
 from spineseg.services.health import HealthMonitor, check_health
+from spineseg.store import audit
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
 from spineseg.store.models import PASSWORD_RULE
@@ -43,6 +44,7 @@ def build_services(settings: Settings) -> AppServices:
     """Open (and migrate) the database, the registry and the queue for ``settings``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(settings.sqlalchemy_url)
+    audit.use_key(database, settings.session_secret())  # the audit chain's HMAC key
     registry = open_registry(settings)
     return AppServices(settings, database, registry, JobQueue(settings, database, registry))
 

@@ -19,6 +19,7 @@ from spineseg.registry import Registry
 from spineseg.services.health import HealthMonitor
 from spineseg.store.accounts import note_token_use
 from spineseg.store.database import Database
+from spineseg.store.web_sessions import note_session_seen
 from spineseg.web.auth import (
     CSRF_HEADER,
     SAFE_METHODS,
@@ -89,12 +90,15 @@ def _lookup_principal(request: Request, database: Database) -> Principal | None:
     streams a large upload or waits on a job holds no database connection meanwhile."""
     with database.session() as session:
         resolved = resolve_credentials(request, session)
-    if resolved.stale_token_id is not None:
+    if resolved.stale_token_id is not None or resolved.stale_session is not None:
         try:
             with database.session() as session:
-                note_token_use(session, token_id=resolved.stale_token_id)
+                if resolved.stale_token_id is not None:
+                    note_token_use(session, token_id=resolved.stale_token_id)
+                if resolved.stale_session is not None:
+                    note_session_seen(session, id_sha256=resolved.stale_session)
         except OperationalError as exc:  # a busy database: the use is noted on a later request
-            log.debug("token use not recorded this time: %s", exc)
+            log.debug("token or session use not recorded this time: %s", exc)
     return resolved.principal
 
 
@@ -104,6 +108,8 @@ async def get_principal(request: Request, services: Services) -> Principal:
     principal = await run_in_threadpool(_lookup_principal, request, services.database)
     if principal is None:
         raise NotAuthenticated
+    if principal.via == "session":
+        request.state.csrf = principal.csrf  # the session's token, for forms and the check below
     if principal.via == "session" and request.method not in SAFE_METHODS:
         supplied = request.headers.get(CSRF_HEADER) or await _csrf_field(request)
         if not csrf_matches(request, supplied):
