@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from spineseg.errors import InputError
 from spineseg.services.study_intake import (
@@ -27,17 +30,19 @@ from spineseg.services.study_intake import (
 from spineseg.store import accounts
 from spineseg.store.database import Database
 from spineseg.store.files import StudyFiles, safe_file_name
-from spineseg.store.studies import new_id
+from spineseg.store.studies import get_study, new_id
 from spineseg.store.uploads import (
     COMPLETING,
     DONE,
     UPLOADING,
     UploadFolder,
+    begin_completion,
     create_upload,
     delete_upload,
     get_upload,
+    interrupted_completions,
     mark_done,
-    set_status,
+    reopen_upload,
     stale_upload_ids,
     touch_upload,
     upload_folders,
@@ -132,8 +137,10 @@ def record_activity(database: Database, *, upload_id: str) -> None:
         touch_upload(session, upload_id=upload_id)
 
 
-def _move_parts(folder: UploadFolder, files: tuple[FileState, ...], study: StudyFiles) -> ReceivedFiles:
-    """Rename the parts into the study's folder under the names a multipart upload would get."""
+def _link_parts(folder: UploadFolder, files: tuple[FileState, ...], study: StudyFiles) -> ReceivedFiles:
+    """Hard-link (or copy, across file systems) the parts into the study's folder under the
+    names a multipart upload would get. The parts stay until the study is recorded, so a
+    completion cut off by a crash or a busy database loses nothing: it can be run again."""
     ct: dict[Path, str] = {}
     truth: tuple[Path, str] | None = None
     taken: set[str] = set()
@@ -143,7 +150,10 @@ def _move_parts(folder: UploadFolder, files: tuple[FileState, ...], study: Study
         target = target_dir / safe_file_name(f.name, set() if f.role == TRUTH else taken)
         part = folder.part(f.index)
         if part.exists():
-            os.replace(part, target)
+            try:
+                os.link(part, target)
+            except OSError:  # another file system, or links not supported
+                shutil.copyfile(part, target)
         else:  # an empty file never had a chunk
             target.touch()
         if f.role == TRUTH:
@@ -177,24 +187,29 @@ def complete_upload(services: IntakeServices, state: UploadState, *, username: s
                              f"({len(missing)} file(s) incomplete): send the rest first")
     require_production_model(services.registry)
     database, settings = services.database, services.settings
+    study_id = new_id()
     with database.session() as session:
-        if not set_status(session, upload_id=state.id, from_status=UPLOADING, to_status=COMPLETING):
+        if not begin_completion(session, upload_id=state.id, study_id=study_id):
             raise UploadConflict("the upload is already being completed")
     folder = UploadFolder.of(settings.uploads_dir, state.id)
-    study = StudyFiles.of(settings.studies_dir, new_id())
+    study = StudyFiles.of(settings.studies_dir, study_id)
     study.create()
     try:
-        received = _move_parts(folder, state.files, study)
+        received = _link_parts(folder, state.files, study)
         accepted = accept_study(services, study, received, username=username, user_id=user_id,
                                 note=f"resumable upload {state.id}")
-    except InputError:
+    except InputError:  # a file that cannot be used: the upload is over
         _discard(database, settings.uploads_dir, state.id)
         study.delete()
         raise
-    except BaseException:
-        log.exception("completing upload %s failed; its files are removed", state.id)
-        _discard(database, settings.uploads_dir, state.id)
+    except BaseException:  # not the files' fault (a busy database, a stop): keep them for a retry
+        log.exception("completing upload %s failed; its files are kept and it can be completed again", state.id)
         study.delete()
+        try:
+            with database.session() as session:
+                reopen_upload(session, upload_id=state.id)
+        except SQLAlchemyError:
+            log.warning("upload %s stays 'completing' until the next start resolves it", state.id)
         raise
     with database.session() as session:
         mark_done(session, upload_id=state.id, study_id=accepted.study_id, job_id=accepted.job_id)
@@ -214,6 +229,31 @@ def abort_upload(database: Database, uploads_dir: Path, *, upload_id: str, owner
         accounts.record(session, username=username, action="upload.abort", target=upload_id)
     UploadFolder.of(uploads_dir, upload_id).delete()
     return True
+
+
+def recover_interrupted_completions(database: Database, *, uploads_dir: Path, studies_dir: Path) -> list[str]:
+    """At start only (no completion can be running): an upload left ``completing`` either
+    became a study before the stop (marked done, its parts removed) or did not (open for a new
+    ``complete``; a half-made study folder is removed). Returns the upload ids resolved."""
+    with database.session() as session:
+        pending = [(u.id, u.study_id) for u in interrupted_completions(session)]
+    for upload_id, study_id in pending:
+        with database.session() as session:
+            study = get_study(session, study_id=study_id) if study_id else None
+            if study is not None and study.latest_job is not None:
+                mark_done(session, upload_id=upload_id, study_id=study.id, job_id=study.latest_job.id)
+                done = True
+            else:
+                reopen_upload(session, upload_id=upload_id)
+                done = False
+        if done:
+            UploadFolder.of(uploads_dir, upload_id).delete()
+            log.info("upload %s had become study %s before the last stop; marked done", upload_id, study_id)
+        else:
+            if study_id:
+                StudyFiles.of(studies_dir, study_id).delete()
+            log.info("upload %s was being completed when the server stopped; it can be completed again", upload_id)
+    return [upload_id for upload_id, _ in pending]
 
 
 def sweep_uploads(database: Database, uploads_dir: Path, *, stale_hours: float,

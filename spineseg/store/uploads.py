@@ -60,6 +60,27 @@ def set_status(session: Session, *, upload_id: str, from_status: str, to_status:
     return result.rowcount == 1
 
 
+def begin_completion(session: Session, *, upload_id: str, study_id: str) -> bool:
+    """``uploading -> completing``, recording the id the new study will get (guarded: ``False``
+    when another request got there first). A crash from here on is resolved at the next start by
+    ``interrupted_completions``: the study exists (done) or it does not (uploading again)."""
+    result = session.execute(update(Upload).where(Upload.id == upload_id, Upload.status == UPLOADING)
+                             .values(status=COMPLETING, study_id=study_id, updated_at=_now()))
+    return bool(result.rowcount)
+
+
+def reopen_upload(session: Session, *, upload_id: str) -> None:
+    """``completing -> uploading`` after a completion that failed for a reason other than the
+    files (a busy database, a stopped server): the parts are still there, complete may be retried."""
+    session.execute(update(Upload).where(Upload.id == upload_id, Upload.status == COMPLETING)
+                    .values(status=UPLOADING, study_id=None, updated_at=_now()))
+
+
+def interrupted_completions(session: Session) -> list[Upload]:
+    """Uploads left ``completing`` by a server that stopped in the middle."""
+    return list(session.scalars(select(Upload).where(Upload.status == COMPLETING)))
+
+
 def mark_done(session: Session, *, upload_id: str, study_id: str, job_id: str) -> None:
     session.execute(update(Upload).where(Upload.id == upload_id)
                     .values(status=DONE, study_id=study_id, job_id=job_id, updated_at=_now()))

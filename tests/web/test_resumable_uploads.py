@@ -13,6 +13,7 @@ import nibabel as nib
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect
 
 from spineseg.services.resumable_uploads import MAX_FILES, sweep_uploads
@@ -77,7 +78,7 @@ def test_chunks_in_order_become_a_segmented_study(web_env: WebEnv, nifti: tuple[
     assert response.headers["location"] == f"/api/jobs/{ids['job_id']}"
     assert wait_for_job(web_env, ids["job_id"], token)["status"] == "done"
     study = web_env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).json()
-    assert study["name"] == "ct.nii" and study["has_truth"] and study["metrics"] is not None
+    assert study["name"] == f"Study {study['id'][:8]}" and study["has_truth"] and study["metrics"] is not None
     # Completing again (a client that lost the 202) answers with the same ids; nothing is left on disk.
     again = complete(web_env.client, token, upload["upload_id"])
     assert again.status_code == 202 and again.json() == ids
@@ -217,6 +218,64 @@ def test_an_upload_survives_a_server_restart_and_idle_ones_are_swept(tmp_path: P
         response = complete(client, token, upload_id)
         assert response.status_code == 202, response.text
         assert wait_for_job(WebEnv(settings, client, {}), response.json()["job_id"], token)["status"] == "done"
+
+
+def test_a_completion_that_fails_for_another_reason_keeps_the_files(tmp_path: Path, nifti, monkeypatch) -> None:
+    """A database error while recording the study is not the files' fault: the parts stay and
+    ``complete`` can be asked again (the study is then made once)."""
+    import spineseg.services.resumable_uploads as resumable
+
+    settings = make_settings(tmp_path / "data", workers=0)
+    register_test_model(settings)
+    token = add_user(settings, "carla", "clinician")
+    ct = nifti[0]
+    real_accept = resumable.accept_study
+    calls = []
+
+    def accept_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT INTO studies", {}, Exception("database is locked"))
+        return real_accept(*args, **kwargs)
+
+    monkeypatch.setattr(resumable, "accept_study", accept_failing_once)
+    with TestClient(create_app(settings)) as client:
+        upload_id = start(client, token, [("ct.nii", len(ct))])["upload_id"]
+        send_file(client, token, upload_id, 0, ct)
+        first = complete(client, token, upload_id)
+        assert first.status_code == 503, first.text
+        state = client.get(f"/api/uploads/{upload_id}", headers=bearer(token)).json()
+        assert state["status"] == "uploading" and state["files"][0]["received"] == len(ct)
+        assert list((settings.studies_dir).glob("*")) == []
+        second = complete(client, token, upload_id)
+        assert second.status_code == 202, second.text
+        assert complete(client, token, upload_id).json() == second.json()
+        studies = client.get("/api/studies", headers=bearer(token)).json()
+        assert [s["id"] for s in studies] == [second.json()["study_id"]]
+
+
+def test_a_completion_cut_off_by_a_stop_is_resolved_at_the_next_start(tmp_path: Path, nifti) -> None:
+    from spineseg.store.uploads import begin_completion
+
+    settings = make_settings(tmp_path / "data", workers=0)
+    register_test_model(settings)
+    token = add_user(settings, "carla", "clinician")
+    ct = nifti[0]
+    with TestClient(create_app(settings)) as client:
+        cut_off = start(client, token, [("ct.nii", len(ct))])["upload_id"]
+        send_file(client, token, cut_off, 0, ct)
+    database = open_database(settings.sqlalchemy_url)
+    with database.session() as session:  # the server stopped after claiming the completion
+        assert begin_completion(session, upload_id=cut_off, study_id="cd" * 16)
+    database.dispose()
+    (settings.studies_dir / ("cd" * 16) / "input").mkdir(parents=True)  # its half-made study folder
+
+    with TestClient(create_app(settings)) as client:
+        state = client.get(f"/api/uploads/{cut_off}", headers=bearer(token)).json()
+        assert state["status"] == "uploading" and state["files"][0]["received"] == len(ct)
+        assert not (settings.studies_dir / ("cd" * 16)).exists()
+        response = complete(client, token, cut_off)
+        assert response.status_code == 202, response.text
 
 
 def test_sweep_removes_uploads_idle_past_the_setting(tmp_path: Path) -> None:

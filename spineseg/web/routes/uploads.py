@@ -29,6 +29,7 @@ from spineseg.services.resumable_uploads import (
     abort_upload,
     complete_upload,
     record_activity,
+    recover_interrupted_completions,
     start_upload,
     sweep_uploads,
     upload_state,
@@ -56,6 +57,8 @@ async def sweep_uploads_periodically(app: FastAPI) -> AsyncIterator[None]:
     """Merged into the app's lifespan by ``include_router`` (it runs after the app's own start-up
     has built ``app.state.services``): sweep once at start, then every ``SWEEP_INTERVAL_S``."""
     services: AppServices = app.state.services
+    await run_in_threadpool(recover_interrupted_completions, services.database,
+                            uploads_dir=services.settings.uploads_dir, studies_dir=services.settings.studies_dir)
     await run_in_threadpool(_sweep, services)
 
     async def every_interval() -> None:
