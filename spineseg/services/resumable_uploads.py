@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from spineseg.errors import InputError
+from spineseg.imaging.limits import MAX_SERIES_FILES
 from spineseg.services.study_intake import (
     AcceptedStudy,
     IntakeServices,
@@ -51,7 +52,7 @@ from spineseg.store.uploads import (
 
 log = logging.getLogger(__name__)
 
-MAX_FILES = 20000  # as many as a zip may hold (services.ingest.ZIP_MAX_FILES)
+MAX_FILES = MAX_SERIES_FILES  # the same cap as a multipart upload or a zip: one series
 CT, TRUTH = "ct", "truth"
 
 
