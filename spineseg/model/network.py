@@ -1,5 +1,9 @@
 """Network construction from a model card's ``architecture`` entry, and weights IO.
 
+The card's ``monai.UNet`` is built with ``spineseg.model.unet2d.UNet2d`` (same layout and
+state-dict keys, plain torch) for the 2D residual variant, so inference never imports MONAI;
+other variants are handed to MONAI itself.
+
 Weights are stored as safetensors (never pickle) in float16 to keep the shipped model small;
 they are loaded back as float32.
 """
@@ -10,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.networks.nets import UNet
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -36,6 +39,25 @@ def build_network(architecture: dict[str, Any]) -> torch.nn.Module:
     name = architecture.get("name")
     if name not in SUPPORTED:
         raise InputError("architecture.name", f"unsupported network {name!r}; supported: {', '.join(SUPPORTED)}")
+    spatial_dims = int(architecture.get("spatial_dims", 2))
+    kwargs = {
+        "in_channels": int(architecture["in_channels"]),
+        "out_channels": int(architecture["out_channels"]),
+        "channels": tuple(int(c) for c in architecture["channels"]),
+        "strides": tuple(int(s) for s in architecture["strides"]),
+        "num_res_units": int(architecture.get("num_res_units", 2)),
+    }
+    if spatial_dims == 2 and kwargs["num_res_units"] >= 1:
+        from spineseg.model.unet2d import UNet2d
+
+        return UNet2d(**kwargs)
+    return build_monai_network(architecture)
+
+
+def build_monai_network(architecture: dict[str, Any]) -> torch.nn.Module:
+    """MONAI's own ``UNet`` for ``architecture`` (imports MONAI: about 3 s)."""
+    from monai.networks.nets import UNet
+
     return UNet(
         spatial_dims=int(architecture.get("spatial_dims", 2)),
         in_channels=int(architecture["in_channels"]),
