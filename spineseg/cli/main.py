@@ -3,36 +3,62 @@
 Every sub-command lives in its own module exposing ``register(subparsers)``; each registered
 parser sets ``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an
 exit code. Domain errors become exit code 2 with one line naming the file and the problem.
+
+Only the module of the sub-command being run is imported (``spineseg segment`` loads no web,
+database or queue code); ``--help`` and unknown commands import them all to list them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Sequence
 
-from spineseg.cli import evaluate_cmd, models_cmd, segment_cmd, serve_cmd, train_cmd, users_cmd
 from spineseg.errors import SpineSegError
 
 log = logging.getLogger("spineseg")
 
-COMMAND_MODULES = (segment_cmd, evaluate_cmd, models_cmd, train_cmd, serve_cmd, users_cmd)
+# sub-command -> module (imported on demand); the order is the order of ``--help``.
+COMMANDS = {
+    "segment": "spineseg.cli.segment_cmd",
+    "evaluate": "spineseg.cli.evaluate_cmd",
+    "bland-altman": "spineseg.cli.evaluate_cmd",
+    "models": "spineseg.cli.models_cmd",
+    "dataset": "spineseg.cli.train_cmd",
+    "train": "spineseg.cli.train_cmd",
+    "serve": "spineseg.cli.serve_cmd",
+    "users": "spineseg.cli.users_cmd",
+    "tokens": "spineseg.cli.users_cmd",
+    "audit": "spineseg.cli.audit_cmd",
+    "retention": "spineseg.cli.retention_cmd",
+}
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    """The command modules to import for ``argv``: the named sub-command's, else all."""
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if words and words[0] in COMMANDS:
+        return [COMMANDS[words[0]]]
+    return list(dict.fromkeys(COMMANDS.values()))
+
+
+def build_parser(argv: Sequence[str] | None = None, *, all_commands: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spineseg", description="Spine segmentation in CT.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(sub)
+    names = list(dict.fromkeys(COMMANDS.values())) if all_commands else _modules_for(argv)
+    for name in names:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
