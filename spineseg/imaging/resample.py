@@ -4,9 +4,16 @@ label map onto another grid through the affines.
 Resampling uses the "voxels are little boxes" convention (``align_corners=False``): voxel
 centres of an ``n_in`` axis resampled to ``n_out`` voxels sit at input index
 ``(o + 0.5) * n_in / n_out - 0.5``; the affine is updated to match, so world positions hold.
+
+Whole-CT work goes slab by slab (``SLAB`` slices at a time) so a long scan never needs a
+second full-size float32 copy: downsampling reads slabs of a (possibly reoriented, strided)
+view; upsampling back onto the input grid (``upsample_into``) computes only the box where
+the model-grid values are non-zero and writes each slab into the caller's array.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from spineseg.imaging.volume import Volume
+
+SLAB = 32  # slices per slab when resampling a whole CT
 
 
 def canonical_transform(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +41,12 @@ def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
     ornt, new_affine = canonical_transform(volume.affine, volume.shape)
     array = nib.orientations.apply_orientation(volume.array, ornt)
     return Volume(np.ascontiguousarray(array), new_affine, volume.provenance), ornt
+
+
+def canonical_view(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """``array`` (input axis order) seen in RAS order: a view (transpose + flips), no copy;
+    writing into it writes into ``array``."""
+    return nib.orientations.apply_orientation(array, ornt)
 
 
 def from_canonical(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -53,24 +68,86 @@ def resampled_shape(
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))  # type: ignore[return-value]
 
 
-def resample_array(array: np.ndarray, out_shape: tuple[int, int, int], *, antialias: bool = True) -> np.ndarray:
-    """Linear resampling of a 3D float array to ``out_shape`` (box-voxel convention).
+def resample_array(
+    array: np.ndarray, out_shape: tuple[int, int, int], *, antialias: bool = True, slab: int = SLAB
+) -> np.ndarray:
+    """Linear resampling of a 3D array (any dtype, any strides: a reoriented view is fine) to
+    ``out_shape`` (box-voxel convention); returns float32 ``out_shape``.
 
-    In-plane (axes 0, 1) uses bilinear interpolation with antialiasing when shrinking; the
-    slice axis (2) is linear. Returns float32.
+    In-plane (axes 0, 1) uses bilinear interpolation with antialiasing when shrinking, ``slab``
+    slices at a time (so the input is never copied whole); the slice axis (2) is linear.
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    nx, ny, nz = tensor.shape
+    nx, ny, nz = array.shape
     ox, oy, oz = out_shape
     if (ox, oy) != (nx, ny):
-        planes = tensor.permute(2, 0, 1).unsqueeze(1)  # (K, 1, I, J)
-        planes = F.interpolate(planes, size=(ox, oy), mode="bilinear", align_corners=False, antialias=antialias)
-        tensor = planes.squeeze(1).permute(1, 2, 0)
+        planes = torch.empty((nz, ox, oy), dtype=torch.float32)  # (K, I', J')
+        for k0 in range(0, nz, slab):
+            k1 = min(k0 + slab, nz)
+            block = np.ascontiguousarray(np.moveaxis(array[:, :, k0:k1], 2, 0), dtype=np.float32)  # (s, I, J)
+            planes[k0:k1] = F.interpolate(torch.from_numpy(block).unsqueeze(1), size=(ox, oy), mode="bilinear",
+                                          align_corners=False, antialias=antialias).squeeze(1)
+        tensor = planes.permute(1, 2, 0)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if oz != nz:
         columns = tensor.reshape(1, ox * oy, nz)
         columns = F.interpolate(columns, size=oz, mode="linear", align_corners=False)
         tensor = columns.reshape(ox, oy, oz)
     return tensor.contiguous().numpy()
+
+
+def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from ``n_in`` to ``n_out`` samples (box-voxel convention, edges
+    clamped, as ``F.interpolate(..., align_corners=False)``): output ``o`` is
+    ``(1 - w[o]) * x[i0[o]] + w[o] * x[i1[o]]``. Returns int64 ``i0``, ``i1`` and float32 ``w``,
+    each ``(n_out,)``."""
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def _lerp(a: np.ndarray, axis: int, i0: np.ndarray, i1: np.ndarray, w: np.ndarray) -> np.ndarray:
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    w = w.reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - w) + np.take(a, i1, axis=axis) * w
+
+
+Writer = Callable[[tuple[slice, slice, slice], np.ndarray], None]
+
+
+def upsample_into(source: np.ndarray, out_shape: tuple[int, int, int], write: Writer, *, slab: int = SLAB) -> None:
+    """Trilinear resampling (no antialiasing: meant for enlarging) of a float32 ``source``
+    (small, e.g. the model grid) onto a grid of ``out_shape``, over the same extent.
+
+    Only the output box that the non-zero voxels of ``source`` reach is computed (outside it
+    the result is exactly 0); it is handed over in slabs along axis 2 as
+    ``write(index, block)`` with ``index`` a tuple of slices into the output grid and
+    ``block`` float32 of that shape. Nothing is written when ``source`` is all zeros.
+    """
+    occupied = [np.flatnonzero(source.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(idx.size == 0 for idx in occupied):
+        return
+    ranges, taps = [], []
+    for axis in range(3):
+        i0, i1, w = linear_taps(source.shape[axis], out_shape[axis])
+        reach = np.flatnonzero((i1 >= occupied[axis][0]) & (i0 <= occupied[axis][-1]))
+        lo, hi = int(reach[0]), int(reach[-1]) + 1
+        ranges.append((lo, hi))
+        taps.append((i0[lo:hi], i1[lo:hi], w[lo:hi]))
+    (x0, x1), (y0, y1), (z0, z1) = ranges
+    sx, sy = int(taps[0][0][0]), int(taps[1][0][0])
+    ex, ey = int(taps[0][1][-1]) + 1, int(taps[1][1][-1]) + 1
+    for start in range(0, z1 - z0, slab):
+        stop = min(start + slab, z1 - z0)
+        zi0, zi1, zw = (t[start:stop] for t in taps[2])
+        sz, ez = int(zi0[0]), int(zi1[-1]) + 1
+        block = source[sx:ex, sy:ey, sz:ez]
+        block = _lerp(block, 0, taps[0][0] - sx, taps[0][1] - sx, taps[0][2])
+        block = _lerp(block, 1, taps[1][0] - sy, taps[1][1] - sy, taps[1][2])
+        block = _lerp(block, 2, zi0 - sz, zi1 - sz, zw)
+        write((slice(x0, x1), slice(y0, y1), slice(z0 + start, z0 + stop)), block)
 
 
 def resampled_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:

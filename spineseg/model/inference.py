@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,15 @@ from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
 from spineseg.model.postprocess import plausible_spine
-from spineseg.model.preprocess import back_to_input_grid, pad_to_multiple, prepare_volume, slice_stack
+from spineseg.model.precision import FLOAT32, Precision, choose_precision
+from spineseg.model.preprocess import (
+    PreparedVolume,
+    back_to_input_grid,
+    mask_on_input_grid,
+    pad_to_multiple,
+    prepare_volume,
+    slice_stack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +42,14 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class LoadedModel:
-    """A network with its card, ready on a device."""
+    """A network with its card, ready on a device, and the number format its forward pass runs
+    in (chosen at load by ``choose_precision``: the card's ``inference_dtype`` is honoured only
+    where the machine runs it fast)."""
 
     network: torch.nn.Module
     card: ModelCard
     device: torch.device
+    precision: Precision = FLOAT32
 
     @classmethod
     def from_folder(cls, folder: Path, device: str = "auto") -> LoadedModel:
@@ -45,7 +57,9 @@ class LoadedModel:
         card = ModelCard.read(folder / CARD_FILE)
         network = load_weights(build_network(card.architecture), folder / WEIGHTS_FILE)
         target = pick_device(device)
-        return cls(network.to(target).eval(), card, target)
+        network = network.to(target).eval()
+        precision = choose_precision(network, target, card.inference_dtype, card.architecture)
+        return cls(network, card, target, precision)
 
 
 @dataclass
@@ -53,17 +67,30 @@ class Segmentation:
     """The result of ``segment``.
 
     mask: uint8 (I, J, K) on the input grid, 1 = spine.
-    probabilities: float32 (I, J, K) on the input grid, the network's sigmoid outputs, cleared
-        (0) where post-processing rejected a component.
     volume: the input (its affine is the mask's affine).
     timings: seconds per stage (``preprocess``, ``model``, ``postprocess``, ``total``).
+    inference: how the network ran: ``device``, ``dtype`` and the ``reason`` for that dtype.
+    model_grid: float32 (I', J', K') sigmoid outputs on the model grid (RAS, model spacing),
+        cleared (0) where post-processing rejected a component; with ``prepared``'s geometry
+        it gives ``probabilities``.
     """
 
     mask: np.ndarray
-    probabilities: np.ndarray
     volume: Volume
     model_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    inference: dict[str, object] = field(default_factory=dict)
+    model_grid: np.ndarray | None = field(default=None, repr=False)
+    prepared: PreparedVolume | None = field(default=None, repr=False)
+
+    @cached_property
+    def probabilities(self) -> np.ndarray:
+        """float32 (I, J, K) on the input grid: the network's sigmoid outputs, 0 where
+        post-processing rejected a component. Computed on first access (a full-size float32
+        array: the mask does not need it)."""
+        if self.model_grid is None or self.prepared is None:
+            raise ValueError("this segmentation keeps no probabilities")
+        return back_to_input_grid(self.model_grid, self.prepared)
 
     @property
     def spine_volume_ml(self) -> float:
@@ -108,13 +135,13 @@ def predict_model_grid(
     n_slices = image.shape[2]
     out = np.empty(image.shape, dtype=np.float32)
     multiple = size_multiple(card.architecture)
-    use_bf16 = card.inference_dtype == "bfloat16"
+    precision = loaded.precision
     for start in range(0, n_slices, batch_size):
         indices = np.arange(start, min(start + batch_size, n_slices))
         stack = slice_stack(image, indices, card.context_slices)
         batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
         batch = batch.to(loaded.device)
-        with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(loaded.device.type, dtype=precision.dtype, enabled=precision.reduced):
             logits = loaded.network(batch)
         m = EDGE_MARGIN
         probs = torch.sigmoid(logits.float())[:, 0, m:m + h, m:m + w].cpu().numpy()
@@ -158,9 +185,10 @@ def segment(
     body = prepared.image > normalised_level(BODY_HU, card.window_hu)
     keep = plausible_spine(probs_model >= card.threshold, body, card.spacing_mm, min_ml=card.min_component_ml)
     probs_model[~ndimage.binary_dilation(keep, iterations=1)] = 0.0
-    probabilities = back_to_input_grid(probs_model, prepared)
-    mask = (probabilities >= card.threshold).astype(np.uint8)
+    mask = mask_on_input_grid(probs_model, prepared, card.threshold)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    log.info("segmented %s with %s in %.2fs", volume.provenance.source, card.id, timings["total"])
-    return Segmentation(mask, probabilities, volume, card.id, timings)
+    inference = {"device": str(loaded.device), "dtype": loaded.precision.name, "reason": loaded.precision.reason}
+    log.info("segmented %s with %s in %.2fs (%s, %s)", volume.provenance.source, card.id, timings["total"],
+             loaded.device, loaded.precision.name)
+    return Segmentation(mask, volume, card.id, timings, inference, probs_model, prepared)

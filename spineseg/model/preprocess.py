@@ -2,6 +2,10 @@
 
 canonical (RAS) orientation -> resample to the card's spacing -> clip to the HU window and map
 to [0, 1] -> axial slices with ``context`` neighbours on each side stacked as channels.
+
+The input is read through a reoriented view, slab by slab, and results go back onto the input
+grid slab by slab into one array in the input's own axis order, so a long CT is never copied
+whole as float32 (see ``spineseg.imaging.resample``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from spineseg.imaging.resample import (
-    from_canonical,
+    canonical_transform,
+    canonical_view,
     resample_array,
-    resample_to_spacing,
-    to_canonical,
+    resampled_shape,
+    upsample_into,
 )
 from spineseg.imaging.volume import Volume
 
@@ -37,23 +42,57 @@ class PreparedVolume:
     image: float32 (I', J', K') in [0, 1], RAS axis order at the model spacing.
     canonical_shape: shape of the input after reorientation (before resampling).
     ornt: the orientation that took the input to RAS (to undo it).
+    input_shape: shape of the input volume (its own axis order).
     """
 
     image: np.ndarray
     canonical_shape: tuple[int, int, int]
     ornt: np.ndarray
+    input_shape: tuple[int, int, int] | None = None
 
 
 def prepare_volume(volume: Volume, spacing: tuple[float, float, float], window: tuple[float, float]) -> PreparedVolume:
-    canonical, ornt = to_canonical(volume)
-    resampled = resample_to_spacing(canonical, spacing)
-    return PreparedVolume(normalise_hu(resampled.array, window), canonical.shape, ornt)
+    ornt, canonical_affine = canonical_transform(volume.affine, volume.shape)
+    canonical = canonical_view(volume.array, ornt)  # no copy
+    canonical_spacing = tuple(float(v) for v in np.linalg.norm(canonical_affine[:3, :3], axis=0))
+    out_shape = resampled_shape(canonical.shape, canonical_spacing, spacing)
+    image = resample_array(canonical, out_shape) if out_shape != canonical.shape else canonical
+    return PreparedVolume(normalise_hu(image, window), tuple(canonical.shape), ornt, volume.shape)
+
+
+def _input_shape(prepared: PreparedVolume) -> tuple[int, int, int]:
+    if prepared.input_shape is not None:
+        return prepared.input_shape
+    shape = [0, 0, 0]
+    for src_axis, (dst_axis, _) in enumerate(prepared.ornt):
+        shape[src_axis] = prepared.canonical_shape[int(dst_axis)]
+    return tuple(shape)  # type: ignore[return-value]
 
 
 def back_to_input_grid(model_grid: np.ndarray, prepared: PreparedVolume) -> np.ndarray:
-    """Resample a float array on the model grid back onto the input volume's grid."""
-    on_canonical = resample_array(model_grid, prepared.canonical_shape, antialias=False)
-    return from_canonical(on_canonical, prepared.ornt)
+    """Resample a float array on the model grid (I', J', K') back onto the input volume's grid:
+    float32 of the input's shape and axis order."""
+    out = np.zeros(_input_shape(prepared), dtype=np.float32)
+    view = canonical_view(out, prepared.ornt)
+
+    def write(index: tuple[slice, slice, slice], block: np.ndarray) -> None:
+        view[index] = block
+
+    upsample_into(np.asarray(model_grid, dtype=np.float32), prepared.canonical_shape, write)
+    return out
+
+
+def mask_on_input_grid(model_grid: np.ndarray, prepared: PreparedVolume, threshold: float) -> np.ndarray:
+    """``back_to_input_grid(model_grid, prepared) >= threshold`` as uint8 (1 = above), without
+    the float32 input-size array: each slab is thresholded as it is computed."""
+    out = np.full(_input_shape(prepared), 1 if threshold <= 0 else 0, dtype=np.uint8)
+    view = canonical_view(out, prepared.ornt)
+
+    def write(index: tuple[slice, slice, slice], block: np.ndarray) -> None:
+        view[index] = block >= threshold
+
+    upsample_into(np.asarray(model_grid, dtype=np.float32), prepared.canonical_shape, write)
+    return out
 
 
 def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> torch.Tensor:

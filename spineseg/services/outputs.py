@@ -19,7 +19,8 @@ def write_mask(segmentation: Segmentation, path: Path) -> Path:
 
 
 def summary(segmentation: Segmentation) -> dict[str, Any]:
-    """Spine volume (mL), slices (along the input's third axis) that contain spine, model, timings."""
+    """Spine volume (mL), slices (along the input's third axis) that contain spine, model, timings,
+    and how the network ran (device, number format and why that format)."""
     volume = segmentation.volume
     slices = np.flatnonzero(segmentation.mask.any(axis=(0, 1))).tolist()
     prov = volume.provenance
@@ -34,6 +35,7 @@ def summary(segmentation: Segmentation) -> dict[str, Any]:
         "slices_with_spine_count": len(slices),
         "model_id": segmentation.model_id,
         "timings_s": {k: round(v, 4) for k, v in segmentation.timings.items()},
+        "inference": dict(segmentation.inference),
         "notes": list(prov.notes),
     }
 

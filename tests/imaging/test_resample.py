@@ -83,3 +83,41 @@ def test_disjoint_grids_report_no_overlap() -> None:
     shifted[:3, 3] = 1000
     on_grid, inside = labels_onto_grid(np.ones((4, 4, 4), np.uint8), np.eye(4), (4, 4, 4), shifted)
     assert inside == 0.0 and on_grid.sum() == 0
+
+
+def test_upsampling_in_slabs_matches_torch_interpolate_in_any_orientation() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from spineseg.imaging.resample import canonical_view, upsample_into
+    from spineseg.model.preprocess import PreparedVolume, back_to_input_grid, mask_on_input_grid
+
+    rng = np.random.default_rng(0)
+    small = np.zeros((9, 7, 11), dtype=np.float32)
+    small[2:7, 1:5, 3:10] = rng.random((5, 4, 7), dtype=np.float32)
+    canonical_shape = (40, 23, 37)
+    planes = F.interpolate(torch.from_numpy(small).permute(2, 0, 1).unsqueeze(1), size=canonical_shape[:2],
+                           mode="bilinear", align_corners=False).squeeze(1).permute(1, 2, 0)
+    expected = F.interpolate(planes.reshape(1, -1, small.shape[2]), size=canonical_shape[2], mode="linear",
+                             align_corners=False).reshape(canonical_shape).numpy()
+    got = np.zeros(canonical_shape, dtype=np.float32)
+
+    def write(index, block):
+        got[index] = block
+
+    upsample_into(small, canonical_shape, write, slab=4)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+    ornt = np.array([[2, -1], [0, 1], [1, -1]])
+    prepared = PreparedVolume(small, canonical_shape, ornt)
+    on_input = back_to_input_grid(small, prepared)
+    np.testing.assert_allclose(canonical_view(on_input, ornt), expected, atol=1e-6)
+    mask = mask_on_input_grid(small, prepared, 0.5)
+    assert mask.dtype == np.uint8 and mask.shape == on_input.shape
+    np.testing.assert_array_equal(mask, on_input >= 0.5)
+
+
+def test_downsampling_in_slabs_equals_one_pass() -> None:
+    array = np.random.default_rng(1).random((30, 20, 13)).astype(np.float32)
+    view = array[::-1].transpose(1, 0, 2)  # strided, reoriented
+    np.testing.assert_array_equal(resample_array(view, (9, 14, 5), slab=3), resample_array(view, (9, 14, 5), slab=64))
