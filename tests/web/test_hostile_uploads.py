@@ -2,14 +2,16 @@
 server path, leaving no file behind, and the app still answers /api/health afterwards.
 
 Routes: POST /api/studies (hostile CT; good CT + hostile truth), POST /api/datasets/{id}/cases
-(hostile CT + good labels; good CT + hostile labels), POST /api/models/import, and the form
-parser attacks on all three. The machine's memory is taken as 4 GiB here, so the memory check
+(hostile CT + good labels; good CT + hostile labels), POST /api/models/import, the form
+parser attacks on all three, and the same CT and truth files through a resumable upload
+(/api/uploads: announce, chunks, complete). The machine's memory is taken as 4 GiB here, so the memory check
 refuses grids that the voxel cap lets through. ``test_outcome_table`` prints route x status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -72,7 +74,8 @@ def _files_under(folder: Path) -> list[Path]:
 def _snapshot(env: HostileEnv) -> dict[str, list[Path]]:
     return {"studies": _files_under(env.data_dir / "studies"),
             "datasets": _files_under(env.data_dir / "datasets" / env.dataset_id),
-            "registry": _files_under(env.data_dir / "models"), "tmp": _files_under(env.tmp_dir)}
+            "registry": _files_under(env.data_dir / "models"), "tmp": _files_under(env.tmp_dir),
+            "uploads": _files_under(env.data_dir / "uploads")}
 
 
 def _send(env: HostileEnv, route: str, upload: corpus.Upload, extra: list[corpus.Part],
@@ -142,6 +145,44 @@ def test_hostile_model_archive_is_refused(env: HostileEnv, upload: corpus.Upload
 def test_hostile_multipart_body_is_refused(env: HostileEnv, route: str, upload: corpus.Upload) -> None:
     before = _snapshot(env)
     _check_refusal(env, f"{route} body", upload, _send(env, route, upload, [], {}), before)
+
+
+def _send_resumable(env: HostileEnv, upload: corpus.Upload) -> httpx.Response:
+    """The same files through ``/api/uploads``: announce, send every byte, complete; the first
+    answer that is not a step forward is the refusal."""
+    headers = bearer(env.token)
+    ct = [(name, data) for field_name, (name, data, _type) in upload.parts if field_name == "files"]
+    truth = [(name, data) for field_name, (name, data, _type) in upload.parts if field_name == "truth"]
+    body = {"files": [{"name": name, "size": len(data)} for name, data in ct], "purpose": "study",
+            "truth": {"name": truth[0][0], "size": len(truth[0][1])} if truth else None}
+    created = env.client.post("/api/uploads", json=body, headers=headers)
+    if created.status_code != 201:
+        return created
+    state = created.json()
+    contents = [data for _name, data in ct] + [data for _name, data in truth]
+    for entry in state["files"]:
+        data, offset = contents[entry["index"]], 0
+        while offset < len(data):
+            chunk = data[offset:offset + state["chunk_bytes"]]
+            sent = env.client.put(f"/api/uploads/{state['upload_id']}/files/{entry['index']}",
+                                  params={"offset": offset}, content=chunk,
+                                  headers=headers | {"Content-Type": "application/octet-stream"})
+            if sent.status_code != 200:
+                env.client.delete(f"/api/uploads/{state['upload_id']}", headers=headers)
+                return sent
+            offset = sent.json()["received"]
+    return env.client.post(f"/api/uploads/{state['upload_id']}/complete", headers=headers)
+
+
+RESUMABLE_UPLOADS = [u for u in CT_UPLOADS if u.raw is None and not u.data] + [
+    dataclasses.replace(u, name=f"{u.name}-beside-a-good-ct", parts=[("files", GOOD_CT), *u.parts])
+    for u in TRUTH_UPLOADS if u.raw is None and not u.data]
+
+
+@pytest.mark.parametrize("upload", RESUMABLE_UPLOADS, ids=_ids(RESUMABLE_UPLOADS))
+def test_hostile_files_through_a_resumable_upload_are_refused(env: HostileEnv, upload: corpus.Upload) -> None:
+    before = _snapshot(env)
+    _check_refusal(env, "resumable", upload, _send_resumable(env, upload), before)
 
 
 def test_the_good_inputs_are_accepted(env: HostileEnv) -> None:
