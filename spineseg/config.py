@@ -111,6 +111,7 @@ class Settings:
     session_hours: int = 12
     workers: int = 1
     upload_stale_hours: int = 24
+    retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
 
     @property
     def registry_dir(self) -> Path:
@@ -181,4 +182,5 @@ class Settings:
             session_hours=_int("SPINESEG_SESSION_HOURS", dotenv, cls.session_hours),
             workers=_int("SPINESEG_WORKERS", dotenv, cls.workers),
             upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
+            retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
         )

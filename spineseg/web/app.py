@@ -22,6 +22,7 @@ from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
 from spineseg.services.first_run import open_first_run
 from spineseg.services.health import HealthMonitor, check_health
+from spineseg.services.retention import RetentionSweeper
 from spineseg.store import audit
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.health.start()
         app.state.first_run = open_first_run(services.database)  # no account yet: a one-time link
         _remove_orphan_uploads(services)
+        app.state.retention = RetentionSweeper(services.database, settings).start()  # daily, when on
         with services.database.session() as session:  # dataset case uploads cut off by a crash
             remove_orphan_case_dirs(session, datasets_dir=settings.data_dir / "datasets")
         log.debug("app started (data in %s)", settings.data_dir)  # `spineseg serve` prints the ready line
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             yield
         finally:
             app.state.health.stop()
+            app.state.retention.stop()
             # Trainers checkpoint on SIGTERM; one that needs longer is killed and resumes from
             # its last epoch: the whole stop stays inside serve's hard deadline.
             app.state.training.stop(timeout=TRAINING_STOP_S)

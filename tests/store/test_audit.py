@@ -12,7 +12,7 @@ import pytest
 from spineseg.store import accounts, audit
 from spineseg.store.database import Database, open_database
 
-SECRET = "k" * 40
+SECRET = "audit-test-secret-0123456789abcdefghijk"
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_rows_cut_off_the_end_are_detected_against_a_noted_head(database: Databa
 
 def test_another_key_does_not_verify(database: Database, tmp_path: Path) -> None:
     append_events(database, 2)
-    audit.use_key(database, "x" * 40)
+    audit.use_key(database, "another-secret-0123456789abcdefghijklmn")
     assert not verify(database).intact
 
 

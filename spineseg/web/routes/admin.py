@@ -1,5 +1,5 @@
-"""User administration and the audit trail (admin role): JSON under ``/api/users`` and
-``/api/audit``, and the ``/admin`` page with forms."""
+"""User and token administration (admin role): JSON under ``/api/users`` and ``/api/tokens``,
+and the ``/admin`` page with forms. The audit trail's routes live in ``admin_audit``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
-from spineseg.store import accounts
-from spineseg.store.models import AuditEvent, User
+from spineseg.store import accounts, audit
+from spineseg.store.models import ApiToken, User
+from spineseg.web.auth import Principal
 from spineseg.web.deps import Admin, DbSession
+from spineseg.web.routes.admin_audit import AuditFilters, audit_filters, event_json
+from spineseg.web.routes.admin_audit import router as audit_router
 
 router = APIRouter(tags=["admin"])
+router.include_router(audit_router)
+
+NOT_FOUND = {404: {"description": "no such user or token"}}
+REFUSED = {422: {"description": "a value that is not allowed, named in `detail`"}}
 
 
 class NewUser(BaseModel):
@@ -26,7 +33,7 @@ class NewUser(BaseModel):
 class UserChange(BaseModel):
     role: str | None = None
     active: bool | None = None
-    password: str | None = None
+    password: str | None = Field(None, description="a new password (ends the user's sessions)")
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -34,9 +41,45 @@ def user_json(user: User) -> dict[str, Any]:
             "created_at": user.created_at.isoformat()}
 
 
-def event_json(event: AuditEvent) -> dict[str, Any]:
-    return {"at": event.at.isoformat(), "username": event.username, "action": event.action,
-            "target": event.target, "detail": event.detail}
+def token_json(row: ApiToken) -> dict[str, Any]:
+    state = "revoked" if row.revoked else "expired" if accounts.token_is_expired(row) else "active"
+    return {"id": row.id, "username": row.user.username, "name": row.name, "prefix": row.prefix,
+            "created_at": row.created_at.isoformat(),
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None, "state": state}
+
+
+def _check_not_self(admin: Principal, username: str, *, disable: bool = False, demote: bool = False,
+                    remove: bool = False) -> None:
+    if username == admin.username and (disable or demote or remove):
+        raise InputError("username", f"{username!r} is you: you cannot disable, demote or delete yourself")
+
+
+def change_user(session: Any, admin: Principal, username: str, change: UserChange) -> User:
+    """Apply ``change`` to ``username`` (sessions end on a new password or disabling) and audit it."""
+    _check_not_self(admin, username, disable=change.active is False,
+                    demote=bool(change.role and change.role != "admin"))
+    user = accounts.update_user(session, username=username, role=change.role, active=change.active,
+                                password=change.password)
+    if change.role is not None or change.active is not None:
+        accounts.record(session, username=admin.username, action="user.change", target=username,
+                        detail=f"role={user.role} active={user.active}")
+    if change.password is not None:
+        accounts.record(session, username=admin.username, action="user.password_reset", target=username)
+    return user
+
+
+def delete_user(session: Any, admin: Principal, username: str) -> None:
+    _check_not_self(admin, username, remove=True)
+    accounts.delete_user(session, username=username)
+    accounts.record(session, username=admin.username, action="user.delete", target=username)
+
+
+def revoke_token(session: Any, admin: Principal, token_id: int) -> ApiToken:
+    row = accounts.revoke_token(session, token_id=token_id)
+    accounts.record(session, username=admin.username, action="token.revoke", target=str(token_id),
+                    detail=f"{row.user.username} {row.name}".strip())
+    return row
 
 
 @router.get("/api/users", summary="List users (admin)")
@@ -44,57 +87,93 @@ def users(_admin: Admin, session: DbSession) -> list[dict[str, Any]]:
     return [user_json(u) for u in accounts.list_users(session)]
 
 
-@router.post("/api/users", status_code=201, summary="Create a user (admin)")
+@router.post("/api/users", status_code=201, summary="Create a user (admin)", responses=REFUSED)
 def create_user(body: NewUser, admin: Admin, session: DbSession) -> dict[str, Any]:
     user = accounts.create_user(session, username=body.username, password=body.password, role=body.role)
     accounts.record(session, username=admin.username, action="user.create", target=user.username, detail=user.role)
     return user_json(user)
 
 
-@router.patch("/api/users/{username}", summary="Change a user's role, active flag or password (admin)")
-def change_user(username: str, body: UserChange, admin: Admin, session: DbSession) -> dict[str, Any]:
-    if username == admin.username and (body.active is False or (body.role and body.role != "admin")):
-        raise InputError("username", "you cannot disable or demote yourself")
-    user = accounts.update_user(session, username=username, role=body.role, active=body.active,
-                                password=body.password)
-    changed = ", ".join(k for k, v in body.model_dump().items() if v is not None)
-    accounts.record(session, username=admin.username, action="user.change", target=username, detail=changed)
-    return user_json(user)
+@router.patch("/api/users/{username}", summary="Change a user's role, active flag or password (admin)",
+              responses=REFUSED)
+def patch_user(username: str, body: UserChange, admin: Admin, session: DbSession) -> dict[str, Any]:
+    return user_json(change_user(session, admin, username, body))
 
 
-@router.get("/api/audit", summary="Recent audit events, newest first (admin)")
-def audit(_admin: Admin, session: DbSession, limit: int = 200) -> list[dict[str, Any]]:
-    return [event_json(e) for e in accounts.recent_events(session, limit=min(max(limit, 1), 1000))]
+@router.delete("/api/users/{username}", summary="Delete a user (admin); their studies stay, owner shown as deleted",
+               responses=REFUSED)
+def remove_user(username: str, admin: Admin, session: DbSession) -> dict[str, Any]:
+    delete_user(session, admin, username)
+    return {"deleted": username}
+
+
+@router.get("/api/tokens", summary="API tokens of all users, or of one (admin)")
+def tokens(_admin: Admin, session: DbSession, username: str | None = None) -> list[dict[str, Any]]:
+    return [token_json(t) for t in accounts.list_tokens(session, username=username)]
+
+
+@router.delete("/api/tokens/{token_id}", summary="Revoke an API token (admin); it stops working at once",
+               responses=REFUSED)
+def remove_token(token_id: int, admin: Admin, session: DbSession) -> dict[str, Any]:
+    return token_json(revoke_token(session, admin, token_id))
+
+
+def _page(request: Request, admin: Principal, session: Any, filters: AuditFilters, status_code: int = 200,
+          error: str | None = None) -> HTMLResponse:
+    from spineseg.web.routes.pages import render
+
+    events = audit.search(session, **filters.query(), limit=filters.limit)
+    return render(request, "admin.html", admin, status_code, users=accounts.list_users(session),
+                  tokens=[token_json(t) for t in accounts.list_tokens(session)], events=[event_json(e) for e in events],
+                  chain=audit.verify(session), actions=audit.actions(session), filters=filters, error=error)
 
 
 @router.get("/admin", include_in_schema=False)
-def admin_page(request: Request, admin: Admin, session: DbSession, error: str | None = None) -> HTMLResponse:
-    from spineseg.web.routes.pages import render
+def admin_page(request: Request, admin: Admin, session: DbSession, filters: Annotated[AuditFilters, audit_filters],
+               error: str | None = None) -> HTMLResponse:
+    return _page(request, admin, session, filters, error=error)
 
-    return render(request, "admin.html", admin, users=accounts.list_users(session),
-                  events=accounts.recent_events(session, limit=50), error=error)
+
+def _redirect() -> Response:
+    return RedirectResponse("/admin", status_code=303)
 
 
 @router.post("/admin/users", include_in_schema=False)
 def admin_create_user(request: Request, admin: Admin, session: DbSession, username: Annotated[str, Form()],
                       password: Annotated[str, Form()], role: Annotated[str, Form()]) -> Response:
-    from spineseg.web.routes.pages import render
-
     try:
         accounts.create_user(session, username=username, password=password, role=role)
     except InputError as exc:
-        return render(request, "admin.html", admin, 422, users=accounts.list_users(session),
-                      events=accounts.recent_events(session, limit=50), error=str(exc))
+        return _page(request, admin, session, AuditFilters(), 422, str(exc))
     accounts.record(session, username=admin.username, action="user.create", target=username, detail=role)
-    return RedirectResponse("/admin", status_code=303)
+    return _redirect()
 
 
 @router.post("/admin/users/{username}", include_in_schema=False)
 def admin_change_user(username: str, admin: Admin, session: DbSession, role: Annotated[str, Form()],
                       active: Annotated[str, Form()] = "") -> Response:
-    if username == admin.username and (role != "admin" or not active):
-        raise InputError("username", "you cannot disable or demote yourself")
-    accounts.update_user(session, username=username, role=role, active=bool(active))
-    accounts.record(session, username=admin.username, action="user.change", target=username,
-                    detail=f"role={role} active={bool(active)}")
-    return RedirectResponse("/admin", status_code=303)
+    change_user(session, admin, username, UserChange(role=role, active=bool(active)))
+    return _redirect()
+
+
+@router.post("/admin/users/{username}/password", include_in_schema=False)
+def admin_reset_password(request: Request, username: str, admin: Admin, session: DbSession,
+                         password: Annotated[str, Form()]) -> Response:
+    try:
+        change_user(session, admin, username, UserChange(password=password))
+    except InputError as exc:
+        session.rollback()
+        return _page(request, admin, session, AuditFilters(), 422, str(exc))
+    return _redirect()
+
+
+@router.post("/admin/users/{username}/delete", include_in_schema=False)
+def admin_delete_user(username: str, admin: Admin, session: DbSession) -> Response:
+    delete_user(session, admin, username)
+    return _redirect()
+
+
+@router.post("/admin/tokens/{token_id}/revoke", include_in_schema=False)
+def admin_revoke_token(token_id: int, admin: Admin, session: DbSession) -> Response:
+    revoke_token(session, admin, token_id)
+    return _redirect()

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from spineseg.errors import InputError
+from spineseg.services.study_deletion import delete_study_and_files
 from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model
 from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
@@ -22,7 +23,6 @@ from spineseg.store.models import Job, Study
 from spineseg.store.studies import (
     FINISHED,
     StudyFilter,
-    delete_study,
     get_job,
     get_study,
     list_studies,
@@ -150,7 +150,9 @@ def studies(
     filters = StudyFilter(search=q or None, status=status or None, model_id=model or None,
                           created_from=_parse_date(date_from, "date_from"),
                           created_to=_parse_date(date_to, "date_to"), with_truth=with_truth)
-    return [study_json(session, s, full=False) for s in list_studies(session, filters=filters)]
+    listed = [study_json(session, s, full=False) for s in list_studies(session, filters=filters)]
+    accounts.record(session, username=_user.username, action="study.list", detail=f"{len(listed)} studies")
+    return listed
 
 
 def load_study(session: Any, study_id: str) -> Study:
@@ -162,19 +164,16 @@ def load_study(session: Any, study_id: str) -> Study:
 
 @router.get("/studies/{study_id}", summary="A study: its job, summary and metrics (with a truth)")
 def study(study_id: str, _user: CurrentUser, session: DbSession) -> dict[str, Any]:
-    return study_json(session, load_study(session, study_id))
+    data = study_json(session, load_study(session, study_id))
+    accounts.record(session, username=_user.username, action="study.view", target=study_id)
+    return data
 
 
 def discard_study(session: Any, services: Any, study_id: str, username: str) -> None:
     """Cancel the study's jobs, delete its rows (audited), then its files. Shared by the API
     and the studies page."""
     study = load_study(session, study_id)
-    for job in study.jobs:
-        request_cancel(session, job_id=job.id)
-    delete_study(session, study_id=study_id)
-    accounts.record(session, username=username, action="delete", target=study_id)
-    session.commit()
-    StudyFiles.of(services.settings.studies_dir, study_id).delete()
+    delete_study_and_files(session, study=study, studies_dir=services.settings.studies_dir, username=username)
 
 
 @router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs")

@@ -63,14 +63,14 @@ def mask(study_id: str, user: CurrentUser, session: DbSession, services: Service
 
 
 @router.get("/ct.nii.gz", summary="The CT as NIfTI (int16 HU), as the viewer shows it")
-def ct(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+def ct(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "ct.nii.gz")
     return _file(files.ct, NIFTI, f"{_stem(study)}-ct.nii.gz")
 
 
 @router.get("/truth.nii.gz", summary="The ground truth on the CT grid (only when one was uploaded)")
-def truth(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services)
+def truth(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
+    study, files = _finished(session, study_id, services, user, "truth.nii.gz")
     if not study.has_truth:
         raise HTTPException(404, "no ground truth was uploaded with this study")
     return _file(files.truth_on_grid, NIFTI, f"{_stem(study)}-truth.nii.gz")
@@ -118,11 +118,12 @@ def _render_overlay(files: StudyFiles, slice_index: int | None, with_truth: bool
 
 @router.get("/overlay.png", summary="The paper's overlay image of one axial slice (truth in blue)")
 async def overlay(
-    study_id: str, _user: CurrentUser, session: DbSession, services: Services,
+    study_id: str, user: CurrentUser, session: DbSession, services: Services,
     slice: Annotated[int | None, Query(description="axial slice on the RAS grid, 0 = most inferior")] = None,
     truth: bool = True,
 ) -> Response:
-    _study, files = await run_in_threadpool(_finished, session, study_id, services)
+    _study, files = await run_in_threadpool(_finished, session, study_id, services, user,
+                                            f"overlay.png slice={slice}")
     data, index, count = await run_in_threadpool(_render_overlay, files, slice, truth)
     return Response(data, media_type="image/png", headers={"X-Slice": str(index), "X-Slice-Count": str(count)})
 

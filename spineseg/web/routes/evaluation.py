@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.metrics.plots import plot_bland_altman
 from spineseg.services.evaluation import CaseRow, mean_and_sd, table_csv, volume_agreement, write_box_plot
+from spineseg.store import accounts
 from spineseg.store.studies import get_study
 from spineseg.web.deps import DbSession, Researcher
 
@@ -47,12 +48,16 @@ def evaluation_json(rows: list[CaseRow]) -> dict[str, Any]:
 
 @router.get("", summary="Per-case metrics, mean and SD, Bland-Altman of spine volume")
 def evaluation(ids: Ids, _user: Researcher, session: DbSession) -> dict[str, Any]:
-    return evaluation_json(case_rows(session, ids))
+    data = evaluation_json(case_rows(session, ids))
+    accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="json")
+    return data
 
 
 @router.get(".csv", summary="The evaluation table as CSV (cases, then mean and SD lines)")
 def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession) -> Response:
-    return Response(table_csv(case_rows(session, ids)), media_type="text/csv",
+    rows = case_rows(session, ids)
+    accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="csv")
+    return Response(table_csv(rows), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="spineseg-evaluation.csv"'})
 
 

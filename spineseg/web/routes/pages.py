@@ -3,6 +3,7 @@ evaluation. Pages call the same store functions as the API; forms carry the CSRF
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -50,24 +51,28 @@ def login(request: Request, session: DbSession, username: Annotated[str, Form()]
         return render(request, "login.html", None, 403, next=_safe_next(next),
                       error="the form expired: please try again")
     throttle = request.app.state.login_throttle
-    wait_s = throttle.retry_after(username)
+    address = request.client.host if request.client else None
+    wait_s = math.ceil(throttle.retry_after(username, address))
     if wait_s > 0:
-        return render(request, "login.html", None, 429, next=_safe_next(next),
-                      error=f"too many wrong passwords for this user: try again in {wait_s / 60:.0f} minute(s)")
+        refused = render(request, "login.html", None, 429, next=_safe_next(next),
+                         error=f"too many failed logins: try again in {wait_s} s")
+        refused.headers["Retry-After"] = str(wait_s)
+        return refused
     user = accounts.authenticate(session, username=username, password=password)
     if user is None:
-        throttle.failed(username)
+        throttle.failed(username, address)
         accounts.record(session, username=username[:64], action="login.failed")
         return render(request, "login.html", None, 401, next=_safe_next(next), error="wrong username or password")
     throttle.succeeded(username)
-    log_in(request, user)
+    log_in(request, user, session)
     accounts.record(session, username=user.username, action="login")
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, user: CurrentUser) -> Response:
-    log_out(request)
+def logout(request: Request, user: CurrentUser, session: DbSession) -> Response:
+    log_out(request, session)
+    accounts.record(session, username=user.username, action="logout")
     return RedirectResponse("/login", status_code=303)
 
 
@@ -104,6 +109,7 @@ def studies_page(request: Request, user: CurrentUser, session: DbSession, q: str
     filters = StudyFilter(search=q or None, status=status or None, model_id=model or None,
                           created_from=_parse_date(date_from, "date_from"), created_to=_parse_date(date_to, "date_to"))
     rows = [study_json(session, s, full=False) for s in list_studies(session, filters=filters)]
+    accounts.record(session, username=user.username, action="study.list", detail=f"{len(rows)} studies")
     return render(request, "studies.html", user, studies=rows, statuses=STATUSES, models=model_ids(session),
                   query={"q": q, "status": status, "model": model, "date_from": date_from, "date_to": date_to})
 
@@ -115,6 +121,7 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
     job = data["job"]
     if job and job["status"] != "done":
         return RedirectResponse(f"/jobs/{job['id']}", status_code=303)
+    accounts.record(session, username=user.username, action="study.view", target=study_id)
     return render(request, "result.html", user, study=data)
 
 
