@@ -3,6 +3,11 @@
 Headers are checked before any voxel is read (``nifti_header``, ``limits``), so a hostile
 header claiming 100000^3 voxels, an odd datatype or a huge extension is refused without
 allocating, and a truncated file is reported as such.
+
+Compressed files go through ISA-L (``isal``: about twice as fast as zlib to decompress, and at
+level 1 it compresses a mask some 30 times faster than zlib's default at a similar size);
+3D voxel data are read slab by slab into one array of the requested type, so reading an int16
+CT as float32 never holds the int16 copy of the whole scan as well.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+try:
+    from isal import igzip as fast_gzip
+    from isal.isal_zlib import error as _fast_gzip_error
+except ImportError:  # isal is a pinned dependency; plain gzip still works without it
+    fast_gzip = gzip  # type: ignore[assignment]
+    _fast_gzip_error = zlib.error
+
 from spineseg.errors import InputError
 from spineseg.imaging.limits import check_grid, check_intensities, check_spacing, resolve_max_voxels
 from spineseg.imaging.nifti_header import check_data_size, read_nifti_header
@@ -21,7 +33,9 @@ from spineseg.imaging.volume import Provenance, Volume
 
 # What nibabel raises for a file it cannot parse (HeaderDataError for odd header values).
 _NIBABEL_ERRORS = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, gzip.BadGzipFile,
-                   zlib.error, EOFError, OSError, ValueError, TypeError)
+                   zlib.error, _fast_gzip_error, EOFError, OSError, ValueError, TypeError)
+READ_SLAB = 32  # slices per read
+MASK_COMPRESSLEVEL = 1  # ISA-L level 1: masks compress about as well as zlib level 6, much faster
 
 
 def open_nifti(path: Path, *, max_voxels: int | None = None) -> nib.Nifti1Image:
@@ -48,11 +62,27 @@ def open_nifti(path: Path, *, max_voxels: int | None = None) -> nib.Nifti1Image:
 def read_nifti_array(path: Path, image: nib.Nifti1Image, dtype: type = np.float32) -> np.ndarray:
     """Read the voxels as a 3D array of ``dtype``; truncated data -> InputError."""
     try:
+        if len(image.shape) == 3:
+            return _read_slabs(Path(path), image, dtype)
         data = np.asarray(image.dataobj, dtype=dtype)
     except _NIBABEL_ERRORS as exc:
         raise InputError(path, f"voxel data cannot be read, the file is probably truncated ({exc})") from exc
     data = data.reshape(data.shape[:3] if data.ndim >= 3 else (*data.shape, 1))
     return data
+
+
+def _read_slabs(path: Path, image: nib.Nifti1Image, dtype: type) -> np.ndarray:
+    """(I, J, K) voxels of ``dtype`` (Fortran order, as nibabel gives), ``READ_SLAB`` slices at a
+    time through one sequential (ISA-L for .gz) stream; scaling as nibabel applies it."""
+    gz = path.name.lower().endswith(".gz")
+    with (fast_gzip.open(path, "rb") if gz else path.open("rb")) as fh:
+        streamed = type(image).from_file_map({"image": nib.FileHolder(filename=str(path), fileobj=fh)})
+        proxy = streamed.dataobj
+        out = np.empty(image.shape, dtype=dtype, order="F")  # NIfTI's own order: slabs copy straight in
+        for k0 in range(0, image.shape[2], READ_SLAB):
+            k1 = min(k0 + READ_SLAB, image.shape[2])
+            out[:, :, k0:k1] = proxy[:, :, k0:k1]
+    return out
 
 
 def read_nifti_volume(path: Path, *, max_voxels: int | None = None) -> Volume:
@@ -73,8 +103,12 @@ def read_nifti_volume(path: Path, *, max_voxels: int | None = None) -> Volume:
     )
 
 
-def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: type | None = None) -> Path:
-    """Write ``array`` with ``affine`` (sform and qform set, code 'scanner') to ``path``."""
+def write_nifti(
+    array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: type | None = None,
+    compresslevel: int = MASK_COMPRESSLEVEL,
+) -> Path:
+    """Write ``array`` with ``affine`` (sform and qform set, code 'scanner') to ``path``
+    (.nii.gz through ISA-L at ``compresslevel``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = array.astype(dtype) if dtype is not None else array
@@ -82,6 +116,10 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, *, dtype: typ
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)
     tmp = path.with_name(".part-" + path.name)  # keeps the suffix nibabel reads the format from
-    nib.save(image, str(tmp))
+    if path.name.lower().endswith(".gz"):
+        with fast_gzip.open(tmp, "wb", compresslevel=compresslevel) as fh:
+            image.to_file_map({"image": nib.FileHolder(filename=str(tmp), fileobj=fh)})
+    else:
+        nib.save(image, str(tmp))
     tmp.replace(path)
     return path
