@@ -12,8 +12,10 @@ SPINESEG_MAX_VOXELS            largest volume we agree to allocate (default 512x
 SPINESEG_DEVICE                ``auto`` (GPU when present), ``cpu``, ``cuda:1`` ...
 SPINESEG_ENV                   ``development`` (default) or ``production``; production
                                refuses to start without SPINESEG_SECRET_KEY
-SPINESEG_SECRET_KEY            signs session cookies; >= 32 characters. In development an
-                               unset key is generated once and kept in DATA_DIR/secret_key
+SPINESEG_SECRET_KEY            signs session cookies and keys the de-identification
+                               pseudonyms; >= 32 characters, >= 8 distinct ones and an
+                               estimated >= 96 bits of entropy. In development an unset key
+                               is generated once and kept in DATA_DIR/secret_key
 SPINESEG_DATABASE_URL          SQLAlchemy URL (default ``sqlite:///DATA_DIR/spineseg.db``)
 SPINESEG_HOST / SPINESEG_PORT  where ``spineseg serve`` listens (127.0.0.1:8000)
 SPINESEG_MAX_UPLOAD_MB         largest upload (all files of one study together), MB (2048)
@@ -27,8 +29,10 @@ SPINESEG_UPLOAD_STALE_HOURS    a resumable upload untouched this long is removed
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,31 @@ ENV_PREFIX = "SPINESEG_"
 DEVELOPMENT = "development"
 MIN_SECRET_LENGTH = 32
 WEAK_SECRETS = frozenset({"", "changethis", "secret", "change-me", "changeme"})
+MIN_SECRET_DISTINCT = 8
+MIN_SECRET_BITS = 96.0  # a 32-character hex key (128 random bits) estimates ~120
+SECRET_ADVICE = "e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def estimated_entropy_bits(key: str) -> float:
+    """Length x the Shannon entropy of the key's own character frequencies: an upper bound
+    on the key's randomness (``"a" * 39`` -> 0, a ``token_urlsafe(48)`` -> ~340)."""
+    counts = Counter(key)
+    return -sum(n * math.log2(n / len(key)) for n in counts.values()) if key else 0.0
+
+
+def check_secret_strength(key: str) -> None:
+    """``InputError`` naming SPINESEG_SECRET_KEY when ``key`` is short, repetitive or guessable."""
+    if len(key) < MIN_SECRET_LENGTH:
+        raise InputError("SPINESEG_SECRET_KEY", f"is {len(key)} characters long; it must be at least "
+                                                f"{MIN_SECRET_LENGTH} ({SECRET_ADVICE})")
+    distinct = len(set(key))
+    if distinct < MIN_SECRET_DISTINCT:
+        raise InputError("SPINESEG_SECRET_KEY", f"has only {distinct} distinct character(s); a random key has "
+                                                f"at least {MIN_SECRET_DISTINCT} ({SECRET_ADVICE})")
+    bits = estimated_entropy_bits(key)
+    if bits < MIN_SECRET_BITS:
+        raise InputError("SPINESEG_SECRET_KEY", f"has an estimated {bits:.0f} bits of entropy; at least "
+                                                f"{MIN_SECRET_BITS:.0f} are needed ({SECRET_ADVICE})")
 
 
 def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
@@ -141,13 +170,14 @@ class Settings:
     def session_secret(self) -> str:
         """The key that signs session cookies.
 
-        Raises ``InputError`` outside development when no strong key was configured; in
-        development a missing key is generated once and kept in ``data_dir/secret_key``.
+        Raises ``InputError`` outside development when no key was configured, and in any
+        environment for a configured key that fails ``check_secret_strength`` (too short, too
+        few distinct characters, too little estimated entropy); in development a missing key
+        is generated once and kept in ``data_dir/secret_key``.
         """
         key = self.secret_key
         if key is not None and key not in WEAK_SECRETS:
-            if len(key) < MIN_SECRET_LENGTH:
-                raise InputError("SPINESEG_SECRET_KEY", f"must be at least {MIN_SECRET_LENGTH} characters")
+            check_secret_strength(key)
             return key
         if not self.is_development:
             raise InputError(

@@ -16,7 +16,27 @@ def test_production_refuses_a_missing_or_weak_secret(tmp_path: Path) -> None:
             Settings(data_dir=tmp_path, environment="production", secret_key=secret).session_secret()
     with pytest.raises(InputError, match="at least 32"):
         Settings(data_dir=tmp_path, environment="production", secret_key="short-but-not-default").session_secret()
-    assert Settings(data_dir=tmp_path, environment="production", secret_key="k" * 40).session_secret() == "k" * 40
+    strong = "Vq3-yT8pLm0sZx7_Kd2RfW9cHn4Jb6Ue1AoGi5Ns"
+    assert Settings(data_dir=tmp_path, environment="production", secret_key=strong).session_secret() == strong
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    ("a" * 39, "only 1 distinct"),
+    ("abcabcabcabcabcabcabcabcabcabcabcabc", "only 3 distinct"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaabcdefgh", "estimated 48 bits"),
+])
+def test_a_key_with_little_entropy_is_refused_in_every_environment(tmp_path: Path, key: str, words: str) -> None:
+    for environment in ("production", "development"):
+        with pytest.raises(InputError, match="SPINESEG_SECRET_KEY") as refused:
+            Settings(data_dir=tmp_path, environment=environment, secret_key=key).session_secret()
+        assert words in str(refused.value) and "token_urlsafe" in str(refused.value)
+
+
+def test_random_keys_pass_the_entropy_check(tmp_path: Path) -> None:
+    import secrets
+
+    for key in (secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_hex(16), secrets.token_hex(32)):
+        assert Settings(data_dir=tmp_path, environment="production", secret_key=key).session_secret() == key
 
 
 def test_development_generates_one_secret_and_keeps_it(tmp_path: Path) -> None:

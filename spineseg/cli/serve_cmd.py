@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from spineseg.config import Settings
     from spineseg.services.startup import check_startup
+    from spineseg.store.files import restrict_data_dir
     from spineseg.web.app import create_app
 
     class Server(uvicorn.Server):
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = dataclasses.replace(settings, **changes)
+    restrict_data_dir(settings.data_dir)  # patient data: files 0600, folders 0700 from here on
     check_startup(settings)  # a corrupt database or registry: one line naming the file, exit 2
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",

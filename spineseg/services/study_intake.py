@@ -1,6 +1,7 @@
 """Received files -> a queued study. The one path every upload takes once its bytes are in the
 study's folder (a multipart ``POST /api/studies`` or a completed resumable upload), so the two
-cannot drift: arrange the input, read it (and the truth) once, create the study and its job,
+cannot drift: arrange the input, read it (and the truth) once, de-identify the files
+(``services.deidentification``: nothing identifying is stored), create the study and its job,
 write the audit record, put the job on the queue."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from spineseg.config import Settings
 from spineseg.errors import InputError, ModelNotFoundError
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import NO_MODEL_MESSAGE, Registry
+from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
 from spineseg.services.ingest import arrange_input, check_inputs
 from spineseg.store import accounts
 from spineseg.store.database import Database
@@ -41,6 +43,7 @@ class ReceivedFiles:
     ct: dict[Path, str]
     truth: tuple[Path, str] | None
     total_bytes: int
+    name: str = ""  # the name the uploader chose; empty: "Study <short id>"
 
 
 @dataclass(frozen=True)
@@ -63,16 +66,24 @@ def public_text(text: str, files: StudyFiles) -> str:
     return text
 
 
-def study_name(client_names: list[str]) -> str:
-    """A name for the list: the file's name, or a folder's name and its file count."""
-    if len(client_names) == 1:
-        return client_names[0]
-    folders = {n.replace("\\", "/").split("/")[0] for n in client_names if "/" in n}
-    first = folders.pop() if len(folders) == 1 else client_names[0]
-    return f"{first} ({len(client_names)} files)"
+MAX_NAME_LENGTH = 100
 
 
-def _validate(received: ReceivedFiles, files: StudyFiles, settings: Settings) -> tuple[Path, str, Path | None]:
+def study_name(study_id: str, chosen: str = "", deidentified: DeidentifiedInput | None = None) -> str:
+    """The uploader's ``chosen`` name (one line, at most ``MAX_NAME_LENGTH`` characters), else
+    ``Study <short id>`` with the modality and body part the de-identification kept. Never a
+    file name: those often carry the patient's name or record number."""
+    text = " ".join(chosen.split())
+    if len(text) > MAX_NAME_LENGTH:
+        raise InputError("name", f"is {len(text)} characters long; at most {MAX_NAME_LENGTH} are allowed")
+    if text:
+        return text
+    facts = " ".join(v for v in (deidentified.modality, deidentified.body_part) if v) if deidentified else ""
+    return f"Study {study_id[:8]}" + (f" {facts}" if facts else "")
+
+
+def _validate(received: ReceivedFiles, files: StudyFiles,
+              settings: Settings) -> tuple[Path, str, Path | None, DeidentifiedInput]:
     input_path, kind = arrange_input(received.ct, files.input_dir, settings)
     truth_path = received.truth[0] if received.truth else None
     try:
@@ -86,7 +97,14 @@ def _validate(received: ReceivedFiles, files: StudyFiles, settings: Settings) ->
         except InputError as exc:
             exc.field = "truth"
             raise
-    return input_path, kind, truth_path
+    try:  # after the reads, so a bad file is refused with the reader's own words
+        deidentified = deidentify_input(input_path, kind, files.input_dir, settings)
+    except InputError as exc:
+        exc.field = "files"
+        raise
+    if truth_path is not None:
+        truth_path = deidentify_truth(truth_path)
+    return deidentified.path, kind, truth_path, deidentified
 
 
 def accept_study(services: IntakeServices, files: StudyFiles, received: ReceivedFiles, *, username: str,
@@ -98,7 +116,9 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
     server path in its text) or any other failure the study's folder is removed first.
     ``note`` is appended to the audit record's detail."""
     try:
-        input_path, kind, truth_path = _validate(received, files, services.settings)
+        name = study_name(files.root.name, received.name)  # a bad name is refused before any work
+        input_path, kind, truth_path, deidentified = _validate(received, files, services.settings)
+        name = study_name(files.root.name, received.name, deidentified)
     except InputError as exc:
         files.delete()
         exc.source = public_text(exc.source, files)
@@ -111,9 +131,10 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
     detail = f"{len(received.ct)} file(s), {received.total_bytes} bytes" + (f", {note}" if note else "")
     try:
         with services.database.session() as session:
-            create_study(session, study_id=study_id, owner_id=user_id, name=study_name(sorted(received.ct.values())),
+            create_study(session, study_id=study_id, owner_id=user_id, name=name,
                          input_kind=kind, input_path=str(input_path),
-                         truth_path=str(truth_path) if truth_path else None)
+                         truth_path=str(truth_path) if truth_path else None,
+                         patient_pseudonym=deidentified.pseudonym)
             job_id = create_job(session, study_id=study_id).id
             accounts.record(session, username=username, action="upload", target=study_id, detail=detail)
     except BaseException:

@@ -11,13 +11,35 @@ outputs/   ct.nii.gz (the CT as NIfTI, for the viewer), mask.nii.gz, summary.jso
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700: only the service's user reads patient data
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def restrict_data_dir(data_dir: Path) -> None:
+    """Everything the process creates from now on is private to its user (umask 077), and
+    ``data_dir`` itself is 0700, so files made before (or by a looser tool) cannot be reached
+    by other users either. Called once by ``spineseg serve`` before anything is opened."""
+    previous = os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(PRIVATE_DIR_MODE)
+    for entry in data_dir.iterdir():  # the database, the queue, the key: tightened where they were looser
+        if not entry.is_symlink() and stat.S_IMODE(entry.stat().st_mode) & PRIVATE_UMASK:
+            entry.chmod(PRIVATE_DIR_MODE if entry.is_dir() else PRIVATE_FILE_MODE)
+    if previous & PRIVATE_UMASK != PRIVATE_UMASK:
+        log.debug("umask %03o -> %03o for %s", previous, PRIVATE_UMASK, data_dir)
 
 
 def safe_file_name(name: str, taken: set[str]) -> str:
@@ -87,7 +109,9 @@ class StudyFiles:
         return self.outputs / "mesh.stl"
 
     def create(self) -> None:
-        self.input_dir.mkdir(parents=True, exist_ok=True)
+        self.root.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        self.root.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        self.input_dir.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
 
     def delete(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -73,6 +73,9 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     model_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     site: Mapped[str] = mapped_column(String(100), default="", server_default="")  # multi-centre tag
+    # keyed hash of the patient's identity (services.deidentification): groups a patient's
+    # studies on this server without storing who they are; None when the upload named no patient
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     spine_volume_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
     dice: Mapped[float | None] = mapped_column(Float, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -21,9 +21,9 @@ def new_id() -> str:
 
 
 def create_study(session: Session, *, study_id: str, owner_id: int | None, name: str, input_kind: str,
-                 input_path: str, truth_path: str | None) -> Study:
+                 input_path: str, truth_path: str | None, patient_pseudonym: str | None = None) -> Study:
     study = Study(id=study_id, owner_id=owner_id, name=name[:255], input_kind=input_kind,
-                  input_path=input_path, truth_path=truth_path)
+                  input_path=input_path, truth_path=truth_path, patient_pseudonym=patient_pseudonym)
     session.add(study)
     session.flush()
     return study
@@ -86,6 +86,10 @@ def study_ids(session: Session) -> set[str]:
 
 def model_ids(session: Session) -> list[str]:
     return sorted(m for m in session.scalars(select(Study.model_id).distinct()) if m)
+
+
+def rename_study(session: Session, *, study: Study, name: str) -> None:
+    study.name = name[:255]
 
 
 def delete_study(session: Session, *, study_id: str) -> bool:

@@ -15,7 +15,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "data"
     folder.mkdir()
     monkeypatch.setenv("SPINESEG_DATA_DIR", str(folder))
-    monkeypatch.setenv("SPINESEG_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("SPINESEG_SECRET_KEY", "kP4w-8RzTq1_Ym6Xc3Nb9Lf2Hs7Gd5Ja0Ev")
     return folder
 
 def test_a_database_file_that_is_not_a_database(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

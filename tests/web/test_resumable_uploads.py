@@ -163,8 +163,9 @@ def test_complete_with_a_bad_file_is_422_naming_it_and_leaves_nothing(web_env: W
 
 def _comparable(study: dict) -> dict:
     summary = {k: v for k, v in study["summary"].items() if k not in ("source", "timings_s")}
-    return {k: study[k] for k in ("name", "input_kind", "has_truth", "owner", "model_id", "spine_volume_ml",
-                                  "dice", "metrics")} | {"summary": summary}
+    return {k: study[k] for k in ("input_kind", "has_truth", "owner", "model_id", "spine_volume_ml",
+                                  "dice", "metrics")} | {"summary": summary,
+                                                         "name": study["name"].replace(study["id"][:8], "<id>")}
 
 
 def _input_files(settings, study_id: str) -> dict[str, bytes]:

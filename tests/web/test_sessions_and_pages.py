@@ -121,7 +121,7 @@ def test_result_list_evaluation_and_delete_pages(web_env: WebEnv, tmp_path) -> N
 
     ct, truth = phantom_nifti(tmp_path)
     token = web_env.tokens["researcher"]
-    jobs = [_upload_and_wait(web_env, token, [("files", (f"case{n}.nii.gz", ct, "x")),
+    jobs = [_upload_and_wait(web_env, token, [("files", (f"case{n}.nii.gz", ct, "x")), ("name", (None, f"case{n}")),
                                                ("truth", ("truth.nii.gz", truth, "x"))]) for n in range(2)]
     assert all(job["status"] == "done" for job in jobs)
     study_ids = [job["study_id"] for job in jobs]
@@ -132,7 +132,7 @@ def test_result_list_evaluation_and_delete_pages(web_env: WebEnv, tmp_path) -> N
     assert 'id="metric-dice"' in result.text and "niivue-0.69.0.min.js" in result.text
 
     listing = client.get("/studies", params={"q": "case1"})
-    assert "case1.nii.gz" in listing.text and "case0.nii.gz" not in listing.text
+    assert "case1" in listing.text and "case0" not in listing.text
 
     evaluation = client.get("/evaluation", params=[("id", study_ids[0]), ("id", study_ids[1])])
     assert evaluation.status_code == 200 and "bland-altman.png" in evaluation.text

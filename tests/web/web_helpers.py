@@ -13,10 +13,11 @@ from spineseg.store import accounts
 from spineseg.store.database import open_database
 
 PASSWORD = "correct horse battery"
+TEST_SECRET_KEY = "tK3v-9QzLw2_Xy7Rb5Nd8Pf1Hs4Gj6Mc0Ae"  # fixed, passes config.check_secret_strength
 
 
 def make_settings(data_dir: Path, **changes: object) -> Settings:
-    values = {"secret_key": "t" * 40, "device": "cpu"} | changes
+    values = {"secret_key": TEST_SECRET_KEY, "device": "cpu"} | changes
     return Settings(data_dir=data_dir, **values)  # type: ignore[arg-type]
 
 

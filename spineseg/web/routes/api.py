@@ -13,10 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
 from spineseg.services.study_deletion import delete_study_and_files
-from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model
+from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model, study_name
 from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
 from spineseg.store.models import Job, Study
@@ -28,9 +29,12 @@ from spineseg.store.studies import (
     list_studies,
     new_id,
     queue_position,
+    rename_study,
     request_cancel,
 )
+from spineseg.web.auth import Principal
 from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.uploads import receive_upload
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,9 @@ UPLOAD_SCHEMA = {
                                          "PNG/JPEG/TIFF / .npy file"},
                 "truth": {"type": "string", "format": "binary",
                           "description": "optional ground-truth label map (NIfTI) on the CT"},
+                "name": {"type": "string",
+                         "description": "optional study name (default 'Study <short id>'; file names are "
+                                        "never used: they often carry patient identifiers)"},
             },
         }}},
     }
@@ -79,6 +86,7 @@ def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, An
         "input_kind": study.input_kind,
         "has_truth": study.has_truth,
         "owner": study.owner.username if study.owner else None,
+        "patient_pseudonym": study.patient_pseudonym,
         "model_id": study.model_id,
         "spine_volume_ml": study.spine_volume_ml,
         "dice": study.dice,
@@ -121,7 +129,8 @@ async def upload_study(request: Request, user: Uploader, services: Services) -> 
         files.delete()
         raise
     accepted = await run_in_threadpool(
-        accept_study, services, files, ReceivedFiles(received.files, received.truth, received.total_bytes),
+        accept_study, services, files, ReceivedFiles(received.files, received.truth, received.total_bytes,
+                                                     name=received.fields.get("name", "")),
         username=user.username, user_id=user.user_id)
     return JSONResponse({"study_id": accepted.study_id, "job_id": accepted.job_id}, status_code=202,
                         headers={"Location": f"/api/jobs/{accepted.job_id}"})
@@ -169,17 +178,33 @@ def study(study_id: str, _user: CurrentUser, session: DbSession) -> dict[str, An
     return data
 
 
-def discard_study(session: Any, services: Any, study_id: str, username: str) -> None:
-    """Cancel the study's jobs, delete its rows (audited), then its files. Shared by the API
-    and the studies page."""
+def discard_study(session: Any, services: Any, study_id: str, user: Principal) -> None:
+    """Cancel the study's jobs, delete its rows (audited), then its files; only its owner or
+    an admin may. Shared by the API and the studies page."""
     study = load_study(session, study_id)
+    require_owner_or_admin(study, user, "delete")
+    username = user.username
     delete_study_and_files(session, study=study, studies_dir=services.settings.studies_dir, username=username)
 
 
-@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs")
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs (its owner or an admin)")
 def remove_study(study_id: str, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
-    discard_study(session, services, study_id, user.username)
+    discard_study(session, services, study_id, user)
     return {"deleted": study_id}
+
+
+class StudyName(BaseModel):
+    name: str = Field(description="the study's new name (one line, at most 100 characters); empty: 'Study <id>'")
+
+
+@router.put("/studies/{study_id}/name", summary="Rename a study (its owner or an admin)")
+def set_study_name(study_id: str, body: StudyName, user: Uploader, session: DbSession) -> dict[str, Any]:
+    study = load_study(session, study_id)
+    require_owner_or_admin(study, user, "rename")
+    rename_study(session, study=study, name=study_name(study.id, body.name))
+    accounts.record(session, username=user.username, action="study.rename", target=study_id)
+    session.commit()  # before the answer: the next request must see it
+    return {"study_id": study_id, "name": study.name}
 
 
 @router.get("/jobs/{job_id}", summary="Status of a job: queued|running|done|failed|cancelled, progress 0..1")
@@ -229,11 +254,22 @@ async def job_events(job_id: str, request: Request, _user: CurrentUser, services
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
-def cancel_job(job_id: str, user: Uploader, session: DbSession) -> dict[str, Any]:
+def cancel_study_job(session: Any, job_id: str, user: Principal) -> str:
+    """Cancel the job (its study's owner or an admin only); returns its status. Shared by the
+    API and the job page."""
+    job = get_job(session, job_id=job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    require_owner_or_admin(job.study, user, "cancel a job of")
     status = request_cancel(session, job_id=job_id)
     if status is None:
         raise HTTPException(404, f"no job with id {job_id!r}")
+    return status
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job (its study's owner or an admin)")
+def cancel_job(job_id: str, user: Uploader, session: DbSession) -> dict[str, Any]:
+    cancel_study_job(session, job_id, user)
     accounts.record(session, username=user.username, action="cancel", target=job_id)
     job = get_job(session, job_id=job_id)
     return job_json(session, job) | {"cancel_requested": True}

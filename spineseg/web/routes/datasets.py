@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from spineseg.errors import InputError, strip_server_paths
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.services.datasets import check_convention, dataset_json, validate_case
+from spineseg.services.deidentification import deidentify_input, deidentify_truth
 from spineseg.services.ingest import arrange_input, extract_limit_bytes
 from spineseg.store import accounts
 from spineseg.store.datasets import (
@@ -168,12 +169,16 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         site = check_name(fields["site"], "site") if fields.get("site", "").strip() else ""
         convention = check_convention(fields.get("convention") or "auto")
         partial = fields.get("partial", "").lower() in ("1", "true", "yes", "on")
-        ct_path, _kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
+        ct_path, kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
         name = check_name(fields.get("name") or await run_in_threadpool(
             default_case_name, services, dataset_id, received.files, patient), "name")
         labels_path = await run_in_threadpool(_unpack_labels, received.truth[0], folder / "labels",
                                               extract_limit_bytes(services.settings))
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
+        # validated, so stored de-identified (PS3.15 Basic Profile, NIfTI header text cleared)
+        ct_path = (await run_in_threadpool(deidentify_input, ct_path, kind, folder / "ct", services.settings)).path
+        if labels_path.is_file():
+            labels_path = await run_in_threadpool(deidentify_truth, labels_path)
 
         def record(session: Session) -> dict[str, Any]:
             dataset = load_dataset_row(session, dataset_id)

@@ -12,10 +12,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
 from spineseg.store import accounts
-from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids, request_cancel
+from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
 from spineseg.web.deps import CurrentUser, DbSession, Researcher, Services, Uploader
-from spineseg.web.routes.api import _parse_date, discard_study, job_json, load_study, study_json
+from spineseg.web.routes.api import _parse_date, cancel_study_job, discard_study, job_json, load_study, study_json
 from spineseg.web.routes.evaluation import case_rows
 
 router = APIRouter(include_in_schema=False)
@@ -97,8 +97,7 @@ def job_page(request: Request, job_id: str, user: CurrentUser, session: DbSessio
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel_from_page(job_id: str, user: Uploader, session: DbSession) -> Response:
-    if request_cancel(session, job_id=job_id) is None:
-        raise HTTPException(404, f"no job with id {job_id!r}")
+    cancel_study_job(session, job_id, user)
     accounts.record(session, username=user.username, action="cancel", target=job_id)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
@@ -127,7 +126,7 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
 
 @router.post("/studies/{study_id}/delete")
 def delete_from_page(study_id: str, user: Uploader, session: DbSession, services: Services) -> Response:
-    discard_study(session, services, study_id, user.username)
+    discard_study(session, services, study_id, user)
     return RedirectResponse("/studies", status_code=303)
 
 

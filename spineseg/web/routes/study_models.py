@@ -17,6 +17,7 @@ from spineseg.store import accounts
 from spineseg.store.datasets import check_name
 from spineseg.store.studies import create_job, get_study
 from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.routes.api import job_json
 from spineseg.web.training_deps import Trainer
 
@@ -38,6 +39,7 @@ def rerun(study_id: str, body: RerunRequest, user: Uploader, session: DbSession,
     study = get_study(session, study_id=study_id)
     if study is None:
         raise HTTPException(404, f"no study with id {study_id!r}")
+    require_owner_or_admin(study, user, "re-run")
     if study.latest_job and study.latest_job.status in ("queued", "running"):
         raise HTTPException(409, f"study {study_id} is still being segmented; wait or cancel its job first")
     if body.version:

@@ -119,6 +119,16 @@
     if (running) await running.cancel();
   });
 
+  // The name the uploader chose (never the file's name), set once the study exists.
+  async function nameStudy(studyId, name) {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const response = await fetch("/api/studies/" + studyId + "/name", {
+      method: "PUT", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify({ name: name }),
+    });
+    if (!response.ok) throw { field: "name", message: "the study was created, but its name was refused: "
+                              + ((await response.json()).detail || response.status) };
+  }
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
@@ -136,6 +146,8 @@
     showProgress(0, upload.total, "starting");
     try {
       const result = await upload.run();
+      const chosenName = document.getElementById("study-name").value.trim();
+      if (chosenName) await nameStudy(result.study_id, chosenName);
       resumeNotice.hidden = true;
       status.textContent = "uploaded: the job is queued";
       window.location.href = "/jobs/" + result.job_id;

@@ -1,0 +1,145 @@
+"""De-identify an upload's files before they are stored for good: every DICOM file through
+``imaging.deidentify`` (PS3.15 Basic Profile), a NIfTI's header through
+``imaging.nifti_deidentify``; file and folder names the client chose are not kept (the
+series becomes ``series/00001.dcm`` ..., a single file ``ct.nii.gz`` / ``ct.png`` ...).
+
+The keys come from the server's secret (``Settings.session_secret``) through HMAC, so the
+pseudonym of one patient is the same on every upload to this server: studies of a patient
+can be grouped (``Study.patient_pseudonym``) without their identity being stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from spineseg.config import Settings
+from spineseg.errors import InputError
+from spineseg.imaging.deidentify import (
+    DeidentifyOptions,
+    check_burned_in,
+    date_shift_for,
+    deidentify_dataset,
+    patient_identity,
+    pseudonym_for,
+)
+from spineseg.imaging.io import NIFTI_SUFFIXES
+from spineseg.imaging.nifti_deidentify import deidentify_nifti
+
+log = logging.getLogger(__name__)
+
+SERIES_FOLDER = "series"
+_READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+                OverflowError)
+
+
+def deidentification_key(settings: Settings) -> bytes:
+    """The HMAC key of pseudonyms, UIDs and date shifts, derived from the server's secret (so
+    the secret itself is used for one purpose only)."""
+    return hmac.new(settings.session_secret().encode(), b"spineseg de-identification v1", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class DeidentifiedInput:
+    """path: what to read now. pseudonym: the patient's stand-in (``None`` when the input
+    named no patient). modality / body_part: kept by the profile, for the study's name.
+    files: DICOM images kept. dropped: files removed (not DICOM images: DICOMDIR, reports...)."""
+
+    path: Path
+    pseudonym: str | None = None
+    modality: str | None = None
+    body_part: str | None = None
+    files: int = 1
+    dropped: int = 0
+
+
+def _read(path: Path) -> pydicom.Dataset | None:
+    """The dataset with large values (the pixels) left on disk until written, or ``None`` for
+    a file that is not a DICOM image."""
+    try:
+        ds = pydicom.dcmread(path, defer_size="64 KB")
+    except _READ_ERRORS:
+        return None
+    return ds if "PixelData" in ds else None
+
+
+def _suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    return Path(lower).suffix
+
+
+def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> DeidentifiedInput:
+    """Every DICOM image under ``path`` (a file or a folder in ``input_dir``) de-identified
+    into ``input_dir/series/NNNNN.dcm``; everything else in ``input_dir`` is removed.
+
+    ``InputError`` naming the file when one has Burned In Annotation YES (nothing is written)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    images: list[tuple[Path, pydicom.Dataset]] = []
+    dropped = 0
+    for file in files:
+        ds = _read(file)
+        if ds is None:
+            dropped += 1
+            continue
+        check_burned_in(ds, str(file))
+        images.append((file, ds))
+    identity = next((i for i in (patient_identity(ds) for _f, ds in images) if i), None)
+    options = DeidentifyOptions(key=key, pseudonym=pseudonym_for(key, identity) if identity else "",
+                                date_shift_days=date_shift_for(key, identity) if identity else None)
+    first = images[0][1] if images else None
+    facts = {"modality": str(first.get("Modality", "") or "") or None if first is not None else None,
+             "body_part": str(first.get("BodyPartExamined", "") or "") or None if first is not None else None}
+    staging = input_dir / ".deidentified"
+    staging.mkdir(parents=True, exist_ok=True)
+    for index in range(len(images)):
+        file, ds = images[index]
+        deidentify_dataset(ds, options, source=str(file))
+        ds.save_as(staging / f"{index + 1:05d}.dcm")
+        images[index] = (file, pydicom.Dataset())  # its pixels, read for writing, are let go
+    for entry in list(input_dir.iterdir()):
+        if entry != staging:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    target = input_dir / SERIES_FOLDER
+    staging.rename(target)
+    if dropped:
+        log.info("de-identification removed %d file(s) that are not DICOM images", dropped)
+    log.info("de-identified %d DICOM file(s) (PS3.15 Basic Profile%s)", len(images),
+             ", dates shifted" if options.date_shift_days is not None else ", dates removed")
+    return DeidentifiedInput(target, options.pseudonym or None, facts["modality"], facts["body_part"],
+                             len(images), dropped)
+
+
+def deidentify_single_file(path: Path, input_dir: Path, stem: str = "ct") -> DeidentifiedInput:
+    """A NIfTI with its header cleaned, any other single file renamed: ``input_dir/<stem><suffix>``."""
+    target = input_dir / (stem + _suffix(path.name))
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        deidentify_nifti(path, target)
+    elif path != target:
+        path.rename(target)
+    return DeidentifiedInput(target)
+
+
+def deidentify_input(path: Path, kind: str, input_dir: Path, settings: Settings) -> DeidentifiedInput:
+    """De-identify the arranged input (``ingest.arrange_input``'s path and kind) in place."""
+    if kind == "dicom":
+        return deidentify_dicom_folder(path, input_dir, deidentification_key(settings))
+    return deidentify_single_file(path, input_dir)
+
+
+def deidentify_truth(path: Path) -> Path:
+    """A ground truth file: a NIfTI's header cleaned, the file renamed ``truth<suffix>``."""
+    try:
+        return deidentify_single_file(path, path.parent, stem="truth").path
+    except InputError as exc:
+        exc.field = "truth"
+        raise
