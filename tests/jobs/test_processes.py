@@ -17,6 +17,7 @@ from spineseg.jobs.processes import (
     ORPHANED,
     OTHER_PROGRAM,
     OWNED,
+    command_line,
     end_process,
     is_trainer_of,
     process_alive,
@@ -49,7 +50,12 @@ ARMED_CHILD = textwrap.dedent("""
 def spawn_grandchild(code: str, *args: str) -> tuple[subprocess.Popen[str], int]:
     """A parent process that starts ``python -c code args``; returns it and the child's PID."""
     parent = subprocess.Popen([sys.executable, "-c", PARENT, code, *args], stdout=subprocess.PIPE, text=True)
-    return parent, int(parent.stdout.readline())
+    child = int(parent.stdout.readline())
+    # Popen returns once the child is forked; its /proc cmdline is the parent's until it execs.
+    deadline = time.monotonic() + 10
+    while code not in command_line(child) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return parent, child
 
 
 def wait_gone(pid: int, timeout_s: float) -> bool:
