@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 GRACE_S = 5
 # Connections and requests in flight before new ones are answered 503 at once: far above a
 # department's clients (the load benchmark uses 58), low enough that a flood cannot exhaust
-# memory or file descriptors.
-MAX_CONNECTIONS = 1000
+# memory or the usual limit of 1024 file descriptors.
+MAX_CONNECTIONS = 500
 HARD_DEADLINE_S = 20.0
 
 
