@@ -27,6 +27,7 @@ from spineseg.store import audit
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
 from spineseg.store.models import PASSWORD_RULE
+from spineseg.web import openapi_errors
 from spineseg.web.deps import AppServices, CurrentUser
 from spineseg.web.errors import install_error_handlers
 from spineseg.web.security_headers import SecurityHeaders
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router):
         app.include_router(router)
     app.include_router(pages.router)
+    openapi_errors.install(app)  # the real error shape and statuses in the OpenAPI document
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
     return app
