@@ -146,7 +146,7 @@ def test_drag_and_drop_upload_reaches_the_job_page(server: LiveServer, browser, 
         }""",
         ["dropped.nii.gz", base64.b64encode(ct).decode()],
     )
-    page.wait_for_function("document.getElementById('chosen').textContent === 'dropped.nii.gz'")
+    page.wait_for_function("() => document.getElementById('chosen').textContent === 'dropped.nii.gz'")
     page.click("#upload-button")
     page.wait_for_url("**/studies/*", timeout=RESULT_TIMEOUT_MS)
     assert page.inner_text("h1").startswith("Study ")  # the file's name is not kept (it may carry PHI)
@@ -171,10 +171,10 @@ def test_job_page_shows_queue_position_and_cancels(browser, tmp_path: Path) -> N
         page.set_input_files("#files", str(tmp_path / "ct.nii.gz"))
         page.click("#upload-button")
         page.wait_for_url("**/jobs/*")
-        page.wait_for_function("document.getElementById('job-queue').textContent.includes('position 1')")
+        page.wait_for_function("() => document.getElementById('job-queue').textContent.includes('position 1')")
         assert page.inner_text("#job-status") == "queued"
         page.click("#cancel-form button")
-        page.wait_for_function("document.getElementById('job-status').textContent === 'cancelled'")
+        page.wait_for_function("() => document.getElementById('job-status').textContent === 'cancelled'")
         assert page.locator("#cancel-form").is_hidden()
         page.close()
     finally:

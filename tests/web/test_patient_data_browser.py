@@ -92,7 +92,7 @@ def test_pages_and_viewer_run_without_a_csp_violation(served: tuple[LiveServer, 
     page.wait_for_selector("#result[data-viewer-ready=true]", timeout=60_000)
     page.click("[data-view=render]")
     page.wait_for_timeout(500)
-    page.wait_for_function("document.getElementById('overlay').src.startsWith('blob:')")
+    page.wait_for_function("() => document.getElementById('overlay').src.startsWith('blob:')")
     seen["result"] = page.evaluate("window.__csp || []")
     for path in ("/studies", f"/jobs/{ids['job_id']}", "/docs"):
         page.goto(live.url + path)

@@ -72,7 +72,7 @@ def test_upload_shows_progress_and_retries_a_failed_chunk(server: LiveServer, br
     page.route(CHUNK_ROUTE, fail_the_third_chunk_once)
     page.set_input_files("#files", str(ct_file))
     page.click("#upload-button")
-    page.wait_for_function("document.getElementById('upload-status').textContent.includes('retrying')")
+    page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('retrying')")
     status = page.inner_text("#upload-status")
     assert re.search(r"32\.0 kB of 18\d\.\d kB \(1\d %\)", status), status
     assert 0 < page.eval_on_selector("#upload-progress", "el => el.value") < 1
@@ -98,7 +98,7 @@ def test_a_reload_mid_upload_offers_to_resume_and_continues_from_the_servers_off
     page.route(CHUNK_ROUTE, stall_after_five_chunks)
     page.set_input_files("#files", str(ct_file))
     page.click("#upload-button")
-    page.wait_for_function("document.getElementById('upload-status').textContent.includes('retrying')")
+    page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('retrying')")
     if SCREENSHOT_DIR:
         page.screenshot(path=str(Path(SCREENSHOT_DIR) / "upload-mid-upload.png"))
     assert "40.0 kB of" in page.inner_text("#upload-status")

@@ -86,7 +86,7 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
         page.fill("#case-patient", patient)
         page.fill("#case-site", site)
         page.click("#case-button")
-        page.wait_for_function(f"document.querySelectorAll('tr[data-case-id]').length === {int(patient[1])}")
+        page.wait_for_function(f"() => document.querySelectorAll('tr[data-case-id]').length === {int(patient[1])}")
     assert page.inner_text("#case-count") == "2"
 
     for patient, split in (("P1", "train"), ("P2", "val")):
@@ -105,18 +105,18 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     with page.expect_navigation(url=re.compile(r"/training/[0-9a-f]{32}$")):
         page.click("#train-button")
 
-    page.wait_for_function("Number(document.getElementById('loss-chart').dataset.points || 0) >= 5",
+    page.wait_for_function("() => Number(document.getElementById('loss-chart').dataset.points || 0) >= 5",
                            timeout=RUN_TIMEOUT_MS)
     assert page.locator("#loss-chart polyline").count() == 1
-    page.wait_for_function("Number(document.getElementById('dice-chart').dataset.points || 0) >= 1",
+    page.wait_for_function("() => Number(document.getElementById('dice-chart').dataset.points || 0) >= 1",
                            timeout=RUN_TIMEOUT_MS)
     shoot(page, "training-page.png")
-    page.wait_for_function("document.getElementById('run-status').textContent === 'done'", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function("() => document.getElementById('run-status').textContent === 'done'", timeout=RUN_TIMEOUT_MS)
     assert page.inner_text("#run-percent") == "100 %"
     assert page.locator("#run-cancel").is_hidden()
     version_id = page.inner_text("#run-version-link").strip()
     assert version_id and version_id != BASE_VERSION
-    page.wait_for_function("document.getElementById('run-log').textContent.includes('registered')")
+    page.wait_for_function("() => document.getElementById('run-log').textContent.includes('registered')")
 
     page.click("#run-version-link")
     page.wait_for_url("**/models")
@@ -152,7 +152,7 @@ def test_rerun_with_another_version_site_tag_and_evaluation_by_site(server: Live
     page.wait_for_selector(f"#rerun-version option[value='{other}']", state="attached")
     page.fill("#study-site", "north")
     page.click("#site-form button[type=submit]")
-    page.wait_for_function("document.getElementById('study-site').value === 'north'")
+    page.wait_for_function("() => document.getElementById('study-site').value === 'north'")
     page.locator("#rerun-version").select_option(other)
     with page.expect_navigation(url=re.compile(r"/jobs/[0-9a-f]{32}$")):
         page.click("#rerun-button")
