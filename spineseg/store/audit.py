@@ -89,13 +89,16 @@ def _at_text(at: datetime) -> str:
     return at.isoformat(sep=" ", timespec="microseconds")
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _body(at: datetime, username: str | None, action: str, target: str, detail: str) -> str:
-    return json.dumps([_at_text(at), username, action, target, detail], ensure_ascii=False, separators=(",", ":"))
+    return _encode([_at_text(at), username, action, target, detail])
 
 
 def row_hmac(key: bytes, seq: int, prev_hmac: str, body: str) -> str:
     message = f"{seq}\n{prev_hmac}\n{body}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def _sqlite_hmac(key: bytes, seq: int, prev_hmac: str, body: str) -> str:

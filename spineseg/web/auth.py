@@ -30,7 +30,7 @@ from starlette.requests import Request
 
 from spineseg.store.accounts import token_row, token_use_is_stale
 from spineseg.store.models import User
-from spineseg.store.web_sessions import end_session, find_session, seen_is_stale, start_session
+from spineseg.store.web_sessions import end_session, find_session, purge_expired, seen_is_stale, start_session
 
 SESSION_ID = "sid"
 SESSION_CSRF = "csrf"  # before login only: the login form's nonce
@@ -101,6 +101,7 @@ def log_in(request: Request, user: User, session: Session | None = None) -> None
     lifetime = timedelta(hours=services.settings.session_hours)
 
     def start(db: Session) -> tuple[str, str]:
+        purge_expired(db)  # one indexed DELETE per login keeps the table to live sessions
         return start_session(db, user_id=user.id, lifetime=lifetime, address=_client_address(request))
 
     if session is not None:

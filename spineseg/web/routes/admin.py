@@ -14,7 +14,7 @@ from spineseg.store import accounts, audit
 from spineseg.store.models import ApiToken, User
 from spineseg.web.auth import Principal
 from spineseg.web.deps import Admin, DbSession
-from spineseg.web.routes.admin_audit import AuditFilters, audit_filters, event_json
+from spineseg.web.routes.admin_audit import AuditFilters, audit_filters, chain_state, event_json
 from spineseg.web.routes.admin_audit import router as audit_router
 
 router = APIRouter(tags=["admin"])
@@ -119,19 +119,20 @@ def remove_token(token_id: int, admin: Admin, session: DbSession) -> dict[str, A
 
 
 def _page(request: Request, admin: Principal, session: Any, filters: AuditFilters, status_code: int = 200,
-          error: str | None = None) -> HTMLResponse:
+          error: str | None = None, verify: bool = False) -> HTMLResponse:
     from spineseg.web.routes.pages import render
 
     events = audit.search(session, **filters.query(), limit=filters.limit)
+    chain, checked_at = chain_state(request, session, fresh=verify)
     return render(request, "admin.html", admin, status_code, users=accounts.list_users(session),
                   tokens=[token_json(t) for t in accounts.list_tokens(session)], events=[event_json(e) for e in events],
-                  chain=audit.verify(session), actions=audit.actions(session), filters=filters, error=error)
+                  chain=chain, checked_at=checked_at, actions=audit.actions(session), filters=filters, error=error)
 
 
 @router.get("/admin", include_in_schema=False)
 def admin_page(request: Request, admin: Admin, session: DbSession, filters: Annotated[AuditFilters, audit_filters],
-               error: str | None = None) -> HTMLResponse:
-    return _page(request, admin, session, filters, error=error)
+               error: str | None = None, verify: bool = False) -> HTMLResponse:
+    return _page(request, admin, session, filters, error=error, verify=verify)
 
 
 def _redirect() -> Response:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
 from spineseg.store import audit
@@ -19,6 +22,7 @@ from spineseg.web.deps import Admin, DbSession
 router = APIRouter(tags=["admin"])
 
 MAX_LIMIT = 1000
+CHAIN_STATE_MAX_AGE_S = 60.0  # the admin page re-walks the chain at most this often (unless asked)
 CSV_COLUMNS = ("seq", "at", "username", "action", "target", "detail", "prev_hmac", "hmac")
 
 
@@ -60,6 +64,33 @@ def _filters(
 
 
 audit_filters = Depends(_filters)
+
+
+class ChainState:
+    """The last full verification, shared by admin page loads: walking a long chain takes
+    seconds (about 4 s per 100 000 rows), so a page shows a state at most a minute old, with
+    when it was checked; ``/admin?verify=1`` and ``GET /api/audit/verify`` always walk it now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._report: audit.ChainReport | None = None
+        self._checked_at = datetime.now(UTC)
+        self._checked_mono = 0.0
+
+    def get(self, session: Session, *, fresh: bool = False) -> tuple[audit.ChainReport, datetime]:
+        with self._lock:  # one walk at a time; others wait for its result
+            stale = time.monotonic() - self._checked_mono > CHAIN_STATE_MAX_AGE_S
+            if fresh or stale or self._report is None:
+                self._report = audit.verify(session)
+                self._checked_at, self._checked_mono = datetime.now(UTC), time.monotonic()
+            return self._report, self._checked_at
+
+
+def chain_state(request: Request, session: Session, *, fresh: bool = False) -> tuple[audit.ChainReport, datetime]:
+    state = getattr(request.app.state, "audit_chain_state", None)
+    if state is None:
+        state = request.app.state.audit_chain_state = ChainState()
+    return state.get(session, fresh=fresh)
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:
