@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 SERIES_FOLDER = "series"
 _READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
                 OverflowError)
+_WRITE_ERRORS = (*_READ_ERRORS, struct.error, LookupError, UnicodeError)
 
 
 def deidentification_key(settings: Settings) -> bytes:
@@ -103,8 +105,13 @@ def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> Deidenti
     staging.mkdir(parents=True, exist_ok=True)
     for index in range(len(images)):
         file, ds = images[index]
-        deidentify_dataset(ds, options, source=str(file))
-        ds.save_as(staging / f"{index + 1:05d}.dcm")
+        try:
+            deidentify_dataset(ds, options, source=str(file))
+            ds.save_as(staging / f"{index + 1:05d}.dcm")
+        except InputError:
+            raise
+        except _WRITE_ERRORS as exc:  # a malformed element the reader never needed
+            raise InputError(file, f"could not be de-identified ({type(exc).__name__}: {exc})") from exc
         images[index] = (file, pydicom.Dataset())  # its pixels, read for writing, are let go
     for entry in list(input_dir.iterdir()):
         if entry != staging:
