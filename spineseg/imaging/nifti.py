@@ -111,7 +111,7 @@ def write_nifti(
     (.nii.gz through ISA-L at ``compresslevel``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = array.astype(dtype) if dtype is not None else array
+    data = array.astype(dtype, copy=False) if dtype is not None else array
     image = nib.Nifti1Image(data, affine)
     image.set_sform(affine, code=1)
     image.set_qform(affine, code=1)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from spineseg.imaging.volume import Volume
 
-SLAB = 32  # slices per slab when resampling a whole CT
+SLAB = 8  # output slices per slab when resampling a whole CT
 
 
 def canonical_transform(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -74,26 +74,30 @@ def resample_array(
     """Linear resampling of a 3D array (any dtype, any strides: a reoriented view is fine) to
     ``out_shape`` (box-voxel convention); returns float32 ``out_shape``.
 
-    In-plane (axes 0, 1) uses bilinear interpolation with antialiasing when shrinking, ``slab``
-    slices at a time (so the input is never copied whole); the slice axis (2) is linear.
+    In-plane (axes 0, 1): bilinear, with antialiasing when shrinking (``F.interpolate``, one
+    slab of input slices at a time); then the slice axis (2): linear (``linear_taps``). Works
+    in slabs of ``slab`` output slices, so neither the input nor an in-plane-resampled copy of
+    all its slices is ever held: memory is the output plus one slab.
     """
-    nx, ny, nz = array.shape
-    ox, oy, oz = out_shape
-    if (ox, oy) != (nx, ny):
-        planes = torch.empty((nz, ox, oy), dtype=torch.float32)  # (K, I', J')
-        for k0 in range(0, nz, slab):
-            k1 = min(k0 + slab, nz)
-            block = np.ascontiguousarray(np.moveaxis(array[:, :, k0:k1], 2, 0), dtype=np.float32)  # (s, I, J)
-            planes[k0:k1] = F.interpolate(torch.from_numpy(block).unsqueeze(1), size=(ox, oy), mode="bilinear",
-                                          align_corners=False, antialias=antialias).squeeze(1)
-        tensor = planes.permute(1, 2, 0)
-    else:
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if oz != nz:
-        columns = tensor.reshape(1, ox * oy, nz)
-        columns = F.interpolate(columns, size=oz, mode="linear", align_corners=False)
-        tensor = columns.reshape(ox, oy, oz)
-    return tensor.contiguous().numpy()
+    nz, oz = array.shape[2], out_shape[2]
+    out = np.empty(out_shape, dtype=np.float32)
+    i0, i1, w = linear_taps(nz, oz)
+    for o0 in range(0, oz, slab):
+        o1 = min(o0 + slab, oz)
+        s0, s1 = (o0, o1) if oz == nz else (int(i0[o0]), int(i1[o1 - 1]) + 1)
+        planes = _resample_planes(array[:, :, s0:s1], out_shape[:2], antialias)  # (I', J', s)
+        out[:, :, o0:o1] = planes if oz == nz else _lerp(planes, 2, i0[o0:o1] - s0, i1[o0:o1] - s0, w[o0:o1])
+    return out
+
+
+def _resample_planes(block: np.ndarray, size: tuple[int, int], antialias: bool) -> np.ndarray:
+    """Each axial plane of ``block`` (I, J, s) resampled to ``size``: float32 (I', J', s)."""
+    if tuple(block.shape[:2]) == tuple(size):
+        return np.asarray(block, dtype=np.float32)
+    planes = np.ascontiguousarray(np.moveaxis(block, 2, 0), dtype=np.float32)  # (s, I, J)
+    resized = F.interpolate(torch.from_numpy(planes).unsqueeze(1), size=size, mode="bilinear",
+                            align_corners=False, antialias=antialias)  # (s, 1, I', J')
+    return resized[:, 0].permute(1, 2, 0).numpy()
 
 
 def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ probabilities back on the input grid -> threshold -> drop small components.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -16,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
-from spineseg.model.postprocess import plausible_spine
+from spineseg.model.postprocess import clear_outside, plausible_spine
 from spineseg.model.precision import FLOAT32, Precision, choose_precision
 from spineseg.model.preprocess import (
     PreparedVolume,
@@ -183,8 +183,9 @@ def segment(
     # Components are judged on the model grid (small, near-isotropic); the probabilities of the
     # rejected ones are cleared before going back, so the input grid needs no labelling pass.
     body = prepared.image > normalised_level(BODY_HU, card.window_hu)
+    prepared = dataclasses.replace(prepared, image=None)  # only its geometry is needed from here on
     keep = plausible_spine(probs_model >= card.threshold, body, card.spacing_mm, min_ml=card.min_component_ml)
-    probs_model[~ndimage.binary_dilation(keep, iterations=1)] = 0.0
+    clear_outside(probs_model, keep)
     mask = mask_on_input_grid(probs_model, prepared, card.threshold)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started

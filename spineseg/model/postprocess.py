@@ -1,9 +1,82 @@
-"""Post-processing of a probability map into a plausible binary spine mask."""
+"""Post-processing of a probability map into a plausible binary spine mask.
+
+All arrays are on the model grid (RAS, axes 0, 1 in-plane, 2 inferior -> superior). The
+foreground is labelled once, inside its bounding box: dropping whole components does not
+change the others, so the far-from-the-axis rule and the small-component rule both work on the
+same labelling (and a CT's air, the bulk of the grid, is never labelled).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+
+_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``, or ``None`` when it has none."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def _keep_large(sizes_ml: np.ndarray, candidates: np.ndarray, *, min_ml: float, min_fraction: float) -> np.ndarray:
+    """Per label (index 0 = background, never kept): the candidates of at least
+    ``max(min_ml, min_fraction * largest candidate)`` mL, and always the largest candidate."""
+    keep = np.zeros(sizes_ml.shape, dtype=bool)
+    ids = np.flatnonzero(candidates[1:]) + 1
+    if ids.size == 0:
+        return keep
+    sizes = sizes_ml[ids]
+    keep[ids[sizes >= max(min_ml, min_fraction * float(sizes.max()))]] = True
+    keep[ids[int(np.argmax(sizes))]] = True
+    return keep
+
+
+def _far_from_axis(
+    labelled: np.ndarray, count: int, sizes: np.ndarray, body_x_mm: float | None, spacing: tuple[float, float, float],
+    *, origin_i: int, max_offset_mm: float, midline_tolerance_mm: float,
+) -> np.ndarray:
+    """Per label: True for components far from the spinal axis (see ``implausible_components``).
+    ``labelled`` may be a crop whose axis 0 starts at ``origin_i`` of the full grid."""
+    drop = np.zeros(count + 1, dtype=bool)
+    if count < 2:
+        return drop
+    fg_i, fg_j, fg_k = np.nonzero(labelled)
+    fg_ids = labelled[fg_i, fg_j, fg_k]
+    counts = np.maximum(sizes[1:], 1)
+    centre_x = np.bincount(fg_ids, weights=(fg_i + origin_i) * spacing[0], minlength=count + 1)[1:] / counts
+    body_x = centre_x.mean() if body_x_mm is None else body_x_mm
+    candidates = np.flatnonzero(np.abs(centre_x - body_x) <= midline_tolerance_mm) + 1
+    reference = int(candidates[np.argmax(sizes[candidates])]) if candidates.size else int(np.argmax(sizes[1:]) + 1)
+
+    # The axis: the reference's centroid per slice, held constant beyond its ends.
+    in_ref = fg_ids == reference
+    ref_k = fg_k[in_ref]
+    n_k = labelled.shape[2]
+    per_slice = np.bincount(ref_k, minlength=n_k)
+    present = np.flatnonzero(per_slice)
+    ci = np.bincount(ref_k, weights=fg_i[in_ref], minlength=n_k)[present] / per_slice[present]
+    cj = np.bincount(ref_k, weights=fg_j[in_ref], minlength=n_k)[present] / per_slice[present]
+    all_k = np.arange(n_k)
+    axis_i = np.interp(all_k, present, ci)
+    axis_j = np.interp(all_k, present, cj)
+
+    distance = np.hypot((fg_i - axis_i[fg_k]) * spacing[0], (fg_j - axis_j[fg_k]) * spacing[1])
+    mean_distance = np.bincount(fg_ids, weights=distance, minlength=count + 1)[1:] / counts
+    drop[1:] = mean_distance > max_offset_mm
+    drop[reference] = False
+    return drop
+
+
+def _body_midline_mm(body: np.ndarray, spacing_x: float) -> float | None:
+    rows = np.flatnonzero(body.any(axis=(1, 2)))
+    return float(rows.mean() * spacing_x) if rows.size else None
 
 
 def remove_small_components(
@@ -15,15 +88,12 @@ def remove_small_components(
     vertebra of a long scan while removing specks; ``min_ml`` protects scans of a few slices,
     whose components are all small, from losing everything: the largest is always kept.
     """
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    labelled, count = ndimage.label(mask, structure=_STRUCTURE)
     if count == 0:
         return mask.astype(np.uint8)
-    sizes = np.bincount(labelled.ravel())[1:] * voxel_ml
-    limit = max(min_ml, min_fraction * float(sizes.max()))
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[1:] = sizes >= limit
-    keep[1 + int(np.argmax(sizes))] = True
-    return keep[labelled].astype(np.uint8)
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1) * voxel_ml
+    everything = np.ones(count + 1, dtype=bool)
+    return _keep_large(sizes, everything, min_ml=min_ml, min_fraction=min_fraction)[labelled].astype(np.uint8)
 
 
 def implausible_components(
@@ -42,40 +112,43 @@ def implausible_components(
     implausible when its voxels lie on average more than ``max_offset_mm`` in-plane from the
     axis at their own slice (arms, femurs, a far rib). Returns a boolean mask of those voxels.
     """
-    labelled, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-    if count < 2:
-        return np.zeros(foreground.shape, dtype=bool)
+    labelled, count = ndimage.label(foreground, structure=_STRUCTURE)
     sizes = np.bincount(labelled.ravel(), minlength=count + 1)
-    fg_i, fg_j, fg_k = np.nonzero(labelled)
-    fg_ids = labelled[fg_i, fg_j, fg_k]
-    centre_x = np.bincount(fg_ids, weights=fg_i * spacing[0], minlength=count + 1)[1:] / np.maximum(sizes[1:], 1)
-    body_x = float(np.nonzero(body.any(axis=(1, 2)))[0].mean() * spacing[0]) if body.any() else centre_x.mean()
-    candidates = np.flatnonzero(np.abs(centre_x - body_x) <= midline_tolerance_mm) + 1
-    reference = int(candidates[np.argmax(sizes[candidates])]) if candidates.size else int(np.argmax(sizes[1:]) + 1)
-
-    # The axis: the reference's centroid per slice, held constant beyond its ends.
-    ref = labelled == reference
-    per_slice = ref.sum(axis=(0, 1))
-    present = np.flatnonzero(per_slice)
-    ci = (ref * np.arange(ref.shape[0])[:, None, None]).sum(axis=(0, 1))[present] / per_slice[present]
-    cj = (ref * np.arange(ref.shape[1])[None, :, None]).sum(axis=(0, 1))[present] / per_slice[present]
-    all_k = np.arange(ref.shape[2])
-    axis_i = np.interp(all_k, present, ci)
-    axis_j = np.interp(all_k, present, cj)
-
-    distance = np.hypot((fg_i - axis_i[fg_k]) * spacing[0], (fg_j - axis_j[fg_k]) * spacing[1])
-    mean_distance = np.bincount(fg_ids, weights=distance, minlength=count + 1)[1:] / np.maximum(sizes[1:], 1)
-    drop = np.zeros(count + 1, dtype=bool)
-    drop[1:] = mean_distance > max_offset_mm
-    drop[reference] = False
+    drop = _far_from_axis(labelled, count, sizes, _body_midline_mm(body, spacing[0]), spacing, origin_i=0,
+                          max_offset_mm=max_offset_mm, midline_tolerance_mm=midline_tolerance_mm)
     return drop[labelled]
 
 
 def plausible_spine(
-    foreground: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], *, min_ml: float
+    foreground: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], *, min_ml: float,
+    min_fraction: float = 0.01, max_offset_mm: float = 60.0, midline_tolerance_mm: float = 50.0,
 ) -> np.ndarray:
-    """``foreground`` (RAS grid) without components far from the spinal axis and without small
-    components (see ``implausible_components`` and ``remove_small_components``)."""
-    far = implausible_components(foreground, body, spacing)
+    """``foreground`` (bool, RAS grid) without components far from the spinal axis and without
+    small components (the rules of ``implausible_components`` then ``remove_small_components``,
+    on one labelling inside the foreground's bounding box). Returns bool, same shape."""
+    out = np.zeros(foreground.shape, dtype=bool)
+    box = _bounding_box(foreground)
+    if box is None:
+        return out
+    labelled, count = ndimage.label(foreground[box], structure=_STRUCTURE)
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    drop = _far_from_axis(labelled, count, sizes, _body_midline_mm(body, spacing[0]), spacing,
+                          origin_i=box[0].start, max_offset_mm=max_offset_mm,
+                          midline_tolerance_mm=midline_tolerance_mm)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    return remove_small_components(foreground & ~far, voxel_ml, min_ml=min_ml).astype(bool)
+    keep = _keep_large(sizes * voxel_ml, ~drop, min_ml=min_ml, min_fraction=min_fraction)
+    out[box] = keep[labelled]
+    return out
+
+
+def clear_outside(probabilities: np.ndarray, keep: np.ndarray) -> None:
+    """Set ``probabilities`` (float, model grid) to 0, in place, outside ``keep`` dilated by one
+    voxel (6-connectivity), working only in ``keep``'s bounding box grown by one voxel."""
+    box = _bounding_box(keep)
+    if box is None:
+        probabilities[...] = 0.0
+        return
+    box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, keep.shape, strict=True))
+    inside = probabilities[box] * ndimage.binary_dilation(keep[box], iterations=1)
+    probabilities[...] = 0.0
+    probabilities[box] = inside

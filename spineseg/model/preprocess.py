@@ -28,8 +28,12 @@ from spineseg.imaging.volume import Volume
 
 def normalise_hu(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """Clip to ``window`` (HU) and map linearly to [0, 1] (float32)."""
+    return _normalise_in_place(array.astype(np.float32, copy=True), window)
+
+
+def _normalise_in_place(out: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     low, high = window
-    out = np.clip(array.astype(np.float32, copy=True), low, high)
+    np.clip(out, low, high, out=out)
     out -= low
     out /= high - low
     return out
@@ -39,13 +43,14 @@ def normalise_hu(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 class PreparedVolume:
     """A volume on the model's grid.
 
-    image: float32 (I', J', K') in [0, 1], RAS axis order at the model spacing.
+    image: float32 (I', J', K') in [0, 1], RAS axis order at the model spacing (``None`` once
+        inference has no more use for it; the geometry is kept to go back to the input grid).
     canonical_shape: shape of the input after reorientation (before resampling).
     ornt: the orientation that took the input to RAS (to undo it).
     input_shape: shape of the input volume (its own axis order).
     """
 
-    image: np.ndarray
+    image: np.ndarray | None
     canonical_shape: tuple[int, int, int]
     ornt: np.ndarray
     input_shape: tuple[int, int, int] | None = None
@@ -56,8 +61,11 @@ def prepare_volume(volume: Volume, spacing: tuple[float, float, float], window: 
     canonical = canonical_view(volume.array, ornt)  # no copy
     canonical_spacing = tuple(float(v) for v in np.linalg.norm(canonical_affine[:3, :3], axis=0))
     out_shape = resampled_shape(canonical.shape, canonical_spacing, spacing)
-    image = resample_array(canonical, out_shape) if out_shape != canonical.shape else canonical
-    return PreparedVolume(normalise_hu(image, window), tuple(canonical.shape), ornt, volume.shape)
+    if out_shape != canonical.shape:
+        image = _normalise_in_place(resample_array(canonical, out_shape), window)  # a fresh array: no copy
+    else:
+        image = normalise_hu(canonical, window)
+    return PreparedVolume(image, tuple(canonical.shape), ornt, volume.shape)
 
 
 def _input_shape(prepared: PreparedVolume) -> tuple[int, int, int]:
@@ -85,7 +93,11 @@ def back_to_input_grid(model_grid: np.ndarray, prepared: PreparedVolume) -> np.n
 def mask_on_input_grid(model_grid: np.ndarray, prepared: PreparedVolume, threshold: float) -> np.ndarray:
     """``back_to_input_grid(model_grid, prepared) >= threshold`` as uint8 (1 = above), without
     the float32 input-size array: each slab is thresholded as it is computed."""
-    out = np.full(_input_shape(prepared), 1 if threshold <= 0 else 0, dtype=np.uint8)
+    # Fortran order, as NIfTI stores it (and nibabel reads it): writing the mask is then a
+    # sequential copy. np.zeros maps untouched pages lazily, so only the part of the scan that
+    # holds spine costs memory.
+    shape = _input_shape(prepared)
+    out = np.zeros(shape, dtype=np.uint8, order="F") if threshold > 0 else np.ones(shape, np.uint8, order="F")
     view = canonical_view(out, prepared.ornt)
 
     def write(index: tuple[slice, slice, slice], block: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from spineseg.model.inference import Segmentation
 
 def write_mask(segmentation: Segmentation, path: Path) -> Path:
     """uint8 NIfTI on the input grid with the input's affine (aligns over the CT in any viewer)."""
-    return write_nifti(segmentation.mask.astype(np.uint8), segmentation.volume.affine, path, dtype=np.uint8)
+    return write_nifti(segmentation.mask.astype(np.uint8, copy=False), segmentation.volume.affine, path, dtype=np.uint8)
 
 
 def summary(segmentation: Segmentation) -> dict[str, Any]:

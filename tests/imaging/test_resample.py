@@ -121,3 +121,7 @@ def test_downsampling_in_slabs_equals_one_pass() -> None:
     array = np.random.default_rng(1).random((30, 20, 13)).astype(np.float32)
     view = array[::-1].transpose(1, 0, 2)  # strided, reoriented
     np.testing.assert_array_equal(resample_array(view, (9, 14, 5), slab=3), resample_array(view, (9, 14, 5), slab=64))
+    same_slices = resample_array(view, (9, 14, 13), slab=4)  # in-plane only
+    assert same_slices.shape == (9, 14, 13)
+    np.testing.assert_array_equal(same_slices, resample_array(view, (9, 14, 13), slab=64))
+    np.testing.assert_array_equal(resample_array(view, view.shape, slab=4), view)  # nothing to do
