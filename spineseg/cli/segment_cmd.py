@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -48,10 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if args.output and not args.output.name.lower().endswith((".nii", ".nii.gz")):
         raise InputError(args.output, "the mask is written as NIfTI: use a .nii.gz or .nii name")
     # Read every input before writing anything, so a bad file costs no half-written outputs.
-    volumes = [load_volume(path, series_uid=args.series_uid) for path in args.inputs]
+    volumes, read_s = [], []
+    for path in args.inputs:
+        started = time.perf_counter()
+        volumes.append(load_volume(path, series_uid=args.series_uid))
+        read_s.append(time.perf_counter() - started)
     model = resolve_loaded_model(args.model, args.device)
     names: dict[str, int] = {}
-    for path, volume in zip(args.inputs, volumes, strict=True):
+    for path, volume, seconds in zip(args.inputs, volumes, read_s, strict=True):
         with tqdm(total=100, desc=f"segment {path.name}", unit="%", file=sys.stderr, leave=False) as bar:
             def progress(fraction: float, stage: str) -> None:
                 bar.n = int(fraction * 100)
@@ -65,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
             write_all(seg, folder)
             sys.stdout.write(f"{path}: {seg.spine_volume_ml:.1f} mL spine -> {folder}\n")
         else:
+            started = time.perf_counter()
             write_mask(seg, args.output)
             if args.summary:
-                write_summary(seg, args.summary)
+                cli_s = {"read": round(seconds, 4), "write_mask": round(time.perf_counter() - started, 4)}
+                write_summary(seg, args.summary, {"cli_timings_s": cli_s})
             if args.overlays:
                 from spineseg.imaging.overlay import write_overlays
 

@@ -149,3 +149,24 @@ def test_missing_output_argument_is_a_clear_error(tmp_path: Path, capsys) -> Non
     ct = _phantom_nifti(tmp_path / "ct.nii.gz")
     assert main(["segment", str(ct)]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_segment_imports_no_web_database_queue_or_monai(tmp_path: Path, tiny_model: Path) -> None:
+    import subprocess
+    import sys
+
+    ct = _phantom_nifti(tmp_path / "ct.nii.gz")
+    script = (
+        "import sys\n"
+        "from spineseg.cli.main import main\n"
+        f"code = main(['segment', {str(ct)!r}, '-o', {str(tmp_path / 'm.nii.gz')!r}, '--model', {str(tiny_model)!r},"
+        f" '--summary', {str(tmp_path / 's.json')!r}])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('monai', 'sqlalchemy', 'fastapi', 'huey',"
+        " 'alembic', 'uvicorn') or m.startswith(('spineseg.web', 'spineseg.store', 'spineseg.jobs')))\n"
+        "print(code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["inference"]["dtype"] in ("float32", "bfloat16", "float16") and summary["inference"]["reason"]
+    assert set(summary["cli_timings_s"]) == {"read", "write_mask"}
