@@ -32,9 +32,12 @@ class ModelCard:
     context_slices: neighbours on each side stacked as channels (2.5D).
     threshold: on the sigmoid probability.
     min_component_ml: connected components smaller than this are dropped.
-    inference_dtype: ``"bfloat16"`` runs the forward pass under bf16 autocast (about twice as
-        fast on CPUs with bf16 support); set only after checking agreement with float32
-        (``bench/segment_speed.py`` prints it).
+    inference_dtype: a preference for the forward pass's number format (``"float32"``,
+        ``"bfloat16"``, ``"float16"`` or ``"auto"``), honoured only where the machine runs it
+        natively and a timed probe shows it faster than float32 (``spineseg.model.precision``);
+        elsewhere float32 runs, so no card can make a machine slower (bf16 autocast on a CPU
+        without avx512_bf16/amx_bf16 is about ten times slower). The choice and its reason are
+        logged and in the JSON summary; set a reduced format only after checking agreement.
     training_run_id: the service's training run that produced this version (``None`` for
         versions trained elsewhere); the registry keeps at most one version per run.
     """
@@ -46,7 +49,7 @@ class ModelCard:
     context_slices: int = 1
     threshold: float = 0.5
     min_component_ml: float = 1.0
-    inference_dtype: str = "float32"  # or "bfloat16": autocast for the network's forward pass
+    inference_dtype: str = "float32"  # a preference: see spineseg.model.precision
     labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "spine"})
     parent_id: str | None = None
     created: str | None = None
