@@ -20,6 +20,8 @@ SPINESEG_DATABASE_URL          SQLAlchemy URL (default ``sqlite:///DATA_DIR/spin
 SPINESEG_HOST / SPINESEG_PORT  where ``spineseg serve`` listens (127.0.0.1:8000)
 SPINESEG_MAX_UPLOAD_MB         largest upload (all files of one study together), MB (2048)
 SPINESEG_SECURE_COOKIES        ``1`` behind TLS: session cookie gets the Secure flag
+SPINESEG_TLS_CERT / _TLS_KEY   PEM certificate (chain) and key: ``spineseg serve`` speaks
+                               HTTPS itself (Secure cookies, HSTS); both or neither
 SPINESEG_SESSION_HOURS         how long a login lasts (12)
 SPINESEG_WORKERS               segmentation jobs run at the same time (1); 0 = accept jobs
                                and keep them queued (a web-only process)
@@ -109,6 +111,10 @@ def _int(name: str, dotenv: dict[str, str], default: int) -> int:
         raise InputError(name, f"expected a whole number, got {text!r}") from exc
 
 
+def _path(text: str | None) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every tunable of the service in one place (see the module docstring for the variables).
@@ -141,6 +147,21 @@ class Settings:
     workers: int = 1
     upload_stale_hours: int = 24
     retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """(certificate, key) when HTTPS is configured, ``None`` when not; ``InputError`` naming
+        the setting when only one is given or a file is missing."""
+        if self.tls_cert is None and self.tls_key is None:
+            return None
+        if self.tls_cert is None or self.tls_key is None:
+            missing = "SPINESEG_TLS_CERT (--tls-cert)" if self.tls_cert is None else "SPINESEG_TLS_KEY (--tls-key)"
+            raise InputError(missing, "must be set too: HTTPS needs both the certificate and its key")
+        for name, path in (("SPINESEG_TLS_CERT", self.tls_cert), ("SPINESEG_TLS_KEY", self.tls_key)):
+            if not path.is_file():
+                raise InputError(name, f"no such file: {path}")
+        return self.tls_cert, self.tls_key
 
     @property
     def registry_dir(self) -> Path:
@@ -213,4 +234,6 @@ class Settings:
             workers=_int("SPINESEG_WORKERS", dotenv, cls.workers),
             upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
             retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
+            tls_cert=_path(_env("SPINESEG_TLS_CERT", dotenv)),
+            tls_key=_path(_env("SPINESEG_TLS_KEY", dotenv)),
         )

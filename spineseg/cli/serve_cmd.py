@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="start the web service (API, pages, job workers)")
     parser.add_argument("--host", help="address to listen on (default SPINESEG_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default SPINESEG_PORT or 8000)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve HTTPS (default SPINESEG_TLS_CERT)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert (default SPINESEG_TLS_KEY)")
     parser.set_defaults(func=run)
 
 
@@ -54,7 +57,10 @@ def _ready_line(app: FastAPI, server: uvicorn.Server) -> str:
     if server.servers and server.servers[0].sockets:  # the bound port (also when 0 asked for any)
         port = server.servers[0].sockets[0].getsockname()[1]
     link = getattr(app.state, "first_run", None)  # set by the app's lifespan (services.first_run)
-    return ready_message(services.settings, url=display_url(services.settings.host, port),
+    url = display_url(services.settings.host, port)
+    if services.settings.tls_files() is not None:
+        url = "https://" + url.removeprefix("http://")
+    return ready_message(services.settings, url=url,
                          model_id=services.registry.production_id(),
                          first_run_token=link.take_token() if link else None,
                          first_run_minutes=link.ttl_s / 60 if link else 0)
@@ -86,12 +92,18 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    changes |= {k: Path(getattr(args, k)) for k in ("tls_cert", "tls_key") if getattr(args, k, None)}
     settings = dataclasses.replace(settings, **changes)
+    tls = settings.tls_files()  # HTTPS served here: cookies Secure, HSTS sent (security_headers)
+    behind_proxy = settings.secure_cookies
+    if tls is not None:
+        settings = dataclasses.replace(settings, secure_cookies=True)
     restrict_data_dir(settings.data_dir)  # patient data: files 0600, folders 0700 from here on
     check_startup(settings)  # a corrupt database or registry: one line naming the file, exit 2
     app = create_app(settings)
+    ssl = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls is not None else {}
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            proxy_headers=settings.secure_cookies, timeout_graceful_shutdown=GRACE_S,
-                            limit_concurrency=MAX_CONNECTIONS)
+                            proxy_headers=behind_proxy, timeout_graceful_shutdown=GRACE_S,
+                            limit_concurrency=MAX_CONNECTIONS, **ssl)
     Server(config).run()
     return 0

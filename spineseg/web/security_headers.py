@@ -11,6 +11,8 @@ latency of ``/api/health`` under 50 polling clients.
   forms post only here;
 - everything but ``/static/`` (API answers and every page, which show patient data):
   ``Cache-Control: no-store``, so no browser or proxy cache keeps a copy;
+- over HTTPS (``spineseg serve --tls-cert``, or a TLS proxy with SPINESEG_SECURE_COOKIES):
+  ``Strict-Transport-Security``, so browsers never fall back to plain HTTP;
 - ``/docs`` (Swagger UI, whose start-up script FastAPI writes inline): the same policy with
   the SHA-256 of that page's own inline scripts allowed, computed from the page itself.
 
@@ -43,6 +45,7 @@ CONTENT_SECURITY_POLICY = "; ".join(f"{name} {value}" for name, value in CSP_DIR
 ALWAYS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"),
           ("Cross-Origin-Opener-Policy", "same-origin"))
 NO_STORE = (("Cache-Control", "no-store"),)  # patient data stays out of every cache
+HSTS = (("Strict-Transport-Security", "max-age=31536000"),)  # one year; only ever sent over HTTPS
 CACHEABLE_PREFIX = "/static/"
 DOCS_PATH = "/docs"
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
@@ -73,7 +76,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        extra = ALWAYS + (() if path.startswith(CACHEABLE_PREFIX) else NO_STORE)
+        extra = ALWAYS + (() if path.startswith(CACHEABLE_PREFIX) else NO_STORE) + (
+            HSTS if scope.get("scheme") == "https" else ())
         if path == DOCS_PATH:
             await self._buffered(scope, receive, send, extra)
             return
