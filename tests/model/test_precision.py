@@ -88,3 +88,16 @@ def test_the_real_probe_times_both_formats(tiny_model: Path) -> None:
     choice = choose_precision(loaded.network, CPU, "bfloat16", TINY_ARCHITECTURE, flags=BF16)
     assert {name for name, _ in choice.probe_s} == {"float32", "bfloat16"}
     assert choice.name in ("float32", "bfloat16")
+
+
+def test_cuda_formats_follow_the_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = torch.device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(precision, "probe_batch", lambda architecture, device: torch.zeros(1))
+    assert native_support("bfloat16", gpu)[0] is False
+    assert native_support("float16", gpu)[0] is True
+    timer = _timer({torch.float32: 1.0, torch.float16: 0.4})
+    choice = choose_precision(torch.nn.Identity(), gpu, "auto", TINY_ARCHITECTURE, timer=timer)
+    assert choice.name == "float16" and "7.5" in choice.reason
+    refused = choose_precision(torch.nn.Identity(), gpu, "bfloat16", TINY_ARCHITECTURE, timer=timer)
+    assert refused.name == "float32" and "7.5" in refused.reason
