@@ -93,6 +93,9 @@ def test_no_output_of_a_study_carries_an_identifier(env: WebEnv, phi_study: dict
         client = logged_in_client(env, role)
         for page in ("/studies", f"/studies/{study_id}", f"/jobs/{phi_study['job_id']}"):
             searched[f"{role} page {page}"] = client.get(page).content
+    # the database (study rows, audit trail) holds no identifier either
+    for path in env.settings.data_dir.glob("spineseg.db*"):
+        searched[f"database {path.name}"] = path.read_bytes()
     assert len(searched) >= 30
     found = {where: leaks(data) for where, data in searched.items() if leaks(data)}
     assert found == {}, found
@@ -221,6 +224,40 @@ def test_only_the_owner_or_an_admin_deletes_cancels_or_reruns(env: WebEnv, tmp_p
     assert env.client.post(f"/api/jobs/{again.json()['job_id']}/cancel", headers=bearer(admin)).status_code == 200
     assert env.client.delete(f"/api/studies/{study_id}", headers=bearer(admin)).status_code == 200
     assert env.client.get(f"/api/studies/{study_id}", headers=bearer(owner)).status_code == 404
+
+
+def test_a_real_series_rewritten_with_phi_is_stored_and_segmented_without_it(env: WebEnv, shared_cases: Path,
+                                                                            tmp_path: Path) -> None:
+    """Copies of ts-dicom-thorax (JPEG 2000, Siemens private tags) given made-up PHI."""
+    from tests.imaging.phi_series import SOP_UID_ROOT
+
+    parts = []
+    for index, path in enumerate(sorted((shared_cases / "ts-dicom-thorax" / "dicom").iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = PHI["name"], PHI["mrn"], PHI["birth_date"]
+        ds.InstitutionName, ds.InstitutionAddress = PHI["institution"], PHI["address"]
+        ds.AccessionNumber, ds.ReferringPhysicianName, ds.OtherPatientIDs = (
+            PHI["accession"], PHI["referring"], PHI["other_id"])
+        ds.StudyDate, ds.StudyDescription = PHI["study_date"], PHI["study_description"]
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = PHI["study_uid"], PHI["series_uid"]
+        ds.FrameOfReferenceUID = PHI["frame_uid"]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = SOP_UID_ROOT + str(index)
+        ds.add_new(0x00091001, "LO", PHI["private"])
+        target = tmp_path / f"{FILE_NAME}_{index:02d}.dcm"
+        ds.save_as(target)
+        parts.append(("files", (f"{FILE_NAME}/{target.name}", target.read_bytes(), "application/dicom")))
+    token = env.tokens["clinician"]
+    ids = upload(env, token, parts)
+    assert wait_for_job(env, ids["job_id"], token)["status"] == "done"
+    stored = sorted((env.settings.studies_dir / ids["study_id"] / "input").rglob("*"))
+    assert len([p for p in stored if p.is_file()]) == 20
+    seg = env.client.get(f"/api/studies/{ids['study_id']}/seg.dcm", headers=bearer(token))
+    assert seg.status_code == 200, seg.text
+    found = {str(p.name): leaks(p.read_bytes()) for p in stored if p.is_file() and leaks(p.read_bytes())}
+    assert found == {} and leaks(seg.content) == []
+    assert leaks(env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).content) == []
+    ct = pydicom.dcmread(next(p for p in stored if p.is_file()))
+    assert ct.file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless  # pixels untouched, still compressed
 
 
 def test_the_pseudonym_key_follows_the_server_secret(tmp_path: Path) -> None:
