@@ -101,3 +101,14 @@ def test_tampering_in_sqlite_is_seen_by_the_cli_and_the_admin_page(web_env: WebE
     assert "Chain intact" in admin.get("/admin").text  # the state of up to a minute ago ...
     page = admin.get("/admin", params={"verify": 1})  # ... or walked now
     assert f"Chain broken: row id {target_id} (seq {target_seq})" in page.text
+
+
+def test_viewing_a_dataset_is_audited(web_env: WebEnv) -> None:
+    admin = bearer(web_env.tokens["researcher"])
+    created = web_env.client.post("/api/datasets", json={"name": "audited set"}, headers=admin)
+    assert created.status_code in (200, 201), created.text
+    dataset_id = created.json()["id"]
+    assert web_env.client.get(f"/api/datasets/{dataset_id}", headers=admin).status_code == 200
+    assert logged_in_client(web_env, "researcher").get(f"/datasets/{dataset_id}").status_code == 200
+    views = [e for e in events(web_env, action="dataset.view") if e["target"] == dataset_id]
+    assert len(views) == 2 and {e["username"] for e in views} == {"researcher"}

@@ -112,7 +112,9 @@ def datasets(_user: Trainer, session: DbSession) -> list[dict[str, Any]]:
 
 @router.get("/{dataset_id}", summary="A dataset: cases, patients and split, sites, label coverage")
 def dataset(dataset_id: str, _user: Trainer, session: DbSession) -> dict[str, Any]:
-    return dataset_json(load_dataset_row(session, dataset_id))
+    data = dataset_json(load_dataset_row(session, dataset_id))
+    accounts.record(session, username=_user.username, action="dataset.view", target=dataset_id)
+    return data
 
 
 def _public(text: str, folder: Path) -> str:

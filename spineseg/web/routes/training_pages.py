@@ -58,6 +58,7 @@ def dataset_page(request: Request, dataset_id: str, user: Trainer, session: DbSe
     dataset = dataset_json(load_dataset_row(session, dataset_id))
     studies = [s for s in list_studies(session, filters=StudyFilter(with_truth=True)) if s.latest_job
                and s.latest_job.status == "done"]
+    accounts.record(session, username=user.username, action="dataset.view", target=dataset_id)
     return render(request, "datasets_detail.html", user, dataset=dataset, studies=studies)
 
 
