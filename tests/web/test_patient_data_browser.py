@@ -102,3 +102,22 @@ def test_pages_and_viewer_run_without_a_csp_violation(served: tuple[LiveServer, 
     assert {where: found for where, found in seen.items() if found} == {}
     assert problems == []
     page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+def test_the_upload_form_names_the_study_and_never_after_the_file(served: tuple[LiveServer, str, dict], browser,
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    live = served[0]
+    paths = write_phi_series(tmp_path_factory.mktemp("named"), count=12)
+    page = browser.new_page()
+    log_in(page, live, "carla")
+    page.wait_for_url("**/upload")
+    page.set_input_files("#files", [str(p) for p in paths])
+    page.fill("#study-name", "Lumbar follow-up")
+    page.click("#upload-button")
+    page.wait_for_url("**/jobs/*", timeout=60_000)
+    page.goto(f"{live.url}/studies")
+    assert "Lumbar follow-up" in page.inner_text("main")
+    assert "DOE_JANE" not in page.content()
+    page.close()
