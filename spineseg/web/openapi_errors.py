@@ -4,8 +4,8 @@ Every error answer of the API has one shape, ``{"detail": str, "field": str|null
 str|null}`` (``spineseg.web.errors``), including a request that fails validation (FastAPI's
 default would be a list under ``detail``). This rewrites the generated document so each
 operation lists the error statuses it can answer with that schema: 400, 401, 403, 422, 503 for
-all; 404 where the path or an ``ids``/``*_id`` query names something; 413 and 415 where a body
-is sent. Found by running
+all; 404 where the path or an ``ids``/``*_id`` query names something; 409 where a change is
+made to the object the path names; 413 and 415 where a body is sent. Found by running
 schemathesis against the document (``tests/web/test_api_fuzz.py``).
 """
 
@@ -34,6 +34,7 @@ COMMON = {
     "503": "the database is busy or the service cannot serve now: retry after `Retry-After`",
 }
 WITH_PATH = {"404": "no such object (named in `detail`)"}
+CHANGES_ONE = {"409": "the object's state forbids this now (said in `detail`), e.g. a job still running"}
 WITH_BODY = {"413": "the body is over a size limit", "415": "the body is not of the documented media type"}
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -65,6 +66,8 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
                 wanted |= WITH_PATH
             if "requestBody" in operation:
                 wanted |= WITH_BODY
+            if method != "get" and "{" in path:
+                wanted |= CHANGES_ONE
             for status, description in wanted.items():
                 existing = responses.get(status)
                 if existing is None:

@@ -33,6 +33,12 @@ router = APIRouter(prefix="/api/studies/{study_id}", tags=["downloads"])
 NIFTI = "application/gzip"
 
 
+def _binary(media_type: str) -> dict[int | str, dict[str, object]]:
+    """OpenAPI: the 200 answer is a file of ``media_type`` (not JSON)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"description": "the file", "content": {media_type: binary}}}
+
+
 def _finished(session: DbSession, study_id: str, services: Services,
               downloader: Principal | None = None, what: str = "") -> tuple[Study, StudyFiles]:
     """The study with a finished job and its files; records the download in the audit trail."""
@@ -56,19 +62,22 @@ def _stem(study: Study) -> str:
     return f"spineseg-{study.id[:8]}"
 
 
-@router.get("/mask.nii.gz", summary="The spine mask (uint8 NIfTI on the input grid)")
+@router.get("/mask.nii.gz", summary="The spine mask (uint8 NIfTI on the input grid)",
+            responses=_binary(NIFTI))
 def mask(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
     study, files = _finished(session, study_id, services, user, "mask.nii.gz")
     return _file(files.mask, NIFTI, f"{_stem(study)}-mask.nii.gz")
 
 
-@router.get("/ct.nii.gz", summary="The CT as NIfTI (int16 HU), as the viewer shows it")
+@router.get("/ct.nii.gz", summary="The CT as NIfTI (int16 HU), as the viewer shows it",
+            responses=_binary(NIFTI))
 def ct(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
     study, files = _finished(session, study_id, services, user, "ct.nii.gz")
     return _file(files.ct, NIFTI, f"{_stem(study)}-ct.nii.gz")
 
 
-@router.get("/truth.nii.gz", summary="The ground truth on the CT grid (only when one was uploaded)")
+@router.get("/truth.nii.gz", summary="The ground truth on the CT grid (only when one was uploaded)",
+            responses=_binary(NIFTI))
 def truth(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
     study, files = _finished(session, study_id, services, user, "truth.nii.gz")
     if not study.has_truth:
@@ -82,7 +91,8 @@ def summary(study_id: str, user: CurrentUser, session: DbSession, services: Serv
     return _file(files.summary, "application/json", f"{_stem(study)}-summary.json")
 
 
-@router.get("/overlays.zip", summary="The overlay PNGs of the summary slices, zipped")
+@router.get("/overlays.zip", summary="The overlay PNGs of the summary slices, zipped",
+            responses=_binary("application/zip"))
 def overlays_zip(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> Response:
     study, files = _finished(session, study_id, services, user, "overlays.zip")
     pngs = sorted(files.overlays.glob("*.png"))
@@ -116,7 +126,8 @@ def _render_overlay(files: StudyFiles, slice_index: int | None, with_truth: bool
         return chosen.read_bytes(), int(chosen.stem.split("_")[-1]), volume.shape[2]
 
 
-@router.get("/overlay.png", summary="The paper's overlay image of one axial slice (truth in blue)")
+@router.get("/overlay.png", summary="The paper's overlay image of one axial slice (truth in blue)",
+            responses=_binary("image/png"))
 async def overlay(
     study_id: str, user: CurrentUser, session: DbSession, services: Services,
     slice: Annotated[int | None, Query(description="axial slice on the RAS grid, 0 = most inferior")] = None,
@@ -128,7 +139,8 @@ async def overlay(
     return Response(data, media_type="image/png", headers={"X-Slice": str(index), "X-Slice-Count": str(count)})
 
 
-@router.get("/mesh.stl", summary="The spine surface as binary STL in world (RAS+) millimetres")
+@router.get("/mesh.stl", summary="The spine surface as binary STL in world (RAS+) millimetres",
+            responses=_binary("model/stl"))
 async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
     study, files = await run_in_threadpool(_finished, session, study_id, services, user, "mesh.stl")
     if not files.mesh.is_file():
@@ -139,7 +151,8 @@ async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: S
     return _file(files.mesh, "model/stl", f"{_stem(study)}-spine.stl")
 
 
-@router.get("/seg.dcm", summary="DICOM SEG referencing the source series (DICOM input only)")
+@router.get("/seg.dcm", summary="DICOM SEG referencing the source series (DICOM input only)",
+            responses=_binary("application/dicom"))
 async def dicom_seg(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
     study, files = await run_in_threadpool(_finished, session, study_id, services, user, "seg.dcm")
     if study.input_kind != "dicom":
