@@ -57,5 +57,5 @@ async def create_admin(request: Request, services: Services, token: Annotated[st
     except InputError as exc:
         label = FIELD_LABELS.get(exc.source, exc.source)
         return _form(request, token, 422, f"{label}: {exc.reason}", field=exc.source, username=username)
-    log_in(request, user)
+    await run_in_threadpool(log_in, request, user)  # writes the session row: not on the event loop
     return RedirectResponse("/studies", status_code=303)
