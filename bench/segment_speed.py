@@ -256,7 +256,7 @@ def main() -> None:
                       f"{_stages(old)}")
                 print(f"  new/old    wall {new['wall_s'] / old['wall_s']:.2f}, peak RSS "
                       f"{new['peak_rss_mb'] / old['peak_rss_mb']:.2f}, {ratios}; mask Dice agreement "
-                      f"{mask_agreement(new['mask_path'], old['mask_path']):.6f}")
+                      f"{_in_fresh_process(mask_agreement, new['mask_path'], old['mask_path']):.6f}")
 
 
 def _median_run(runs: list[dict]) -> dict:
