@@ -144,7 +144,8 @@ def startup_seconds(code: Path | None, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", imports], env=env, check=True)
+        # cwd: not the repository, whose spineseg/ would shadow PYTHONPATH's (sys.path[0] = cwd)
+        subprocess.run([sys.executable, "-c", imports], env=env, check=True, cwd=tempfile.gettempdir())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
