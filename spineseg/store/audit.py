@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, LargeBinary, String, bindparam, func, or_, select, text
+from sqlalchemy import DateTime, Engine, LargeBinary, String, bindparam, event, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from spineseg.store.models import AuditEvent
@@ -105,11 +105,42 @@ def _sqlite_hmac(key: bytes, seq: int, prev_hmac: str, body: str) -> str:
     return row_hmac(bytes(key), int(seq), prev_hmac, body)
 
 
+PENDING = "spineseg_audit_pending"
+
+
 def append(session: Session, *, username: str | None, action: str, target: str = "", detail: str = "") -> None:
-    """Append one event to the chain, in the caller's transaction (committed with it)."""
+    """Append one event to the chain in the caller's transaction: the row is written when the
+    session commits (or flushes the events, ``write_pending``), as part of that commit.
+
+    Deferred on purpose: an audited read would otherwise take SQLite's write lock at the end of
+    the route and hold it until the session commits on another worker thread, and under load a
+    request can wait long for that thread: every other writer then waited on the lock until its
+    busy timeout ran out ("database is locked")."""
     at = datetime.now(UTC)
     values = {"username": None if username is None else username[:64], "action": action[:32],
               "target": target[:255], "detail": detail}
+    session.info.setdefault(PENDING, []).append((at, values))
+
+
+def write_pending(session: Session) -> None:
+    """Write the events ``append`` queued on ``session`` (called before every commit)."""
+    pending = session.info.pop(PENDING, [])
+    for at, values in pending:
+        _write(session, at, values)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    if session.info.get(PENDING):
+        write_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(PENDING, None)  # the action did not happen: neither did its record
+
+
+def _write(session: Session, at: datetime, values: dict[str, Any]) -> None:
     body = _body(at, **values)
     key = _key_for(session)
     connection = session.connection()
@@ -156,6 +187,7 @@ class ChainReport:
 def verify(session: Session, *, expected_head: tuple[int, str] | None = None, max_problems: int = 100) -> ChainReport:
     """Walk the chain in ``seq`` order and report every row that is missing, out of place,
     edited or forged. ``expected_head``: a ``(seq, hmac)`` noted earlier that must still be there."""
+    write_pending(session)
     key = _key_for(session)
     report = ChainReport()
     expected_seq, prev = 1, ""
@@ -213,6 +245,7 @@ def _filtered(username: str | None, action: str | None, date_from: datetime | No
 def search(session: Session, *, username: str | None = None, action: str | None = None,
            date_from: datetime | None = None, date_to: datetime | None = None, limit: int = 200) -> list[AuditEvent]:
     """Events newest first; ``action`` matches itself and its sub-actions (``user`` -> ``user.create``)."""
+    write_pending(session)
     query = _filtered(username, action, date_from, date_to).order_by(AuditEvent.id.desc()).limit(limit)
     return list(session.scalars(query))
 
@@ -220,6 +253,7 @@ def search(session: Session, *, username: str | None = None, action: str | None 
 def iter_events(session: Session, *, username: str | None = None, action: str | None = None,
                 date_from: datetime | None = None, date_to: datetime | None = None) -> Iterator[AuditEvent]:
     """Every matching event in chain order (for the CSV export), read in batches."""
+    write_pending(session)
     query = _filtered(username, action, date_from, date_to).order_by(AuditEvent.id)
     yield from session.scalars(query.execution_options(yield_per=2000))
 
@@ -230,4 +264,5 @@ def actions(session: Session) -> list[str]:
 
 
 def count(session: Session) -> int:
+    write_pending(session)
     return int(session.scalar(select(func.count()).select_from(AuditEvent)) or 0)

@@ -147,3 +147,23 @@ def test_search_filters_by_user_action_and_date(database: Database) -> None:
         assert [e.username for e in audit.search(session, action="user")] == ["bo"]
         assert audit.search(session, date_from=__import__("datetime").datetime(2100, 1, 1)) == []
         assert len(list(audit.iter_events(session))) == 4
+
+
+def test_an_event_is_written_with_the_commit_and_dropped_with_a_rollback(database: Database) -> None:
+    """The row is written inside the commit (so an audited read takes SQLite's write lock only
+    while committing), and an action that rolls back leaves no record."""
+    with database.session() as session:
+        before = audit.count(session)
+    with database.session() as session:
+        audit.append(session, username="ann", action="study.view", target="s1")
+        with database.engine.connect() as other:  # another connection sees nothing yet
+            assert other.exec_driver_sql("SELECT count(*) FROM audit_events").scalar() == before
+    with pytest.raises(RuntimeError), database.session() as session:
+        audit.append(session, username="ann", action="delete", target="s2")
+        raise RuntimeError("the delete failed")
+    with database.session() as session:
+        assert [e.target for e in audit.search(session, username="ann")] == ["s1"]
+        audit.append(session, username="ann", action="study.list")
+        assert audit.count(session) == before + 2  # readers in the same session see their own event
+    with database.session() as session:
+        assert audit.verify(session).intact
