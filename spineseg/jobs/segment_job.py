@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from spineseg.config import Settings
 from spineseg.errors import ModelNotFoundError, SpineSegError, strip_server_paths
@@ -35,6 +37,7 @@ from spineseg.store.studies import claim_job, finish_job, get_study, release_job
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
+FINAL_WRITE_ATTEMPTS = 8  # about 20 s of retries on top of each attempt's busy timeout
 # Fractions of the bar each stage ends at.
 LOADED, MODEL_DONE, WRITTEN = 0.1, 0.85, 0.95
 
@@ -77,8 +80,12 @@ class ProgressReporter:
         if not force and now - self._last < PROGRESS_INTERVAL_S:
             return
         self._last = now
-        with self.database.session() as session:
-            cancel = set_progress(session, job_id=self.job_id, progress=progress, stage=stage)
+        try:
+            with self.database.session() as session:
+                cancel = set_progress(session, job_id=self.job_id, progress=progress, stage=stage)
+        except OperationalError as exc:  # a busy database: progress is a hint, the job goes on
+            log.debug("progress of job %s not written this time: %s", self.job_id, exc)
+            return
         if cancel:
             raise JobCancelled
 
@@ -112,8 +119,7 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
     except JobCancelled:
         status, error = "cancelled", "cancelled while running"
     except JobInterrupted:
-        with database.session() as session:
-            release_job(session, job_id=job_id)
+        with_retries(database, lambda session: release_job(session, job_id=job_id))
         log.info("job %s interrupted by the server stopping; queued again", job_id)
         return "queued"
     except SpineSegError as exc:
@@ -126,9 +132,27 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
     else:
         status, error = "done", None
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
-    with database.session() as session:  # the error is shown to users: no server folders in it
-        finish_job(session, job_id=job_id, status=status, error=strip_server_paths(error) if error else None)
+    public_error = strip_server_paths(error) if error else None  # shown to users: no server folders
+    with_retries(database, lambda session: finish_job(session, job_id=job_id, status=status, error=public_error))
     return status
+
+
+def with_retries(database: Database, write: Callable[[Session], object], *,
+                 attempts: int = FINAL_WRITE_ATTEMPTS) -> None:
+    """``write`` in a session of its own, tried again while the database is busy: a job's
+    outcome must not be lost (or turned into a failure) because another writer held SQLite's
+    lock past the busy timeout. The last failure is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with database.session() as session:
+                write(session)
+            return
+        except OperationalError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database busy (%s); writing the job's outcome again (attempt %d of %d)",
+                        exc.orig, attempt + 1, attempts)
+            time.sleep(min(2.0 ** attempt * 0.1, 5.0))
 
 
 def _segment_study(study_id: str, *, settings: Settings, database: Database, registry: Registry,
@@ -161,6 +185,6 @@ def _segment_study(study_id: str, *, settings: Settings, database: Database, reg
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
-    with database.session() as session:
-        store_results(session, study_id=study_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml,
-                      summary=facts, metrics=metrics)
+    with_retries(database, lambda session: store_results(
+        session, study_id=study_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml, summary=facts,
+        metrics=metrics))
