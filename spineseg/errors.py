@@ -4,6 +4,7 @@ to an exit code / HTTP status in one place each."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # A run of "/dir" parts ending in "/", not preceded by a word character (so "a/b" is kept).
 _ABSOLUTE_DIRS = re.compile(r"(?<![\w.:~-])(?:/[^\s/:'\"]+)+/")
@@ -36,6 +37,15 @@ def strip_server_paths(text: str) -> str:
     """``text`` with the folders of absolute paths removed (``/srv/data/studies/x/ct.nii``
     -> ``ct.nii``): error messages shown to clients must not reveal the server's layout."""
     return _ABSOLUTE_DIRS.sub("", text)
+
+
+def public_text(text: str, known: Iterable[tuple[object, str]] = ()) -> str:
+    """``text`` for a client: each ``(folder or file, words)`` in ``known`` becomes those words
+    (``folder/`` in front of a name is dropped, the name stays), then every other absolute
+    folder goes too (``strip_server_paths``)."""
+    for where, words in known:
+        text = text.replace(f"{where}/", "").replace(str(where), words)
+    return strip_server_paths(text)
 
 
 class ModelNotFoundError(SpineSegError):

@@ -51,6 +51,12 @@ class Check:
         return {"status": self.status, "detail": self.detail}
 
 
+def overall_status(checks: dict[str, Check]) -> str:
+    """``unavailable`` when a check failed, ``degraded`` when one warns, else ``ok``."""
+    states = {check.status for check in checks.values()}
+    return "unavailable" if FAIL in states else "degraded" if WARN in states else "ok"
+
+
 @dataclass
 class HealthReport:
     """Every check's outcome, when they ran, and facts the clients read (model, queue)."""
@@ -62,17 +68,15 @@ class HealthReport:
 
     @property
     def status(self) -> str:
-        states = {check.status for check in self.checks.values()}
-        return "unavailable" if FAIL in states else "degraded" if WARN in states else "ok"
+        return overall_status(self.checks)
 
     def to_json(self, now: float | None = None) -> dict[str, Any]:
         age = max(0.0, (now or time.time()) - self.checked_at)
         checks = dict(self.checks)
         if age > STALE_AFTER_S:
             checks["monitor"] = Check(FAIL, f"the checks have not completed for {age:.0f} s (a check is hanging)")
-        report = HealthReport(checks, self.checked_at, self.production_model, self.queued)
         return {
-            "status": report.status,
+            "status": overall_status(checks),
             "checks": {name: check.to_json() for name, check in checks.items()},
             "production_model": self.production_model,
             "queued": self.queued,

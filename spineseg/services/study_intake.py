@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from spineseg.config import Settings
-from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.errors import InputError, ModelNotFoundError, public_text
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import NO_MODEL_MESSAGE, Registry
 from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
@@ -58,12 +58,10 @@ def require_production_model(registry: Registry) -> None:
         raise ModelNotFoundError(NO_MODEL_MESSAGE)
 
 
-def public_text(text: str, files: StudyFiles) -> str:
+def public_text_of(text: str, files: StudyFiles) -> str:
     """Error text without the server's folders: upload paths become the uploaded names."""
-    for folder, label in ((files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
-                          (files.root, "the upload")):
-        text = text.replace(str(folder) + "/", "").replace(str(folder), label)
-    return text
+    return public_text(text, ((files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
+                              (files.root, "the upload")))
 
 
 MAX_NAME_LENGTH = 100
@@ -121,8 +119,8 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
         name = study_name(files.root.name, received.name, deidentified)
     except InputError as exc:
         files.delete()
-        exc.source = public_text(exc.source, files)
-        exc.reason = public_text(exc.reason, files)
+        exc.source = public_text_of(exc.source, files)
+        exc.reason = public_text_of(exc.reason, files)
         raise
     except BaseException:
         files.delete()

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from spineseg.errors import InputError, strip_server_paths
+from spineseg.errors import InputError, public_text
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.services.datasets import check_convention, dataset_json, validate_case
 from spineseg.services.deidentification import deidentify_input, deidentify_truth
@@ -119,8 +119,8 @@ def dataset(dataset_id: str, _user: Trainer, session: DbSession) -> dict[str, An
 
 def _public(text: str, folder: Path) -> str:
     """Error text without the server's folders (the case folder's, then any other)."""
-    return strip_server_paths(text.replace(str(folder / "ct") + "/", "").replace(str(folder / "labels") + "/", "")
-                              .replace(str(folder), "the upload"))
+    return public_text(text, ((folder / "ct", "the upload/ct"), (folder / "labels", "the upload/labels"),
+                              (folder, "the upload")))
 
 
 def default_case_name(services: Any, dataset_id: str, files: dict[Path, str], patient: str) -> str:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, strip_server_paths
+from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, public_text
 from spineseg.registry import RegisteredModel, Registry
 from spineseg.services.datasets import case_specs
 from spineseg.services.model_comparison import compare_versions, write_comparison_plots
@@ -119,7 +119,7 @@ def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str,
 def _public(text: str, path: Path, name: str) -> str:
     """Error text about an uploaded archive with its temporary path replaced by the client's
     name and no other server folder left in it."""
-    return strip_server_paths(text.replace(str(path), name))
+    return public_text(text, ((path, name),))
 
 
 @router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA,
