@@ -56,10 +56,13 @@ class ApiToken(Base):
 
 
 class Study(Base):
-    """One uploaded CT (and optional ground truth) with the results of its latest job.
+    """One uploaded CT (and optional ground truth) and its runs (segment jobs, ``jobs``).
 
     input_kind: ``dicom`` (a folder of files or a zip), ``nifti``, ``image`` or ``numpy``.
-    summary / metrics: the JSON written by the segment job (metrics only with a truth).
+    model_id / spine_volume_ml / dice / summary / metrics: a copy of the *current run*'s
+    results (``services.runs.current_run``: the pinned run, else the newest done one), kept
+    by ``services.runs`` so lists and filters need no join; the runs hold the originals.
+    pinned_job_id: the run the user chose as current; ``None``: the newest done run.
     """
 
     __tablename__ = "studies"
@@ -80,6 +83,7 @@ class Study(Base):
     dice: Mapped[float | None] = mapped_column(Float, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pinned_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     owner: Mapped[User | None] = relationship()
     jobs: Mapped[list[Job]] = relationship(back_populates="study", cascade="all, delete-orphan",
@@ -95,7 +99,14 @@ class Study(Base):
 
 
 class Job(Base):
-    """A segmentation run of a study. ``progress`` is 0..1; ``stage`` a word for humans."""
+    """A segmentation run of a study. ``progress`` is 0..1; ``stage`` a word for humans.
+
+    A run is never overwritten: a re-run is a new row with its own ``output_dir`` (relative to
+    the study's folder: ``runs/<id>``; ``outputs`` for a run made before runs were kept).
+    model_version: the concrete registry version it runs with, resolved when it is queued.
+    settings: what it was asked for (``requested``: a version id or ``production``) and how it
+    ran (device, number format). summary / metrics / spine_volume_ml / dice: its results.
+    """
 
     __tablename__ = "jobs"
 
@@ -107,7 +118,13 @@ class Job(Base):
     stage: Mapped[str] = mapped_column(String(64), default="queued")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: production
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: a job from before 0006
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    output_dir: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spine_volume_ml: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dice: Mapped[float | None] = mapped_column(Float, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -155,5 +172,7 @@ class Upload(Base):
     total_bytes: Mapped[int] = mapped_column(BigInteger)
     study_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    study_name: Mapped[str] = mapped_column(String(100), default="", server_default="")  # the uploader's choice
+    study_site: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
