@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from spineseg.config import Settings
-from spineseg.errors import ModelNotFoundError, SpineSegError
+from spineseg.errors import ModelNotFoundError, SpineSegError, strip_server_paths
 from spineseg.jobs.processes import PARENT_PID_FLAG, die_with_parent
 from spineseg.model.dataset import build_dataset
 from spineseg.model.train import TrainConfig, TrainEvent
@@ -59,6 +59,13 @@ def train_config(settings: dict[str, Any], device: str) -> TrainConfig:
                        lr=float(settings["lr"]), patience=int(settings["patience"]), seed=int(settings["seed"]),
                        warmup_steps=int(warmup) if warmup is not None else max(1, min(100, total // 10)),
                        device=device)
+
+
+def settings_text(config: TrainConfig) -> str:
+    """The effective settings of a run for its log, every value resolved (no ``None``)."""
+    return (f"epochs {config.epochs}, steps_per_epoch {config.steps_per_epoch}, batch_size {config.batch_size}, "
+            f"patch_size {config.patch_size}, lr {config.lr:g}, warmup_steps {config.warmup_steps}, "
+            f"patience {config.patience}, seed {config.seed}, device {config.device}")
 
 
 class RunProgress:
@@ -151,7 +158,7 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
                           progress=lambda f, name: progress.write({"stage": f"preparing {name}"[:64]}, force=True))
         progress.stage("training")
         log.info("run %s: training from %s on dataset %r (%d cases), settings %s", run_id, base, dataset_name,
-                 len(specs), stored)
+                 len(specs), settings_text(config))
         version, _result = train_version(h5, base, config, registry=registry, checkpoint_dir=folder / "checkpoint",
                                         resume=True, callback=progress, notes=f"{notes}; run {run_id}",
                                         dataset_info={"name": dataset_name, "id": dataset_id, "trained_by": user},
@@ -178,7 +185,7 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
         log.exception("run %s failed", run_id)
         error = f"internal error ({type(exc).__name__}): {exc}"
     with database.session() as session:
-        finish_run(session, run_id=run_id, status=status, error=error)
+        finish_run(session, run_id=run_id, status=status, error=strip_server_paths(error) if error else error)
     shutil.rmtree(folder / "checkpoint", ignore_errors=True)
     log.info("run %s %s: %s", run_id, status, error)
     return status

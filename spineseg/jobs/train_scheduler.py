@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from spineseg.config import Settings
+from spineseg.errors import strip_server_paths
 from spineseg.jobs.processes import (
     ORPHANED,
     OTHER_PROGRAM,
@@ -55,14 +56,15 @@ def run_log_path(settings: Settings, run_id: str) -> Path:
 
 
 def read_log_tail(settings: Settings, run_id: str, max_bytes: int = 20000) -> str:
-    """The last ``max_bytes`` of a run's log ("" before it started)."""
+    """The last ``max_bytes`` of a run's log ("" before it started), server folders removed
+    (library warnings and tracebacks name absolute paths)."""
     path = run_log_path(settings, run_id)
     if not path.is_file():
         return ""
     with path.open("rb") as fh:
         size = fh.seek(0, 2)
         fh.seek(max(0, size - max_bytes))
-        return fh.read().decode("utf-8", "replace")
+        return strip_server_paths(fh.read().decode("utf-8", "replace"))
 
 
 class TrainingScheduler:

@@ -89,6 +89,20 @@ class ModelCard:
         return cls.from_dict(data, source=str(path))
 
 
+def case_relative(path: str, case_name: str) -> str:
+    """A case file's name as a card records it: ``<case name>/<file or folder name>``, e.g.
+    ``ts-abdomen/ct.nii.gz``; never the folder of the machine it was trained on."""
+    name = Path(str(path)).name
+    return f"{case_name}/{name}" if name and name != case_name else case_name
+
+
+def portable_manifest(manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A dataset manifest for a card: each case's ``ct`` and ``labels`` as ``case_relative``
+    names (the dataset file keeps the full paths training reads)."""
+    return [entry | {key: case_relative(entry[key], str(entry.get("name", "")))
+                     for key in ("ct", "labels") if entry.get(key)} for entry in manifest]
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -190,6 +190,6 @@ def segment(
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     inference = {"device": str(loaded.device), "dtype": loaded.precision.name, "reason": loaded.precision.reason}
-    log.info("segmented %s with %s in %.2fs (%s, %s)", volume.provenance.source, card.id, timings["total"],
-             loaded.device, loaded.precision.name)
+    log.info("segmented %s with %s in %.2fs (%s, %s)", Path(volume.provenance.source).name or "a volume",
+             card.id or "the model being trained", timings["total"], loaded.device, loaded.precision.name)
     return Segmentation(mask, volume, card.id, timings, inference, probs_model, prepared)

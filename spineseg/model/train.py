@@ -25,7 +25,7 @@ from monai.losses import DiceCELoss
 from spineseg.imaging.io import load_labels, load_volume
 from spineseg.metrics import dice as dice_score
 from spineseg.model.augment import build_augmentation, drop_context
-from spineseg.model.card import ModelCard
+from spineseg.model.card import ModelCard, portable_manifest
 from spineseg.model.dataset import CaseArrays, load_dataset
 from spineseg.model.inference import LoadedModel, segment
 from spineseg.model.network import DEFAULT_ARCHITECTURE, build_network, pick_device, save_weights
@@ -230,8 +230,8 @@ def train(
     card.id, card.metrics, card.weights_sha256, card.created = "", {}, None, None
     card.training_run_id = None  # a fine-tuned card starts as a copy of its base's
     card.hyperparameters = asdict(config)
-    card.dataset = {"path": str(dataset_path), "content_sha256": attrs["content_sha256"],
-                    "manifest": attrs["manifest"], "split": attrs["split"]}
+    card.dataset = {"path": Path(dataset_path).name, "content_sha256": attrs["content_sha256"],
+                    "manifest": portable_manifest(attrs["manifest"]), "split": attrs["split"]}
     network.to(device).train()
 
     train_cases = [c for c in cases if c.split == "train"]
@@ -253,7 +253,7 @@ def train(
         start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
         best_state = state.get("best_network")
         history = json.loads(state["history"])
-        log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        log.info("resumed from the checkpoint at epoch %d", start_epoch)
 
     interrupted = stopped_early = False
     with _StopFlag() as stop:

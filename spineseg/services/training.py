@@ -60,7 +60,7 @@ def train_version(
     except ValueError as exc:
         raise InputError(dataset, str(exc)) from exc
     if result.interrupted:
-        log.warning("training interrupted: registry untouched; resume from %s", checkpoint_dir)
+        log.warning("training interrupted: registry untouched; the checkpoint is kept to resume from")
         return None, result
     result.card.id = out_version or (run_version_id(training_run_id) if training_run_id else "")
     result.card.training_run_id = training_run_id

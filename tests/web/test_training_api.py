@@ -106,7 +106,10 @@ def test_researcher_fine_tunes_compares_promotes_and_a_new_study_uses_it(env: We
     plot = env.client.get(result["plots"][new_id], headers=headers)
     assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
 
-    promoted = env.client.post(f"/api/models/{new_id}/promote", headers=headers)
+    review = env.client.get(f"/api/models/{new_id}/promotion", headers=headers).json()
+    assert review["comparable"] and review["candidate"]["cases"] == review["production"]["cases"] == ["case-P2"]
+    assert review["candidate"]["source"] == review["production"]["source"] == "computed"  # base was never validated
+    promoted = env.client.post(f"/api/models/{new_id}/promote", headers=headers, json={"confirm": True})
     assert promoted.status_code == 200 and promoted.json()["production"] == new_id
     last = promoted.json()["history"][-1]
     assert (last["action"], last["version_id"], last["previous_id"], last["actor"]) == (

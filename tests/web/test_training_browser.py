@@ -123,8 +123,16 @@ def test_dataset_and_training_pages_end_to_end(server: LiveServer, browser, tmp_
     row = page.locator(f"tr[data-version='{version_id}']")
     assert BASE_VERSION in row.inner_text() and "browser-phantoms" in row.inner_text()
     assert version_id in page.inner_text("#lineage")
-    with page.expect_navigation():
-        row.locator("button.promote").click()
+    with page.expect_navigation(url=re.compile(rf"/models/{version_id}/promote$")):
+        row.locator("a.promote").click()
+    figures = page.locator("#promote-figures")
+    assert version_id in figures.locator("tr[data-role='candidate']").inner_text()
+    assert BASE_VERSION in figures.locator("tr[data-role='current production']").inner_text()
+    shoot(page, "promote-confirm.png")
+    if page.locator("#promote-confirm").count():  # lower or not comparable: the box must be ticked
+        page.check("#promote-confirm")
+    with page.expect_navigation(url=re.compile(r"/models$")):
+        page.click("#promote-button")
     assert "production" in page.locator(f"tr[data-version='{version_id}']").inner_text()
     assert "rhea" in page.inner_text("#history")
     shoot(page, "models-page.png")

@@ -23,7 +23,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
     settings = make_settings(tmp_path_factory.mktemp("pages-data"))
     register_tiny_base(settings)
     tokens = {"researcher": add_user(settings, "rene", "researcher"),
-              "clinician": add_user(settings, "clara", "clinician")}
+              "clinician": add_user(settings, "clara", "clinician"), "admin": add_user(settings, "ada", "admin")}
     with TestClient(create_app(settings)) as client:
         yield WebEnv(settings, client, tokens)
 
@@ -67,8 +67,12 @@ def test_dataset_training_and_models_pages(env: WebEnv, tmp_path: Path) -> None:
     form = browser.get(f"/training?dataset={dataset_id}", headers=HTML)
     assert f'<option value="{dataset_id}" selected>' in form.text
     bad = browser.post("/training", data={"csrf_token": csrf_from(form.text), "dataset_id": dataset_id,
-                                          "base": BASE_VERSION, "epochs": "0"}, headers=HTML)
-    assert bad.status_code == 422 and "epochs" in bad.text
+                                          "base": BASE_VERSION, "epochs": "0", "steps_per_epoch": "7"},
+                       follow_redirects=False)
+    assert bad.status_code == 303 and bad.headers["location"] == "/training"  # post/redirect/get
+    kept = browser.get("/training", headers=HTML)
+    assert 'id="error-epochs"' in kept.text and 'value="7"' in kept.text and 'value="0"' in kept.text
+    assert 'id="error-epochs"' not in browser.get("/training", headers=HTML).text  # shown once
     started = browser.post("/training", data={"csrf_token": csrf_from(form.text), "dataset_id": dataset_id,
                                               "base": BASE_VERSION, "epochs": "1", "steps_per_epoch": "2",
                                               "batch_size": "2", "patch_size": "32"}, follow_redirects=False)
@@ -85,19 +89,39 @@ def test_dataset_training_and_models_pages(env: WebEnv, tmp_path: Path) -> None:
     assert re.search(rf'<code>{BASE_VERSION}</code>\s*<span class="badge production">', models.text)
     lineage = models.text.split('id="lineage"')[1].split("</section>")[0]
     assert lineage.index(BASE_VERSION) < lineage.index(version_id) and lineage.count('<ul class="tree">') == 2
-    promoted = browser.post(f"/models/{version_id}/promote", data={"csrf_token": csrf_from(models.text)},
-                            follow_redirects=False)
-    assert promoted.status_code == 303
+    # The dataset has no val patient: the version was never validated, so a researcher cannot
+    # promote it (not even ticking boxes by hand); an administrator can, saying so explicitly.
+    confirm = browser.get(f"/models/{version_id}/promote", headers=HTML)
+    assert confirm.status_code == 200 and 'data-role="candidate"' in confirm.text
+    assert 'data-role="current production"' in confirm.text and "no validation Dice" in confirm.text
+    assert 'id="promote-needs-admin"' in confirm.text and 'id="promote-button"' not in confirm.text
+    refused = browser.post(f"/models/{version_id}/promote", data={"csrf_token": csrf_from(confirm.text),
+                                                                  "confirm": "1", "force": "1"})
+    assert refused.url.path == f"/models/{version_id}/promote" and 'id="error-force"' in refused.text
+    assert "an administrator must do it" in refused.text
+    assert env.client.get("/api/health").json()["production_model"] == BASE_VERSION
+    admin = session_for(env, "ada")
+    confirm = admin.get(f"/models/{version_id}/promote", headers=HTML)
+    assert 'id="promote-force"' in confirm.text
+    without = admin.post(f"/models/{version_id}/promote", data={"csrf_token": csrf_from(confirm.text)})
+    assert 'id="error-force"' in without.text  # the box was not ticked
+    promoted = admin.post(f"/models/{version_id}/promote", data={"csrf_token": csrf_from(confirm.text),
+                                                                 "force": "1"}, follow_redirects=False)
+    assert promoted.status_code == 303 and promoted.headers["location"] == "/models"
     models = browser.get("/models", headers=HTML)
     assert re.search(rf'<code>{version_id}</code>\s*<span class="badge production">', models.text)
-    assert "<td>promote</td>" in models.text and "<td>rene</td>" in models.text
+    assert "<td>promote</td>" in models.text and "<td>ada</td>" in models.text
     compared = browser.post("/models/compare", data={"csrf_token": csrf_from(models.text), "dataset_id": dataset_id,
-                                                     "versions": [BASE_VERSION, version_id], "split": "test"})
+                                                     "versions": [BASE_VERSION, version_id], "split": "test"},
+                            follow_redirects=False)
+    assert compared.status_code == 303 and compared.headers["location"].startswith("/models/comparisons/")
+    compared = browser.get(compared.headers["location"], headers=HTML)
     assert compared.status_code == 200 and 'id="compare-cases"' in compared.text
     assert "needs at least two cases" in compared.text  # one test case here
     one = browser.post("/models/compare", data={"csrf_token": csrf_from(models.text), "dataset_id": dataset_id,
                                                 "versions": [version_id]}, headers=HTML)
-    assert one.status_code == 422 and "choose 2 to 6 versions" in one.text
+    assert one.status_code == 200 and one.url.path == "/models" and "choose 2 to 6 versions" in one.text
+    assert re.search(rf'value="{version_id}" checked', one.text)  # the ticked version stays ticked
     rolled = browser.post("/models/rollback", data={"csrf_token": csrf_from(models.text)}, follow_redirects=False)
     assert rolled.status_code == 303
     assert env.client.get("/api/health").json()["production_model"] == BASE_VERSION

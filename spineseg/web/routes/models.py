@@ -22,8 +22,17 @@ from starlette.background import BackgroundTask
 
 from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, public_text
 from spineseg.registry import RegisteredModel, Registry
+from spineseg.registry.metadata import MAX_NAME, MAX_NOTES, VersionMetadata, all_metadata, read_metadata, write_metadata
 from spineseg.services.datasets import case_specs
 from spineseg.services.model_comparison import compare_versions, write_comparison_plots
+from spineseg.services.model_governance import (
+    PromotionRefused,
+    PromotionReview,
+    card_figures,
+    promote_checked,
+    review_for,
+    rollback_audited,
+)
 from spineseg.store import accounts
 from spineseg.store.datasets import get_dataset
 from spineseg.store.studies import new_id
@@ -59,8 +68,22 @@ def known_versions() -> Iterator[None]:
         raise HTTPException(404, str(exc)) from exc
 
 
-def version_json(model: RegisteredModel, runs: dict[str, Any]) -> dict[str, Any]:
+class PromoteRequest(BaseModel):
+    confirm: bool = Field(False, description="promote although the candidate's validation Dice is lower than "
+                                             "production's on the same cases (or cannot be compared)")
+    force: bool = Field(False, description="administrators only: promote a version that has no validation figures")
+
+
+class VersionLabel(BaseModel):
+    display_name: str = Field("", description=f"a short name shown beside the id (at most {MAX_NAME} characters)")
+    notes: str = Field("", description=f"free text shown with the version (at most {MAX_NOTES} characters)")
+
+
+def version_json(model: RegisteredModel, runs: dict[str, Any],
+                 metadata: VersionMetadata | None = None) -> dict[str, Any]:
     card = model.card
+    metadata = metadata or VersionMetadata()
+    validation = card_figures(model.id, card)
     run = runs.get(model.id)
     recorded = card.dataset.get("name") or (Path(card.dataset["path"]).name if card.dataset.get("path") else None)
     dataset = ({"id": run.dataset_id, "name": run.dataset.name if run.dataset else recorded} if run else
@@ -72,6 +95,8 @@ def version_json(model: RegisteredModel, runs: dict[str, Any]) -> dict[str, Any]
         "dataset": dataset, "training_run": run.id if run else None, "metrics": metrics,
         "hyperparameters": card.hyperparameters, "architecture": card.architecture.get("name"),
         "notes": card.notes, "code_version": card.code_version, "weights_sha256": card.weights_sha256,
+        "display_name": metadata.display_name, "version_notes": metadata.notes,
+        "validation": {"dice": validation.dice, "cases": validation.cases},
     }
 
 
@@ -86,8 +111,8 @@ def lineage(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def all_versions(registry: Registry, session: Session) -> list[dict[str, Any]]:
-    runs = runs_by_version(session)
-    return [version_json(m, runs) for m in registry.list_versions()]
+    runs, labels = runs_by_version(session), all_metadata(registry)
+    return [version_json(m, runs, labels.get(m.id)) for m in registry.list_versions()]
 
 
 def history_json(registry: Registry) -> list[dict[str, Any]]:
@@ -107,11 +132,11 @@ def history(_user: Trainer, services: Services) -> list[dict[str, Any]]:
     return history_json(services.registry)
 
 
-@router.post("/rollback", summary="Return production to the previous production version")
+@router.post("/rollback", summary="Return production to the previous production version (audited with the "
+                                  "figures of both)")
 def rollback(user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
-    model = services.registry.rollback(actor=user.username)
+    model = rollback_audited(services.registry, session, actor=user.username)
     services.production_changed()
-    accounts.record(session, username=user.username, action="model.rollback", target=model.id)
     session.commit()  # before the answer: the next request must see it
     return {"production": model.id, "history": history_json(services.registry)}
 
@@ -204,19 +229,53 @@ def comparison_plot(comparison_id: str, version_id: str, _user: Trainer, service
 def version(version_id: str, _user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     with known_versions():
         model = services.registry.get(version_id)
-    data = version_json(model, runs_by_version(session))
+    data = version_json(model, runs_by_version(session), read_metadata(services.registry, version_id))
     data["card"] = json.loads(model.card.to_json())
     return data
 
 
-@router.post("/{version_id}/promote", summary="Make this version production (recorded with who and when)")
-def promote(version_id: str, user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+@router.patch("/{version_id}", summary="Set a version's display name and notes (the card stays as trained)")
+def label(version_id: str, body: VersionLabel, user: Trainer, session: DbSession,
+          services: Services) -> dict[str, Any]:
     with known_versions():
-        model = services.registry.promote(version_id, actor=user.username)
+        metadata = write_metadata(services.registry, version_id, display_name=body.display_name,
+                                  notes=body.notes, actor=user.username)
+    accounts.record(session, username=user.username, action="model.label", target=version_id,
+                    detail=metadata.display_name)
+    session.commit()
+    return version_json(services.registry.get(version_id), runs_by_version(session), metadata)
+
+
+def promotion_review(services: Any, session: Session, version_id: str) -> PromotionReview:
+    """The figures a promotion of ``version_id`` is decided on (computed figures are kept)."""
+    with known_versions():
+        return review_for(services.registry, session, version_id, device=services.settings.device,
+                          cache_dir=services.settings.data_dir / "promotion-reviews")
+
+
+@router.get("/{version_id}/promotion", summary="What promoting this version would change: its validation Dice "
+                                               "and production's on the same cases, and the warnings")
+def promotion(version_id: str, _user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    return promotion_review(services, session, version_id).to_json()
+
+
+@router.post("/{version_id}/promote", summary="Make this version production (audited with the figures)",
+             responses={409: {"description": "lower than production or not comparable (send confirm), or "
+                                             "without validation figures (an administrator sends force)"}})
+def promote(version_id: str, user: Trainer, session: DbSession, services: Services,
+            body: PromoteRequest | None = None) -> dict[str, Any]:
+    body = body or PromoteRequest()
+    try:
+        with known_versions():
+            model, review = promote_checked(
+                services.registry, session, version_id, actor=user.username, is_admin=user.role == "admin",
+                confirm=body.confirm, force=body.force, device=services.settings.device,
+                cache_dir=services.settings.data_dir / "promotion-reviews")
+    except PromotionRefused as exc:
+        raise HTTPException(409, exc.message) from exc
     services.production_changed()
-    accounts.record(session, username=user.username, action="model.promote", target=model.id)
     session.commit()  # before the answer: the next request must see it
-    return {"production": model.id, "history": history_json(services.registry)}
+    return {"production": model.id, "review": review.to_json(), "history": history_json(services.registry)}
 
 
 @router.get("/{version_id}/export", summary="Download the version as the registry's export archive (.zip)")

@@ -15,16 +15,30 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from spineseg.errors import InputError
+from spineseg.registry.metadata import all_metadata
 from spineseg.services.datasets import dataset_json
+from spineseg.services.model_governance import rollback_audited
 from spineseg.services.split_preview import describe_split, split_preview
 from spineseg.services.training import SCRATCH
 from spineseg.store import accounts
 from spineseg.store.datasets import create_dataset, list_datasets
 from spineseg.store.studies import StudyFilter, list_studies
 from spineseg.store.training_runs import list_runs, request_cancel
-from spineseg.web.deps import DbSession, Services
+from spineseg.web import flash
+from spineseg.web.deps import DbSession, Services, run_in_session
 from spineseg.web.routes.datasets import SplitUpdate, edit_split, load_dataset_row
-from spineseg.web.routes.models import CompareRequest, all_versions, compare, history_json, lineage, promote
+from spineseg.web.routes.models import (
+    CompareRequest,
+    PromoteRequest,
+    VersionLabel,
+    all_versions,
+    compare,
+    history_json,
+    label,
+    lineage,
+    promote,
+    promotion_review,
+)
 from spineseg.web.routes.pages import render
 from spineseg.web.routes.training import TrainingSettings, TrainingStart, load_run, run_json, start_run
 from spineseg.web.training_deps import Trainer
@@ -84,15 +98,22 @@ def _training_datasets(session: Any) -> list[dict[str, Any]]:
     return rows
 
 
+TRAINING_FORM_FIELDS = ("dataset_id", "base", "notes", *SETTING_FIELDS)
+
+
 @router.get("/training")
 def training_page(request: Request, user: Trainer, session: DbSession, services: Services,
                   dataset: str = "") -> HTMLResponse:
-    datasets = _training_datasets(session)
-    versions = [m.id for m in services.registry.list_versions()]
-    defaults = TrainingSettings().model_dump()
-    return render(request, "training_start.html", user, datasets=datasets, versions=versions, runs=_run_rows(session),
-                  production=services.registry.production_id(), defaults=defaults, fields=SETTING_FIELDS,
-                  chosen_dataset=dataset, error=None, scratch=SCRATCH)
+    kept = flash.take(request, "training")
+    values = TrainingSettings().model_dump() | {"base": services.registry.production_id() or "",
+                                                "dataset_id": dataset, "notes": ""} | kept["values"]
+    labels = all_metadata(services.registry)
+    versions = [{"id": m.id, "name": labels[m.id].display_name if m.id in labels else ""}
+                for m in services.registry.list_versions()]
+    return render(request, "training_start.html", user, datasets=_training_datasets(session), versions=versions,
+                  runs=_run_rows(session), production=services.registry.production_id(), values=values,
+                  fields=SETTING_FIELDS, chosen_dataset=values["dataset_id"], errors=kept["errors"],
+                  scratch=SCRATCH)
 
 
 @router.post("/training")
@@ -104,14 +125,9 @@ async def start_from_page(request: Request, user: Trainer, session: DbSession, s
                              settings=settings, notes=str(form.get("notes", "")))
         run = await run_in_threadpool(start_run, session, services, body, user.username)
     except (InputError, ValidationError) as exc:
-        message = exc.reason if isinstance(exc, InputError) else "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        datasets = _training_datasets(session)
-        return render(request, "training_start.html", user, 422, datasets=datasets,
-                      versions=[m.id for m in services.registry.list_versions()], runs=_run_rows(session),
-                      production=services.registry.production_id(), defaults=TrainingSettings().model_dump(),
-                      fields=SETTING_FIELDS, chosen_dataset=str(form.get("dataset_id", "")), error=message,
-                      scratch=SCRATCH)
+        return flash.redirect_with(request, "/training", "training",
+                                   values=flash.form_values(form, TRAINING_FORM_FIELDS),
+                                   errors=flash.field_errors(exc, TRAINING_FORM_FIELDS))
     return RedirectResponse(f"/training/{run.id}", status_code=303)
 
 
@@ -138,40 +154,85 @@ def _models_context(session: Any, services: Any) -> dict[str, Any]:
 
 @router.get("/models")
 def models_page(request: Request, user: Trainer, session: DbSession, services: Services) -> HTMLResponse:
-    return render(request, "models.html", user, error=None, **_models_context(session, services))
+    kept = flash.take(request, "models")
+    return render(request, "models.html", user, error=kept["message"], notice=kept["notice"],
+                  errors=kept["errors"], values=kept["values"], **_models_context(session, services))
+
+
+@router.get("/models/{version_id}/promote")
+async def promote_confirm_page(request: Request, version_id: str, user: Trainer, services: Services) -> HTMLResponse:
+    """The confirmation step: both versions' figures on the same validation cases, the warnings,
+    and the boxes to tick when the candidate is lower or was never validated."""
+    kept = flash.take(request, "promote")
+
+    def review(session: Any) -> Any:
+        return promotion_review(services, session, version_id)
+
+    found = await run_in_session(services, review)
+    labels = all_metadata(services.registry)
+    return render(request, "models_promote.html", user, review=found, labels=labels,
+                  production=services.registry.production_id(), version_id=version_id,
+                  errors=kept["errors"], values=kept["values"])
 
 
 @router.post("/models/{version_id}/promote")
-def promote_from_page(request: Request, version_id: str, user: Trainer, session: DbSession,
-                      services: Services) -> Response:
-    promote(version_id, user, session, services)
-    return RedirectResponse("/models", status_code=303)
+async def promote_from_page(request: Request, version_id: str, user: Trainer, services: Services) -> Response:
+    form = await request.form()
+    body = PromoteRequest(confirm=bool(form.get("confirm")), force=bool(form.get("force")))
+
+    def act(session: Any) -> None:
+        promote(version_id, user, session, services, body)
+
+    try:
+        await run_in_session(services, act)
+    except HTTPException as exc:
+        if exc.status_code != 409:
+            raise
+        field = "force" if "force" in str(exc.detail) else "confirm"
+        return flash.redirect_with(request, f"/models/{version_id}/promote", "promote",
+                                   values=flash.form_values(form, ("confirm", "force")), errors={field: exc.detail})
+    return flash.redirect_with(request, "/models", "models", notice=f"{version_id} is now the production version")
+
+
+@router.post("/models/{version_id}/label")
+async def label_from_page(request: Request, version_id: str, user: Trainer, services: Services) -> Response:
+    form = await request.form()
+    values = flash.form_values(form, ("display_name", "notes"))
+    try:
+        body = VersionLabel(display_name=str(values.get("display_name", "")), notes=str(values.get("notes", "")))
+        await run_in_session(services, lambda session: label(version_id, body, user, session, services))
+    except (InputError, ValidationError) as exc:
+        return flash.redirect_with(request, f"/models#label-{version_id}", "models",
+                                   values=values | {"version": version_id},
+                                   errors=flash.field_errors(exc, ("display_name", "notes")))
+    return flash.redirect_with(request, "/models", "models", notice=f"saved the name and notes of {version_id}")
 
 
 @router.post("/models/rollback")
 def rollback_from_page(request: Request, user: Trainer, session: DbSession, services: Services) -> Response:
     try:
-        model = services.registry.rollback(actor=user.username)
+        model = rollback_audited(services.registry, session, actor=user.username)
     except InputError as exc:
-        return render(request, "models.html", user, 409, error=exc.reason, **_models_context(session, services))
+        return flash.redirect_with(request, "/models", "models", message=exc.reason)
     services.production_changed()
-    accounts.record(session, username=user.username, action="model.rollback", target=model.id)
     session.commit()  # before the answer: the next request must see it
-    return RedirectResponse("/models", status_code=303)
+    return flash.redirect_with(request, "/models", "models", notice=f"rolled back: {model.id} is production again")
 
 
 @router.post("/models/compare")
-async def compare_from_page(request: Request, user: Trainer, services: Services) -> HTMLResponse:
+async def compare_from_page(request: Request, user: Trainer, services: Services) -> Response:
     form = await request.form()
+    values = flash.form_values(form, ("versions", "dataset_id", "split"))
     body = CompareRequest(versions=[str(v) for v in form.getlist("versions")],
                           dataset_id=str(form.get("dataset_id", "")), split=str(form.get("split") or "test"))
     try:
         result = await compare(body, user, services)
-    except InputError as exc:
-        with services.database.session() as session:
-            context = _models_context(session, services)
-        return render(request, "models.html", user, 422, error=exc.reason, **context)
-    return render(request, "models_compare.html", user, result=result)
+    except (InputError, HTTPException) as exc:
+        text = exc.reason if isinstance(exc, InputError) else str(exc.detail)
+        return flash.redirect_with(request, "/models#compare-form", "models", message=text,
+                                   values=values | {"versions": [str(v) for v in form.getlist("versions")]},
+                                   errors={"compare": text})
+    return RedirectResponse(f"/models/comparisons/{result['id']}", status_code=303)
 
 
 @router.get("/models/comparisons/{comparison_id}")
