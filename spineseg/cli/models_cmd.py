@@ -7,8 +7,12 @@ import argparse
 import functools
 import getpass
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
 from spineseg.model.card import ModelCard
@@ -105,11 +109,50 @@ def show_model(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _audit_session() -> Iterator[Session | None]:
+    """A session on the service's database for the audit chain (committed at the end), or
+    ``None`` with a warning when the database cannot be opened: the registry's own history
+    still records the change."""
+    from spineseg.cli.users_cmd import _database
+
+    try:
+        database = _database()
+    except (SQLAlchemyError, OSError) as exc:
+        sys.stderr.write(f"warning: the audit trail was not written (cannot open the database: {exc})\n")
+        yield None
+        return
+    try:
+        with database.session() as session:
+            yield session
+    finally:
+        database.dispose()
+
+
 @_os_errors_as_input_errors
 def promote_model(args: argparse.Namespace) -> int:
+    from spineseg.services.model_governance import PromotionRefused, promote_checked
+
     registry = _registry()
     previous = registry.production_id()
-    model = registry.promote(args.version_id, actor=cli_actor())
+    with _audit_session() as session:
+        if session is None:  # no database: the checks still run, on the cards' figures
+            from spineseg.services.model_governance import check_promotion, review_promotion
+
+            review = review_promotion(registry, args.version_id)
+            try:
+                check_promotion(review, confirm=args.confirm, force=args.force, is_admin=True)
+            except PromotionRefused as exc:
+                raise InputError(args.version_id, f"{exc.message} (--{exc.needs})") from exc
+            model = registry.promote(args.version_id, actor=cli_actor())
+        else:
+            try:
+                model, review = promote_checked(registry, session, args.version_id, actor=cli_actor(),
+                                                is_admin=True, confirm=args.confirm, force=args.force)
+            except PromotionRefused as exc:
+                raise InputError(args.version_id, f"{exc.message} (--{exc.needs})") from exc
+    for warning in review.warnings:
+        sys.stdout.write(f"note: {warning}\n")
     if previous == model.id:
         sys.stdout.write(f"{model.id} is already the production version\n")
     else:
@@ -119,9 +162,13 @@ def promote_model(args: argparse.Namespace) -> int:
 
 @_os_errors_as_input_errors
 def rollback_model(args: argparse.Namespace) -> int:
+    from spineseg.services.model_governance import rollback_audited
+
     registry = _registry()
     previous = registry.production_id()
-    model = registry.rollback(actor=cli_actor())
+    with _audit_session() as session:
+        model = (registry.rollback(actor=cli_actor()) if session is None
+                 else rollback_audited(registry, session, actor=cli_actor()))
     sys.stdout.write(f"rolled back production: {previous} -> {model.id}\n")
     return 0
 
@@ -167,8 +214,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("version_id", metavar="ID")
     show.set_defaults(func=show_model)
 
-    promote = actions.add_parser("promote", help="make a version the production model")
+    promote = actions.add_parser(
+        "promote", help="make a version the production model",
+        description="Shows the version's validation Dice beside production's on the same cases; refuses a "
+                    "lower (or not comparable) version without --confirm and one never validated without --force.")
     promote.add_argument("version_id", metavar="ID")
+    promote.add_argument("--confirm", action="store_true",
+                         help="promote although its Dice is lower than production's or cannot be compared")
+    promote.add_argument("--force", action="store_true", help="promote a version without validation figures")
     promote.set_defaults(func=promote_model)
 
     rollback = actions.add_parser("rollback", help="return production to the previous production version")

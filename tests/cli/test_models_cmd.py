@@ -14,6 +14,8 @@ from spineseg.cli.models_cmd import cli_actor
 from spineseg.config import Settings
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
 from spineseg.registry import Registry, lookup
+from spineseg.store import audit
+from spineseg.store.database import open_database
 
 
 def _tiny_weights(path: Path, seed: int) -> Path:
@@ -93,7 +95,11 @@ def test_promote_rollback_show_and_history(two_versions: Registry, capsys: pytes
     assert rows["a"][-1] != "*" and rows["b"][-1] != "*"
 
     assert run(capsys, "promote", "a")[1] == "production: none -> a\n"
-    assert run(capsys, "promote", "b")[1] == "production: a -> b\n"
+    code, _, err = run(capsys, "promote", "b")  # b was never validated
+    assert code == 2 and "b has no validation figures" in err and "(--force)" in err
+    assert two_versions.production_id() == "a"
+    assert run(capsys, "promote", "b", "--force")[1] == "note: b has no validation Dice: it was never validated " \
+        "(its dataset had no validation patient)\nproduction: a -> b\n"
     assert _table(run(capsys, "list")[1])["b"][-1] == "*"
     assert run(capsys, "rollback")[1] == "rolled back production: b -> a\n"
     assert two_versions.production().id == "a"
@@ -112,6 +118,14 @@ def test_promote_rollback_show_and_history(two_versions: Registry, capsys: pytes
         ["promote", "b", "a", cli_actor()],
         ["rollback", "a", "b", cli_actor()],
     ]
+    database = open_database(Settings.from_env().sqlalchemy_url)  # the audit chain has them too
+    with database.session() as session:
+        rows = [(e.action, e.target, e.username, e.detail) for e in reversed(audit.search(session, action="model"))]
+    database.dispose()
+    assert [r[:3] for r in rows] == [("model.promote", "a", cli_actor()), ("model.promote", "b", cli_actor()),
+                                     ("model.rollback", "a", cli_actor())]
+    assert rows[0][3].startswith("a: Dice 0.8100") and "without validation figures" in rows[1][3]
+    assert rows[2][3].startswith("back to a: Dice 0.8100")
 
 
 def test_export_then_import_into_another_data_dir(
