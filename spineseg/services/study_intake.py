@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from sqlalchemy.orm import Session
 
 from spineseg.config import Settings
 from spineseg.errors import InputError, ModelNotFoundError, public_text
@@ -106,13 +109,15 @@ def _validate(received: ReceivedFiles, files: StudyFiles,
 
 
 def accept_study(services: IntakeServices, files: StudyFiles, received: ReceivedFiles, *, username: str,
-                 user_id: int, note: str = "") -> AcceptedStudy:
+                 user_id: int, note: str = "",
+                 on_created: Callable[[Session, str], None] | None = None) -> AcceptedStudy:
     """Validate the files in ``files`` and queue a segment job for them. Blocking (reads the
     whole volume): call it from a worker thread.
 
     On an ``InputError`` (naming the bad file, with ``field`` ``files`` or ``truth`` and no
     server path in its text) or any other failure the study's folder is removed first.
-    ``note`` is appended to the audit record's detail."""
+    ``note`` is appended to the audit record's detail. ``on_created(session, study_id)`` runs in
+    the transaction that creates the study (a PACS import records its link there)."""
     try:
         name = study_name(files.root.name, received.name)  # a bad name is refused before any work
         input_path, kind, truth_path, deidentified = _validate(received, files, services.settings)
@@ -133,6 +138,8 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
                          input_kind=kind, input_path=str(input_path),
                          truth_path=str(truth_path) if truth_path else None,
                          patient_pseudonym=deidentified.pseudonym)
+            if on_created is not None:
+                on_created(session, study_id)
             job_id = create_job(session, study_id=study_id).id
             accounts.record(session, username=username, action="upload", target=study_id, detail=detail)
     except BaseException:
