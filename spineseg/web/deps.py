@@ -108,6 +108,7 @@ async def get_principal(request: Request, services: Services) -> Principal:
     principal = await run_in_threadpool(_lookup_principal, request, services.database)
     if principal is None:
         raise NotAuthenticated
+    request.state.principal = principal  # error pages show the navigation of whoever this is
     if principal.via == "session":
         request.state.csrf = principal.csrf  # the session's token, for forms and the check below
     if principal.via == "session" and request.method not in SAFE_METHODS:

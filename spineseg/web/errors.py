@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, strip_server_paths
-from spineseg.web.auth import Forbidden, NotAuthenticated
+from spineseg.web.auth import SESSION_ID, Forbidden, NotAuthenticated, csrf_token
 from spineseg.web.uploads import UploadRefused
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,22 @@ def _wants_html(request: Request) -> bool:
 
 
 def _html_error(request: Request, status: int, message: str) -> Response:
+    """The error page inside the usual layout: the caller's navigation (when a route's
+    dependencies found who it is) and a way back, never a dead end."""
     templates = request.app.state.templates
-    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message},
-                                      status_code=status)
+    user = getattr(request.state, "principal", None)
+    referer = urlsplit(request.headers.get("referer", ""))
+    back = (referer.path + (f"?{referer.query}" if referer.query else "")
+            if referer.netloc == request.url.netloc and referer.path.startswith("/") else None)
+    context = {"status": status, "message": message, "user": user, "back": back,
+               "csrf": csrf_token(request) if user else ""}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status)
+
+
+def _session_expired(request: Request) -> bool:
+    """The request carried a login session cookie that no longer authenticates (it expired,
+    was logged out elsewhere, or the password changed)."""
+    return "session" in request.scope and isinstance(request.session.get(SESSION_ID), str)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -69,10 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
+        expired = _session_expired(request)
         if _wants_html(request):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        return JSONResponse(error_body("authentication required: log in or send Authorization: Bearer <token>"),
+            return RedirectResponse(f"/login?next={quote(target)}" + ("&expired=1" if expired else ""),
+                                    status_code=303)
+        message = ("your session expired: log in again" if expired
+                   else "authentication required: log in or send Authorization: Bearer <token>")
+        return JSONResponse(error_body(message) | {"login": "/login?expired=1" if expired else "/login"},
                             401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(Forbidden)

@@ -44,8 +44,13 @@ def test_admin_page_forms(web_env: WebEnv) -> None:
     assert page.status_code == 200 and 'id="users"' in page.text
     token = csrf_from(page.text)
     short = client.post("/admin/users", data={"username": "omar", "password": "short", "role": "viewer",
-                                               "csrf_token": token})
-    assert short.status_code == 422 and "at least 8 characters" in short.text
+                                               "csrf_token": token}, follow_redirects=False)
+    assert short.status_code == 303 and short.headers["location"] == "/admin"  # post/redirect/get
+    again = client.get("/admin")
+    beside = re.search(r'id="error-new-password">([^<]*)<', again.text)
+    assert beside and "at least 8 characters" in beside.group(1)
+    assert 'name="username" required value="omar"' in again.text and "<option selected>viewer</option>" in again.text
+    assert "short" not in again.text.split('id="error-new-password"')[0].split("New user")[1]  # no password kept
     made = client.post("/admin/users", data={"username": "omar", "password": PASSWORD, "role": "viewer",
                                               "csrf_token": token}, follow_redirects=False)
     assert made.status_code == 303
@@ -54,6 +59,11 @@ def test_admin_page_forms(web_env: WebEnv) -> None:
     assert "<option selected>researcher</option>" in row
     no_csrf = client.post("/admin/users/omar", data={"role": "admin", "active": "1"})
     assert no_csrf.status_code == 403
+    me = "admin"  # the logged-in administrator
+    demoted = client.post(f"/admin/users/{me}", data={"role": "viewer", "active": "1", "csrf_token": token})
+    assert demoted.status_code == 200 and demoted.url.path == "/admin"  # not a dead-end "Error 422" page
+    assert "you cannot disable, demote or delete yourself" in demoted.text and f'id="error-user-{me}"' in demoted.text
+    assert 'href="/studies"' in demoted.text and "Error 422" not in demoted.text
 
 
 def test_downloads_are_audited(web_env: WebEnv, tmp_path) -> None:

@@ -73,6 +73,13 @@ def test_login_next_cannot_redirect_off_site(web_env: WebEnv) -> None:
     response = client.post("/login", data={"username": "viewer", "password": PASSWORD, "next": "//evil.example/x",
                                            "csrf_token": csrf_from(page.text)}, follow_redirects=False)
     assert response.headers["location"] == "/studies"
+    for target in ("/\\evil.example/x", "https://evil.example/x", "studies"):
+        page = client.get("/login")
+        response = client.post("/login", data={"username": "viewer", "password": PASSWORD, "next": target,
+                                               "csrf_token": csrf_from(page.text)}, follow_redirects=False)
+        assert response.headers["location"] == "/studies", target
+    expired = client.get("/login?expired=1&next=/upload")
+    assert 'id="session-expired"' in expired.text and 'name="next" value="/upload"' in expired.text
 
 
 def test_cookie_api_calls_that_change_state_need_the_csrf_header(web_env: WebEnv) -> None:
@@ -140,7 +147,7 @@ def test_result_list_evaluation_and_delete_pages(web_env: WebEnv, tmp_path) -> N
     data = client.get("/api/evaluation", params={"ids": ids}).json()
     assert len(data["cases"]) == 2 and data["bland_altman_volume_ml"]["n"] == 2
     csv_text = client.get("/api/evaluation.csv", params={"ids": ids}).text
-    assert csv_text.splitlines()[0].startswith("study_id,name,dice")
+    assert csv_text.splitlines()[0].startswith("study_id,name,site,model_version,run_id,dice")
     assert len(csv_text.splitlines()) == 1 + 2 + 2  # header, cases, mean, sd
     for plot in ("bland-altman.png", "box-plot.png"):
         image = client.get(f"/api/evaluation/{plot}", params={"ids": ids})

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from spineseg.errors import InputError
+from spineseg.errors import InputError, strip_server_paths
 from spineseg.store import accounts, audit
 from spineseg.store.models import ApiToken, User
+from spineseg.web import flash
 from spineseg.web.auth import Principal
 from spineseg.web.deps import Admin, DbSession
 from spineseg.web.routes.admin_audit import AuditFilters, audit_filters, chain_state, event_json
@@ -119,24 +120,41 @@ def remove_token(token_id: int, admin: Admin, session: DbSession) -> dict[str, A
 
 
 def _page(request: Request, admin: Principal, session: Any, filters: AuditFilters, status_code: int = 200,
-          error: str | None = None, verify: bool = False) -> HTMLResponse:
+          error: str | None = None, verify: bool = False, errors: dict[str, str] | None = None,
+          values: dict[str, Any] | None = None) -> HTMLResponse:
     from spineseg.web.routes.pages import render
 
     events = audit.search(session, **filters.query(), limit=filters.limit)
     chain, checked_at = chain_state(request, session, fresh=verify)
     return render(request, "admin.html", admin, status_code, users=accounts.list_users(session),
                   tokens=[token_json(t) for t in accounts.list_tokens(session)], events=[event_json(e) for e in events],
-                  chain=chain, checked_at=checked_at, actions=audit.actions(session), filters=filters, error=error)
+                  chain=chain, checked_at=checked_at, actions=audit.actions(session), filters=filters, error=error,
+                  errors=errors or {}, values=values or {})
 
 
 @router.get("/admin", include_in_schema=False)
 def admin_page(request: Request, admin: Admin, session: DbSession, filters: Annotated[AuditFilters, audit_filters],
                error: str | None = None, verify: bool = False) -> HTMLResponse:
-    return _page(request, admin, session, filters, error=error, verify=verify)
+    kept = flash.take(request, "admin")
+    page = _page(request, admin, session, filters, error=error or kept["errors"].get(""), verify=verify,
+                 errors=kept["errors"], values=kept["values"])
+    return page
 
 
 def _redirect() -> Response:
     return RedirectResponse("/admin", status_code=303)
+
+
+def _refused(request: Request, session: Any, exc: InputError, prefix: str, values: dict[str, Any] | None = None,
+             fields: tuple[str, ...] = ()) -> Response:
+    """Post/redirect/get for a refused admin form: back to /admin, the message beside the form
+    (``prefix`` + field) and, for the new-user form, its values (never a password)."""
+    session.rollback()
+    if not prefix.endswith(":"):  # one user's row: the reason beside it
+        errors = {prefix: strip_server_paths(exc.reason)}
+    else:  # the new-user form: beside its field, or above the page when it names none
+        errors = {(prefix + name) if name else "": text for name, text in flash.field_errors(exc, fields).items()}
+    return flash.redirect_with(request, "/admin", "admin", values=values, errors=errors)
 
 
 @router.post("/admin/users", include_in_schema=False)
@@ -145,15 +163,19 @@ def admin_create_user(request: Request, admin: Admin, session: DbSession, userna
     try:
         accounts.create_user(session, username=username, password=password, role=role)
     except InputError as exc:
-        return _page(request, admin, session, AuditFilters(), 422, str(exc))
+        return _refused(request, session, exc, "new:", {"username": username, "role": role},
+                        ("username", "password", "role"))
     accounts.record(session, username=admin.username, action="user.create", target=username, detail=role)
     return _redirect()
 
 
 @router.post("/admin/users/{username}", include_in_schema=False)
-def admin_change_user(username: str, admin: Admin, session: DbSession, role: Annotated[str, Form()],
-                      active: Annotated[str, Form()] = "") -> Response:
-    change_user(session, admin, username, UserChange(role=role, active=bool(active)))
+def admin_change_user(request: Request, username: str, admin: Admin, session: DbSession,
+                      role: Annotated[str, Form()], active: Annotated[str, Form()] = "") -> Response:
+    try:
+        change_user(session, admin, username, UserChange(role=role, active=bool(active)))
+    except InputError as exc:  # e.g. demoting yourself: the page again, the reason in your row
+        return _refused(request, session, exc, f"user:{username}")
     return _redirect()
 
 
@@ -163,14 +185,16 @@ def admin_reset_password(request: Request, username: str, admin: Admin, session:
     try:
         change_user(session, admin, username, UserChange(password=password))
     except InputError as exc:
-        session.rollback()
-        return _page(request, admin, session, AuditFilters(), 422, str(exc))
+        return _refused(request, session, exc, f"user:{username}")
     return _redirect()
 
 
 @router.post("/admin/users/{username}/delete", include_in_schema=False)
-def admin_delete_user(username: str, admin: Admin, session: DbSession) -> Response:
-    delete_user(session, admin, username)
+def admin_delete_user(request: Request, username: str, admin: Admin, session: DbSession) -> Response:
+    try:
+        delete_user(session, admin, username)
+    except InputError as exc:
+        return _refused(request, session, exc, f"user:{username}")
     return _redirect()
 
 

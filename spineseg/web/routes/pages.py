@@ -32,7 +32,8 @@ def render(request: Request, template: str, user: Principal | None, status_code:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths after login (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+    if (not target or not target.startswith("/") or target.startswith("//") or "\\" in target
+            or urlsplit(target).netloc):  # a backslash: browsers read /\evil as //evil
         return "/studies"
     return target
 

@@ -22,7 +22,9 @@
     if (els.cancel) els.cancel.hidden = !active;
     if (job.status === "done") {
       els.link.hidden = false;
-      window.location.href = "/studies/" + studyId;
+      // replace, not push: Back from the result goes to the page before the job (the upload),
+      // not to this page, which would forward again
+      window.location.replace("/studies/" + studyId);
     }
     return active;
   }

@@ -107,7 +107,10 @@
         xhr.setRequestHeader("Content-Type", "application/octet-stream");
         xhr.timeout = CHUNK_TIMEOUT_MS;
         xhr.upload.addEventListener("progress", (e) => { this.inFlight[index] = e.loaded; this.report(); });
-        xhr.addEventListener("load", () => done({ status: xhr.status, body: parse(xhr.responseText) }));
+        xhr.addEventListener("load", () => {
+          if (xhr.status === 401 && window.SpineSegSession) window.SpineSegSession.expired();  // resumes after login
+          done({ status: xhr.status, body: parse(xhr.responseText) });
+        });
         for (const name of ["error", "timeout", "abort"]) xhr.addEventListener(name, () => done({ status: 0, body: {} }));
         xhr.send(blob);
       });
