@@ -16,7 +16,15 @@ SPINESEG_SECRET_KEY            signs session cookies and keys the de-identificat
                                pseudonyms; >= 32 characters, >= 8 distinct ones and an
                                estimated >= 96 bits of entropy. In development an unset key
                                is generated once and kept in DATA_DIR/secret_key
-SPINESEG_DATABASE_URL          SQLAlchemy URL (default ``sqlite:///DATA_DIR/spineseg.db``)
+SPINESEG_DATABASE_URL          SQLAlchemy URL (default ``sqlite:///DATA_DIR/spineseg.db``);
+                               ``postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB`` for
+                               several processes on several machines
+SPINESEG_QUEUE_URL             ``redis://HOST:PORT/DB``: the job queue in Redis, shared by
+                               the web server and ``spineseg worker`` processes (default:
+                               Huey's SQLite storage at DATA_DIR/queue.db, one machine)
+SPINESEG_HEARTBEAT_S           how often a worker marks its running jobs alive (5 s)
+SPINESEG_JOB_STALE_S           a running job whose heartbeat is older than this is queued
+                               again by any live process: its worker died (30 s)
 SPINESEG_HOST / SPINESEG_PORT  where ``spineseg serve`` listens (127.0.0.1:8000)
 SPINESEG_MAX_UPLOAD_MB         largest upload (all files of one study together), MB (2048)
 SPINESEG_SECURE_COOKIES        ``1`` behind TLS: session cookie gets the Secure flag
@@ -145,6 +153,9 @@ class Settings:
     secure_cookies: bool = False
     session_hours: int = 12
     workers: int = 1
+    queue_url: str | None = None  # redis://HOST:PORT/DB; None: SQLite queue in data_dir
+    heartbeat_s: int = 5
+    job_stale_s: int = 30
     upload_stale_hours: int = 24
     retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
     tls_cert: Path | None = None
@@ -232,6 +243,9 @@ class Settings:
             secure_cookies=secure,
             session_hours=_int("SPINESEG_SESSION_HOURS", dotenv, cls.session_hours),
             workers=_int("SPINESEG_WORKERS", dotenv, cls.workers),
+            queue_url=_env("SPINESEG_QUEUE_URL", dotenv) or None,
+            heartbeat_s=_int("SPINESEG_HEARTBEAT_S", dotenv, cls.heartbeat_s),
+            job_stale_s=_int("SPINESEG_JOB_STALE_S", dotenv, cls.job_stale_s),
             upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
             retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
             tls_cert=_path(_env("SPINESEG_TLS_CERT", dotenv)),

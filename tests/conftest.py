@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,33 @@ from spineseg.imaging.volume import Provenance, Volume
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SPINESEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 CASES = SHARED_DATA / "cases"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backends", choices=("embedded", "pg-redis"), default="embedded",
+                     help="database and queue of the API tests' apps: embedded (SQLite + Huey's SQLite "
+                          "queue) or pg-redis (PostgreSQL + Redis servers started on 127.0.0.1)")
+
+
+@pytest.fixture(scope="session")
+def backend_servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """``None`` (embedded), or the (PostgreSQL, Redis) servers of ``--backends=pg-redis``,
+    started once per session in temporary folders."""
+    if request.config.getoption("--backends") == "embedded":
+        yield None
+        return
+    from tests.servers import PostgresServer, RedisServer, missing_servers
+
+    reason = missing_servers()
+    if reason:
+        pytest.fail(f"--backends=pg-redis: {reason}")
+    postgres = PostgresServer().start()
+    redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield postgres, redis
+    finally:
+        redis.stop()
+        postgres.stop()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ COMMANDS = {
     "dataset": "spineseg.cli.train_cmd",
     "train": "spineseg.cli.train_cmd",
     "serve": "spineseg.cli.serve_cmd",
+    "worker": "spineseg.cli.worker_cmd",
     "users": "spineseg.cli.users_cmd",
     "tokens": "spineseg.cli.users_cmd",
     "audit": "spineseg.cli.audit_cmd",

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="write the JSON summary here (single input)")
     parser.add_argument("--series-uid", help="DICOM SeriesInstanceUID to use when a folder holds several")
+    parser.add_argument("--levels", type=Path, metavar="FILE",
+                        help="also split and name the vertebrae: a label map (.nii.gz) per vertebra (single input)")
+    parser.add_argument("--levels-convention", choices=("verse", "totalsegmentator"), default="verse",
+                        help="label ids of --levels (default: verse)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     parser.set_defaults(func=run)
 
@@ -48,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--output", "give -o MASK.nii.gz (or --output-dir DIR)")
     if args.output and not args.output.name.lower().endswith((".nii", ".nii.gz")):
         raise InputError(args.output, "the mask is written as NIfTI: use a .nii.gz or .nii name")
+    if args.levels and not args.levels.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(args.levels, "levels are written as NIfTI: use a .nii.gz or .nii name")
+    if args.levels and args.output_dir:
+        raise InputError("--levels", "--levels names one file: use it with -o for a single input")
     # Read every input before writing anything, so a bad file costs no half-written outputs.
     volumes, read_s = [], []
     for path in args.inputs:
@@ -72,13 +80,30 @@ def run(args: argparse.Namespace) -> int:
         else:
             started = time.perf_counter()
             write_mask(seg, args.output)
+            cli_s = {"read": round(seconds, 4), "write_mask": round(time.perf_counter() - started, 4)}
+            extra: dict[str, object] = {}
+            if args.levels:
+                extra = _write_levels(seg, args.levels, args.levels_convention, cli_s)
             if args.summary:
-                cli_s = {"read": round(seconds, 4), "write_mask": round(time.perf_counter() - started, 4)}
-                write_summary(seg, args.summary, {"cli_timings_s": cli_s})
+                write_summary(seg, args.summary, {"cli_timings_s": cli_s, **extra})
             if args.overlays:
                 from spineseg.imaging.overlay import write_overlays
 
                 write_overlays(volume, seg.mask, args.overlays, fmt=args.overlay_format)
+            if args.levels:
+                names = ", ".join(v["name"] for v in extra["vertebrae"]) or "none"
+                sys.stdout.write(f"{path}: vertebrae {names} -> {args.levels}\n")
             sys.stdout.write(f"{path}: {seg.spine_volume_ml:.1f} mL spine, "
                              f"{seg.timings['total']:.2f} s ({seg.model_id}) -> {args.output}\n")
     return 0
+
+
+def _write_levels(seg, path: Path, convention: str, timings: dict[str, float]) -> dict[str, object]:
+    """Split, name and measure the vertebrae of ``seg``; write the label map; the summary part."""
+    from spineseg.services.levels import compute_levels, levels_summary, write_levels_nifti
+
+    started = time.perf_counter()
+    levels, rows = compute_levels(seg.mask, seg.volume.array, seg.volume.affine)
+    write_levels_nifti(levels, seg.volume.affine, path, convention)
+    timings["levels"] = round(time.perf_counter() - started, 4)
+    return levels_summary(levels, rows) | {"levels_convention": convention}

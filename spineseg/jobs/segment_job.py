@@ -71,6 +71,7 @@ class ProgressReporter:
     database: Database
     job_id: str
     stopping: Callable[[], bool] = lambda: False
+    worker_id: str | None = None  # the claimant: a row no longer its own stops the job
     _last: float = 0.0
 
     def report(self, progress: float, stage: str, *, force: bool = False) -> None:
@@ -82,7 +83,8 @@ class ProgressReporter:
         self._last = now
         try:
             with self.database.session() as session:
-                cancel = set_progress(session, job_id=self.job_id, progress=progress, stage=stage)
+                cancel = set_progress(session, job_id=self.job_id, progress=progress, stage=stage,
+                                      worker_id=self.worker_id)
         except OperationalError as exc:  # a busy database: progress is a hint, the job goes on
             log.debug("progress of job %s not written this time: %s", self.job_id, exc)
             return
@@ -102,24 +104,26 @@ def production_model(registry: Registry) -> RegisteredModel:
 
 
 def run_segment_job(job_id: str, *, settings: Settings, database: Database, registry: Registry,
-                    stopping: Callable[[], bool] = lambda: False) -> str:
+                    stopping: Callable[[], bool] = lambda: False, worker_id: str | None = None) -> str:
     """Run one queued job to the end and return its final status (``skipped`` when it was not
     queued any more, ``queued`` when ``stopping()`` turned true before it ended: it runs again
-    after the restart). A bad study or a missing model never raises: the error is stored."""
+    after the restart). A bad study or a missing model never raises: the error is stored.
+    ``worker_id`` claims the row for this worker (``store.heartbeats``): every later write is
+    guarded by it, so a worker that lost the row to the reaper records nothing."""
     with database.session() as session:
-        if not claim_job(session, job_id=job_id):
+        if not claim_job(session, job_id=job_id, worker_id=worker_id):
             log.info("job %s is no longer queued; skipped", job_id)
             return "skipped"
         job = session.get(Job, job_id)
         study_id, model_version = job.study_id, job.model_version
-    reporter = ProgressReporter(database, job_id, stopping)
+    reporter = ProgressReporter(database, job_id, stopping, worker_id)
     try:
         _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter,
                        model_version=model_version)
     except JobCancelled:
         status, error = "cancelled", "cancelled while running"
     except JobInterrupted:
-        with_retries(database, lambda session: release_job(session, job_id=job_id))
+        with_retries(database, lambda session: release_job(session, job_id=job_id, worker_id=worker_id))
         log.info("job %s interrupted by the server stopping; queued again", job_id)
         return "queued"
     except SpineSegError as exc:
@@ -133,7 +137,8 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
         status, error = "done", None
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
     public_error = strip_server_paths(error) if error else None  # shown to users: no server folders
-    with_retries(database, lambda session: finish_job(session, job_id=job_id, status=status, error=public_error))
+    with_retries(database, lambda session: finish_job(session, job_id=job_id, status=status, error=public_error,
+                                                              worker_id=worker_id))
     return status
 
 

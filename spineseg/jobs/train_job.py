@@ -32,6 +32,7 @@ from spineseg.services.datasets import case_specs, effective_split
 from spineseg.services.training import SCRATCH, train_version
 from spineseg.store.database import Database
 from spineseg.store.datasets import lock_dataset
+from spineseg.store.locks import guard_registry
 from spineseg.store.training_runs import finish_run, get_run, record_progress, requeue_run
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def run_training(run_id: str, *, settings: Settings, database: Database) -> str:
         dataset_id, dataset_name, user = dataset.id, dataset.name, run.created_by
         notes = run.notes or f"trained in the web service by {user} on dataset {dataset_name!r} ({dataset_id})"
     registry = Registry(settings.registry_dir)
+    guard_registry(registry, database)  # other machines may register or promote meanwhile
     folder = run_folder(settings, run_id)
     config = train_config(stored, settings.device)
     progress = RunProgress(database, run_id, config.epochs * config.steps_per_epoch, history=history, losses=losses,

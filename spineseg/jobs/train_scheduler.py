@@ -9,6 +9,11 @@ the children get SIGTERM (they stop after the current step and re-queue themselv
 also stops when this process dies, even by SIGKILL (``spineseg.jobs.processes``). On start,
 runs a crashed server left ``running`` are queued again, after any trainer of theirs that is
 still alive has been ended: one run never has two trainers. Nothing is lost across restarts.
+
+Several processes (``spineseg worker --jobs train`` on a GPU machine, say) may run schedulers
+on one database: a claim names the process's worker id, whose job queue renews the heartbeat of
+the runs it holds; a run whose worker stopped answering is re-queued by any live process
+(``store.heartbeats``). Start-up recovery only touches runs of this machine's processes.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ from spineseg.jobs.processes import (
     trainer_state,
 )
 from spineseg.store.database import Database
+from spineseg.store.heartbeats import new_worker_id, requeue_dead_local, same_machine
+from spineseg.store.training_models import TrainingRun
 from spineseg.store.training_runs import (
     claim_run,
     finish_run,
     get_run,
     next_queued,
-    requeue_interrupted,
     running_runs,
     set_pid,
 )
@@ -71,8 +77,10 @@ class TrainingScheduler:
     """Start with ``start()``, stop with ``stop()``; ``slots`` runs at a time (0: keep them
     queued, e.g. a web-only process)."""
 
-    def __init__(self, settings: Settings, database: Database, *, slots: int = 1) -> None:
+    def __init__(self, settings: Settings, database: Database, *, slots: int = 1, worker_id: str | None = None) -> None:
         self.settings, self.database, self.slots = settings, database, slots
+        # Claims name this process; its job queue's maintenance thread renews their heartbeat.
+        self.worker_id = worker_id or new_worker_id()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._signalled: set[str] = set()
         self._stop = threading.Event()
@@ -82,7 +90,7 @@ class TrainingScheduler:
     def start(self) -> None:
         keep = self._end_left_over_trainers()
         with self.database.session() as session:
-            requeued = requeue_interrupted(session, keep=keep)
+            requeued = requeue_dead_local(session, me=self.worker_id, table=TrainingRun, keep=frozenset(keep))
         if requeued:
             log.info("re-queued %d training run(s) left running by the last stop", len(requeued))
         self._stop.clear()
@@ -95,7 +103,9 @@ class TrainingScheduler:
         with self.database.session() as session:
             running = running_runs(session)
         keep: set[str] = set()
-        for run_id, pid in running:
+        for run_id, pid, worker in running:
+            if not same_machine(worker, me=self.worker_id):
+                continue  # another machine's run: its worker's heartbeat says whether it lives
             state = trainer_state(pid, run_id)
             if state == OWNED:
                 log.info("training run %s belongs to process %d of a live server; left running", run_id, pid)
@@ -124,7 +134,7 @@ class TrainingScheduler:
     def _start_next(self) -> None:
         with self.database.session() as session:
             run_id = next_queued(session)
-            if run_id is None or not claim_run(session, run_id=run_id):
+            if run_id is None or not claim_run(session, run_id=run_id, worker_id=self.worker_id):
                 return
         log_path = run_log_path(self.settings, run_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)

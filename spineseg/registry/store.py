@@ -26,6 +26,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from spineseg.errors import InputError, IntegrityError, ModelNotFoundError
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file
@@ -64,11 +65,23 @@ class Registry:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.state_path = self.root / "state.json"
-        self._lock = InterProcessLock(self.root / ".lock")
+        self._file_lock = InterProcessLock(self.root / ".lock")
+        self._lock: Any = self._file_lock
         self._verified: dict[str, tuple[object, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
+
+    @property
+    def file_lock(self) -> InterProcessLock:
+        """The ``flock`` on ``.lock`` (what ``mutation_lock`` holds unless ``use_lock`` was called)."""
+        return self._file_lock
+
+    def use_lock(self, lock: Any) -> None:
+        """Hold ``lock`` (an object with a re-entrant ``held()`` context) around every change
+        instead of the file lock alone: e.g. a database lock shared by several machines, whose
+        network filesystem may not honour ``flock`` (``spineseg.store.locks``)."""
+        self._lock = lock
 
     @contextmanager
     def mutation_lock(self) -> Iterator[None]:

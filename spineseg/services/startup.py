@@ -83,8 +83,10 @@ def ready_message(settings: Settings, *, url: str, model_id: str | None, first_r
                   f"(no account exists yet; the link works once, for {first_run_minutes:.0f} minutes)")
     else:
         action = f"open {url}/ and log in"
+    from spineseg.jobs.queue import describe_queue  # the queue's libraries load only when serving
+
     database = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
     model = model_id or "none (segmentation refused until a version is promoted)"
     workers = f"{settings.workers} worker(s)" if settings.workers else "no worker in this process"
     return (f"SpineSeg is ready: {action} | data: {settings.data_dir} | model: {model} | "
-            f"queue: SQLite {settings.queue_path}, {workers} | database: {database}")
+            f"queue: {describe_queue(settings)}, {workers} | database: {database}")

@@ -128,6 +128,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The worker that claimed it (``host:pid:nonce``) and when that worker last said it was
+    # alive: a running job whose heartbeat is stale is queued again (``store.heartbeats``).
+    worker_id: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="jobs")
 

@@ -113,26 +113,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def claim_job(session: Session, *, job_id: str) -> bool:
-    """Mark a queued job running; ``False`` when it is no longer queued (cancelled, or already
-    taken by a duplicate queue entry)."""
+def _held_by(worker_id: str | None) -> list[Any]:
+    """The guard of a worker's write: the row still names it (``None``: no claimant check)."""
+    return [] if worker_id is None else [Job.worker_id == worker_id]
+
+
+def claim_job(session: Session, *, job_id: str, worker_id: str | None = None) -> bool:
+    """Mark a queued job running (by ``worker_id``, heartbeat now); ``False`` when it is no
+    longer queued (cancelled, finished, or already taken by a duplicate queue entry)."""
+    now = _now()
     result = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                             .values(status="running", started_at=_now(), stage="loading", progress=0.0))
+                             .values(status="running", started_at=now, stage="loading", progress=0.0,
+                                     worker_id=worker_id, heartbeat_at=now, cancel_requested=False))
     return result.rowcount == 1
 
 
-def set_progress(session: Session, *, job_id: str, progress: float, stage: str) -> bool:
-    """Record progress of a running job; returns whether a cancel was requested."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                    .values(progress=max(0.0, min(1.0, progress)), stage=stage[:64]))
+def set_progress(session: Session, *, job_id: str, progress: float, stage: str, worker_id: str | None = None) -> bool:
+    """Record progress of a running job; returns whether it must stop: a cancel was requested,
+    or (with ``worker_id``) the row is no longer this worker's (re-queued after its heartbeat
+    went stale)."""
+    held = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", *_held_by(worker_id))
+                           .values(progress=max(0.0, min(1.0, progress)), stage=stage[:64])).rowcount
+    if worker_id is not None and not held:
+        return True
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def finish_job(session: Session, *, job_id: str, status: str, error: str | None = None) -> None:
+def finish_job(session: Session, *, job_id: str, status: str, error: str | None = None,
+               worker_id: str | None = None) -> bool:
+    """Record a job's end; ``False`` (nothing written) when it had already ended or, with
+    ``worker_id``, is no longer that worker's: a finished job is never finished twice."""
     values: dict[str, Any] = {"status": status, "finished_at": _now(), "error": error, "stage": status}
     if status == "done":
         values["progress"] = 1.0
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(**values))
+    guard = [Job.status == "running", *_held_by(worker_id)] if worker_id else [Job.status.in_(("queued", "running"))]
+    return session.execute(update(Job).where(Job.id == job_id, *guard).values(**values)).rowcount == 1
 
 
 def request_cancel(session: Session, *, job_id: str) -> str | None:
@@ -157,11 +172,12 @@ def requeue_interrupted(session: Session) -> list[str]:
     return list(session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
 
 
-def release_job(session: Session, *, job_id: str) -> bool:
+def release_job(session: Session, *, job_id: str, worker_id: str | None = None) -> bool:
     """A running job that a stopping server interrupted goes back to ``queued`` (guarded by
-    its status); the next start runs it again from the beginning."""
-    result = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                             .values(status="queued", stage="queued (server stopped)", progress=0.0))
+    its status and claimant); the next start runs it again from the beginning."""
+    result = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", *_held_by(worker_id))
+                             .values(status="queued", stage="queued (server stopped)", progress=0.0,
+                                     worker_id=None, heartbeat_at=None))
     return bool(result.rowcount)
 
 

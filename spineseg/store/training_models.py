@@ -89,7 +89,9 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     version_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the trainer, on worker_id's machine
+    worker_id: Mapped[str | None] = mapped_column(String(96), nullable=True)  # see store.heartbeats
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -68,10 +68,13 @@ def running_count(session: Session) -> int:
                               .where(TrainingRun.status == "running")) or 0)
 
 
-def claim_run(session: Session, *, run_id: str) -> bool:
-    """queued -> running; ``False`` when someone else changed it first."""
+def claim_run(session: Session, *, run_id: str, worker_id: str | None = None) -> bool:
+    """queued -> running (by ``worker_id``, heartbeat now: see ``store.heartbeats``); ``False``
+    when someone else changed it first."""
+    now = _now()
     result = session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-                             .values(status="running", stage="starting", started_at=_now()))
+                             .values(status="running", stage="starting", started_at=now, worker_id=worker_id,
+                                     heartbeat_at=now))
     return result.rowcount == 1
 
 
@@ -104,13 +107,14 @@ def requeue_run(session: Session, *, run_id: str, stage: str) -> None:
     """A running run stopped by a server shutdown goes back to the queue (it resumes from its
     last epoch's checkpoint)."""
     session.execute(update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == "running")
-                    .values(status="queued", stage=stage[:64], pid=None))
+                    .values(status="queued", stage=stage[:64], pid=None, worker_id=None, heartbeat_at=None))
 
 
-def running_runs(session: Session) -> list[tuple[str, int | None]]:
-    """(run id, recorded trainer PID) of every ``running`` run."""
-    rows = session.execute(select(TrainingRun.id, TrainingRun.pid).where(TrainingRun.status == "running"))
-    return [(run_id, pid) for run_id, pid in rows]
+def running_runs(session: Session) -> list[tuple[str, int | None, str | None]]:
+    """(run id, recorded trainer PID, claimant worker id) of every ``running`` run."""
+    rows = session.execute(select(TrainingRun.id, TrainingRun.pid, TrainingRun.worker_id)
+                           .where(TrainingRun.status == "running"))
+    return [(run_id, pid, worker) for run_id, pid, worker in rows]
 
 
 def requeue_interrupted(session: Session, *, keep: Collection[str] = ()) -> list[str]:

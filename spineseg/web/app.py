@@ -26,6 +26,7 @@ from spineseg.services.retention import RetentionSweeper
 from spineseg.store import audit
 from spineseg.store.database import open_database
 from spineseg.store.datasets import remove_orphan_case_dirs
+from spineseg.store.locks import guard_registry
 from spineseg.store.models import PASSWORD_RULE
 from spineseg.web import openapi_errors
 from spineseg.web.deps import AppServices, CurrentUser
@@ -48,6 +49,7 @@ def build_services(settings: Settings) -> AppServices:
     database = open_database(settings.sqlalchemy_url)
     audit.use_key(database, settings.session_secret())  # the audit chain's HMAC key
     registry = open_registry(settings)
+    guard_registry(registry, database)  # with PostgreSQL: a lock every machine honours
     return AppServices(settings, database, registry, JobQueue(settings, database, registry))
 
 
@@ -101,7 +103,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         app.state.services = services
         if start_workers:
             services.queue.start()
-        app.state.training = TrainingScheduler(settings, services.database, slots=1 if settings.workers > 0 else 0)
+        app.state.training = TrainingScheduler(settings, services.database, slots=1 if settings.workers > 0 else 0,
+                                               worker_id=services.queue.worker_id)
         if start_workers:
             app.state.training.start()
         app.state.health = HealthMonitor(lambda: check_health(

@@ -3,7 +3,8 @@ TestClient (worker threads running), and tokens for each role."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -23,9 +24,23 @@ class WebEnv:
 
 
 @pytest.fixture(scope="module")
-def web_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
+def backends(backend_servers: object) -> Callable[[Settings], Settings]:
+    """Settings -> the same settings on the session's back-ends: unchanged when embedded; with
+    ``--backends=pg-redis`` a fresh PostgreSQL database and the Redis queue, emptied, per test
+    module (call it once per module, before the app starts)."""
+    def apply(settings: Settings) -> Settings:
+        if backend_servers is None:
+            return settings
+        postgres, redis = backend_servers
+        redis.flush()
+        return dataclasses.replace(settings, database_url=postgres.new_database(), queue_url=redis.url())
+    return apply
+
+
+@pytest.fixture(scope="module")
+def web_env(tmp_path_factory: pytest.TempPathFactory, backends: Callable[[Settings], Settings]) -> Iterator[WebEnv]:
     """One app per test module (start-up costs a migration and a model registration)."""
-    settings = make_settings(tmp_path_factory.mktemp("web-data"), max_upload_bytes=64 * 2**20)
+    settings = backends(make_settings(tmp_path_factory.mktemp("web-data"), max_upload_bytes=64 * 2**20))
     register_test_model(settings)
     tokens = {role: add_user(settings, role, role) for role in ("viewer", "clinician", "researcher", "admin")}
     with TestClient(create_app(settings)) as client:

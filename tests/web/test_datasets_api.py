@@ -5,7 +5,7 @@ evaluation, and a fine-tune on two real shared cases."""
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from spineseg.config import Settings
 from spineseg.model.card import ModelCard
 from spineseg.registry import Registry
 from spineseg.web.app import create_app
@@ -24,8 +25,8 @@ from tests.web.web_helpers import add_user, bearer, make_settings
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
-    settings = make_settings(tmp_path_factory.mktemp("datasets-data"))
+def env(tmp_path_factory: pytest.TempPathFactory, backends: Callable[[Settings], Settings]) -> Iterator[WebEnv]:
+    settings = backends(make_settings(tmp_path_factory.mktemp("datasets-data")))
     register_tiny_base(settings)
     tokens = {"researcher": add_user(settings, "rosa", "researcher"),
               "clinician": add_user(settings, "cleo", "clinician")}

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from spineseg.config import Settings
 from spineseg.registry import Registry
 from spineseg.web.app import create_app
 from tests.conftest import make_phantom
@@ -28,8 +29,8 @@ from tests.web.web_helpers import add_user, bearer, make_settings
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
-    settings = make_settings(tmp_path_factory.mktemp("train-data"))
+def env(tmp_path_factory: pytest.TempPathFactory, backends: Callable[[Settings], Settings]) -> Iterator[WebEnv]:
+    settings = backends(make_settings(tmp_path_factory.mktemp("train-data")))
     register_tiny_base(settings)
     tokens = {role: add_user(settings, name, role) for name, role in (("rita", "researcher"), ("carl", "clinician"))}
     tokens = {"researcher": tokens["researcher"], "clinician": tokens["clinician"]}

@@ -1,0 +1,126 @@
+"""Anatomical anchors for naming vertebrae: ribs and the sacrum, read from the CT around each
+separated vertebra (pure numpy/scipy; canonical RAS grid, grid millimetres).
+
+Bone outside the spine mask (HU above ``BONE_HU``) that touches a vertebra (within
+``CONTACT_MM``) laterally is what articulates with it: rib heads at the costovertebral and
+costotransverse joints of thoracic vertebrae, the ilia at the sacro-iliac joints of the sacrum.
+Lumbar vertebrae have nothing there (their transverse processes are part of the vertebra, and
+the iliac crest lies well clear of L5). Bone anterior of the body centre is ignored, so
+contrast-filled vessels in front of the spine (aorta, > 200 HU in CT angiography) do not count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from spineseg.model.spine_curve import STEP_MM, SpineCurve, project_voxels
+
+BONE_HU = 200.0
+CONTACT_MM = 6.0
+RIB_CONTACT_ML = 0.15  # per side, at least on one side
+SACRUM_CONTACT_ML = 1.5  # per side, on both sides (sacro-iliac joints)
+SACRUM_MIN_WIDTH_MM = 80.0
+MARGIN_MM = 20.0
+RIB_REACH_MM = 45.0  # a rib runs far out to the side; a missed edge of the vertebra does not
+LATERAL_BOX_MM = 80.0
+
+
+@dataclass(frozen=True)
+class SegmentFeatures:
+    """What the anchors read from one separated vertebra (top to bottom order).
+
+    arc_mm: (start, end) along the spinal curve; height_mm: the body's extent along the curve;
+    width_mm: left-right extent of the segment; contact_ml: (right, left) volume of lateral bone
+    touching it; touches_edge: cut by the field of view."""
+
+    arc_mm: tuple[float, float]
+    height_mm: float
+    width_mm: float
+    contact_ml: tuple[float, float]
+    touches_edge: bool
+    rib_bearing: bool
+    sacrum_like: bool
+
+
+def _crop(shape: tuple[int, ...], mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - margin_vox, 0)
+    hi = np.minimum(idx.max(axis=0) + margin_vox + 1, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def lateral_contact(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
+                    curve: SpineCurve, n_segments: int) -> np.ndarray:
+    """(n_segments, 2) volume in mL of bone outside the mask within ``CONTACT_MM`` of each
+    segment, right (+x) and left (-x) of the body and not in front of its centre, counting only
+    bone pieces that reach at least ``RIB_REACH_MM`` out to the side of the spinal curve."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    out = np.zeros((n_segments, 2))
+    if not (seg > 0).any():
+        return out
+    margin = np.ceil(MARGIN_MM / sp).astype(int)
+    margin[0] = int(np.ceil(LATERAL_BOX_MM / sp[0]))
+    box = _crop(seg.shape, seg > 0, margin)
+    offset = np.array([b.start for b in box]) * sp
+    seg_b, hu_b = seg[box], hu[box]
+    dist, nearest = ndi.distance_transform_edt(seg_b == 0, sampling=sp, return_indices=True)
+    bone = (seg_b == 0) & (hu_b > BONE_HU) & (dist > 0.75 * sp.min())
+    shell = bone & (dist <= CONTACT_MM)
+    if not shell.any():
+        return out
+    # How far each bone piece reaches to the side of the curve (curve x interpolated by height).
+    pieces, _ = ndi.label(bone)
+    order = np.argsort(curve.points[:, 2])
+    z_mm = (np.arange(seg_b.shape[2]) * sp[2]) + offset[2]
+    x_curve = np.interp(z_mm, curve.points[order, 2], curve.points[order, 0])
+    x_mm = (np.arange(seg_b.shape[0]) * sp[0])[:, None, None] + offset[0]
+    reach_field = np.abs(x_mm - x_curve[None, None, :])
+    reach = ndi.maximum(np.broadcast_to(reach_field, seg_b.shape), pieces, index=np.arange(pieces.max() + 1))
+    reach = np.asarray(reach, dtype=np.float64)
+    pos = np.argwhere(shell)
+    far = reach[pieces[shell]] >= RIB_REACH_MM
+    owner = seg_b[tuple(nearest[:, shell])]
+    coords = pos * sp + offset
+    index, _ = project_voxels(coords, curve.points)
+    delta = coords - curve.points[index]
+    lateral = np.abs(delta[:, 0]) > curve.core_radius
+    behind = delta[:, 1] < 0.5 * curve.core_radius
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    for side, sign in enumerate((1.0, -1.0)):
+        pick = far & lateral & behind & (np.sign(delta[:, 0]) == sign)
+        counts = np.bincount(owner[pick], minlength=n_segments + 1)[1:]
+        out[:, side] = counts[:n_segments] * voxel_ml
+    return out
+
+
+def segment_features(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float],
+                     curve: SpineCurve, pieces: list[tuple[float, float]], *,
+                     full_shape: tuple[int, ...] | None = None,
+                     origin: np.ndarray | None = None) -> list[SegmentFeatures]:
+    """Features of segments 1..len(pieces) of ``seg`` (canonical grid; a box at ``origin`` of a
+    grid of ``full_shape``, by which "cut by the field of view" is judged)."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    n = len(pieces)
+    contact = lateral_contact(seg, hu, spacing, curve, n)
+    objects = ndi.find_objects(seg, max_label=n)
+    shape = np.asarray(full_shape if full_shape is not None else seg.shape)
+    start = np.zeros(3, dtype=int) if origin is None else np.asarray(origin, dtype=int)
+    features = []
+    for i in range(n):
+        box = objects[i]
+        if box is None:
+            features.append(SegmentFeatures(pieces[i], 0.0, 0.0, (0.0, 0.0), False, False, False))
+            continue
+        lo = np.array([b.start for b in box]) + start
+        hi = np.array([b.stop for b in box]) + start
+        touches = bool((lo == 0).any() or (hi == shape).any())
+        width = float((hi[0] - lo[0]) * sp[0])
+        height = float(pieces[i][1] - pieces[i][0]) - STEP_MM
+        right, left = (float(v) for v in contact[i])
+        rib = max(right, left) >= RIB_CONTACT_ML
+        sacrum = min(right, left) >= SACRUM_CONTACT_ML and width >= SACRUM_MIN_WIDTH_MM
+        features.append(SegmentFeatures(pieces[i], height, width, (right, left), touches, rib, sacrum))
+    return features

@@ -1,0 +1,106 @@
+"""Levels as outputs: the per-vertebra label map, its summary with measurements, the viewer's
+colour table and the measurement CSV. Pure steps live in ``model.levels`` and
+``metrics.vertebra_measures``; this module only combines and writes them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spineseg.errors import InputError
+from spineseg.imaging.nifti import write_nifti
+from spineseg.metrics.vertebra_measures import (
+    FLAG_NOTE,
+    density_flag,
+    height_ratios,
+    measure_vertebra,
+)
+from spineseg.model.level_ids import CONVENTIONS, colour_table
+from spineseg.model.levels import Levels, vertebra_levels
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("name", "verse_id", "confidence", "complete", "volume_ml", "hu_mean", "hu_median", "roi_ml",
+               "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "ha_hp", "hm_hp",
+               "hp_neighbours", "genant_grade", "height_flag", "density_flag")
+
+
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        choices = ", ".join(CONVENTIONS)
+        raise InputError("--levels-convention", f"unknown convention {convention!r}; choose from {choices}")
+    return convention
+
+
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def measurements(levels: Levels, ct: np.ndarray, affine: np.ndarray) -> list[dict[str, Any]]:
+    """One row per vertebra (top to bottom): density and heights, flags, on the levels' grid."""
+    rows, heights = [], []
+    for v in levels.vertebrae:
+        region = levels.labels == v.label
+        box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(region))
+        shift = np.eye(4)
+        shift[:3, 3] = [b.start for b in box]
+        m = measure_vertebra(region[box], ct[box], affine @ shift)
+        heights.append(m.heights_mm)
+        rows.append({"name": v.name, "verse_id": v.verse_id, "confidence": round(v.confidence, 3),
+                     "complete": v.complete, "volume_ml": round(v.volume_ml, 2),
+                     "hu_mean": _rounded(m.hu_mean), "hu_median": _rounded(m.hu_median),
+                     "roi_ml": round(m.roi_ml, 2),
+                     "height_anterior_mm": _rounded(m.heights_mm[0]), "height_middle_mm": _rounded(m.heights_mm[1]),
+                     "height_posterior_mm": _rounded(m.heights_mm[2]),
+                     "density_flag": density_flag(v.name, m.hu_mean)})
+    for row, ratio, v in zip(rows, height_ratios(heights), levels.vertebrae, strict=True):
+        ratio = {k: (_rounded(x, 3) if isinstance(x, float) else x) for k, x in ratio.items()}
+        if v.features.touches_edge or v.name == "sacrum":  # a cut or sacral body has no meaningful ratios
+            ratio = {"ha_hp": None, "hm_hp": None, "hp_neighbours": None, "genant_grade": 0, "height_flag": None}
+        row.update(ratio)
+    return rows
+
+
+def levels_summary(levels: Levels, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``vertebrae`` entries of the JSON summary and the naming notes beside them."""
+    entries = []
+    for v, row in zip(levels.vertebrae, rows, strict=True):
+        entry = v.summary()
+        entry["measures"] = {k: row[k] for k in CSV_COLUMNS if k not in entry and k not in ("name",)}
+        entries.append(entry)
+    return {"vertebrae": entries, "levels": {"named": levels.named, "anchors": levels.anchors,
+                                             "reason": levels.reason, "flags_note": FLAG_NOTE}}
+
+
+def compute_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> tuple[Levels, list[dict[str, Any]]]:
+    levels = vertebra_levels(mask, ct, affine)
+    return levels, measurements(levels, ct, affine)
+
+
+def write_levels_nifti(levels: Levels, affine: np.ndarray, path: Path, convention: str = "verse") -> Path:
+    return write_nifti(levels.in_convention(check_convention(convention)), affine, Path(path), dtype=np.int16)
+
+
+def write_colour_table(levels: Levels, path: Path) -> Path:
+    """``levels_colours.json``: label -> name and RGB, for the viewer and legends."""
+    labels = [v.label for v in levels.vertebrae]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"convention": "verse", "labels": colour_table(labels)}, indent=2) + "\n")
+    return path
+
+
+def write_measurements_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    return path
