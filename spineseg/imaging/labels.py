@@ -89,6 +89,11 @@ def _read_integer_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rounded.astype(np.int32), np.asarray(image.affine, dtype=np.float64)
 
 
+def is_structure_file(name: str) -> bool:
+    """Whether ``name`` is a per-structure label file (``vertebrae_<LEVEL>.nii[.gz]``, ``sacrum.nii[.gz]``)."""
+    return bool(_STRUCTURE_FILE.match(name))
+
+
 def _structure_files(folder: Path) -> list[tuple[Path, int]]:
     found = []
     for child in sorted(folder.iterdir()):

@@ -1,5 +1,6 @@
-"""The segment job: load the study's CT -> segment with the production model -> write the
-outputs (CT and mask as NIfTI, summary, overlays) -> score against the truth when given.
+"""The segment job (one run of a study): load the study's CT -> segment with the run's model
+version -> write the outputs (CT and mask as NIfTI, summary, overlays) into the run's own
+folder -> score against the truth when given -> store the results on the run (``services.runs``).
 
 Progress goes to the job row (throttled); a cancel request is noticed at the next progress
 step and stops the job with status ``cancelled``.
@@ -29,10 +30,10 @@ from spineseg.metrics.evaluate import evaluate_masks
 from spineseg.model.inference import segment
 from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
 from spineseg.services.outputs import summary, write_mask
+from spineseg.services.runs import finish_run, record_results, run_files
 from spineseg.store.database import Database
-from spineseg.store.files import StudyFiles
 from spineseg.store.models import Job
-from spineseg.store.studies import claim_job, finish_job, get_study, release_job, set_progress, store_results
+from spineseg.store.studies import claim_job, get_study, release_job, set_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
         study_id, model_version = job.study_id, job.model_version
     reporter = ProgressReporter(database, job_id, stopping, worker_id)
     try:
-        _segment_study(study_id, settings=settings, database=database, registry=registry, reporter=reporter,
-                       model_version=model_version)
+        _segment_study(study_id, job_id, settings=settings, database=database, registry=registry,
+                       reporter=reporter, model_version=model_version)
     except JobCancelled:
         status, error = "cancelled", "cancelled while running"
     except JobInterrupted:
@@ -137,7 +138,7 @@ def run_segment_job(job_id: str, *, settings: Settings, database: Database, regi
         status, error = "done", None
     log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
     public_error = strip_server_paths(error) if error else None  # shown to users: no server folders
-    with_retries(database, lambda session: finish_job(session, job_id=job_id, status=status, error=public_error,
+    with_retries(database, lambda session: finish_run(session, job_id=job_id, status=status, error=public_error,
                                                               worker_id=worker_id))
     return status
 
@@ -160,18 +161,18 @@ def with_retries(database: Database, write: Callable[[Session], object], *,
             time.sleep(min(2.0 ** attempt * 0.1, 5.0))
 
 
-def _segment_study(study_id: str, *, settings: Settings, database: Database, registry: Registry,
+def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: Database, registry: Registry,
                    reporter: ProgressReporter, model_version: str | None = None) -> None:
     with database.session() as session:
         study = get_study(session, study_id=study_id)
         if study is None:
             raise SpineSegError(f"study {study_id} was deleted")
         input_path, truth_path = Path(study.input_path), study.truth_path
-    files = StudyFiles.of(settings.studies_dir, study_id)
-    files.clear_outputs()
+        files = run_files(settings.studies_dir, session.get(Job, job_id))
+    files.clear()  # what an interrupted attempt of this run left; other runs' folders are never touched
     reporter.report(0.02, "loading", force=True)
     volume = load_volume(input_path)
-    model = registry.get(model_version) if model_version else production_model(registry)  # a re-run may name one
+    model = registry.get(model_version) if model_version else production_model(registry)  # None: queued before 0006
     reporter.report(LOADED, "segmenting", force=True)
     seg = segment(volume, model.path, device=settings.device, progress=reporter.model_step)
     reporter.report(MODEL_DONE, "writing outputs", force=True)
@@ -190,6 +191,6 @@ def _segment_study(study_id: str, *, settings: Settings, database: Database, reg
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
-    with_retries(database, lambda session: store_results(
-        session, study_id=study_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml, summary=facts,
-        metrics=metrics))
+    with_retries(database, lambda session: record_results(
+        session, job_id=job_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml, summary=facts,
+        metrics=metrics, inference=dict(seg.inference), worker_id=reporter.worker_id))

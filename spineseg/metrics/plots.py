@@ -6,6 +6,7 @@ the process-wide backend and nothing is left open between calls.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,6 +17,7 @@ from spineseg.metrics.bland_altman import BlandAltmanStats
 
 FIGURE_SIZE_INCHES = (7.0, 5.0)
 DPI = 120
+MAX_POINT_LABELS = 40  # beyond this the names would cover the points
 
 
 def _format_value(value: float, units: str) -> str:
@@ -28,12 +30,14 @@ def plot_bland_altman(
     *,
     title: str = "Bland-Altman: prediction vs truth",
     units: str = "",
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Write a Bland-Altman plot of ``stats`` to ``path`` (PNG) and return the path.
 
     The plot shows each pair as a point (x: mean of the two measurements, y: their
     difference), a solid line at the bias and dashed lines at both 95 % limits of agreement,
-    each labelled with its value in ``units`` (e.g. ``"mm²"`` or ``"mL"``).
+    each labelled with its value in ``units`` (e.g. ``"mm²"`` or ``"mL"``). ``labels``, one per
+    pair, names the points (written beside them when there are at most ``MAX_POINT_LABELS``).
     Raises ``InputError`` when the file cannot be written (missing folder, no permission).
     """
     path = Path(path)
@@ -45,6 +49,10 @@ def plot_bland_altman(
     axes.scatter(
         stats.means, stats.differences, s=14, alpha=0.7, color="tab:blue", label=f"pairs (n={stats.n})"
     )
+    if labels is not None and len(labels) == stats.n and stats.n <= MAX_POINT_LABELS:
+        for label, x, y in zip(labels, stats.means, stats.differences, strict=True):
+            axes.annotate(label, xy=(float(x), float(y)), xytext=(4, 2), textcoords="offset points", fontsize=7,
+                          color="tab:blue")
     lines = (
         (stats.upper_limit, "+1.96 SD", "--", "tab:red"),
         (stats.bias, "bias", "-", "black"),

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from spineseg.errors import InputError
-from spineseg.imaging.io import load_labels, load_volume
+from spineseg.imaging.io import load_volume
 from spineseg.imaging.labels import CONVENTIONS, VERSE_ID_BY_LEVEL
 from spineseg.imaging.limits import check_segmentable
 from spineseg.model.dataset import SPLITS, CaseSpec, split_by_patient
-from spineseg.services.ingest import validation_slot
+from spineseg.services.ingest import check_truth, validation_slot
 from spineseg.store.training_models import Dataset, DatasetCase
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,7 @@ def validate_case(ct_path: Path, labels_path: Path, convention: str = "auto") ->
     with validation_slot():
         volume = load_volume(ct_path)
         check_segmentable(ct_path, volume.shape)
-        labels = load_labels(labels_path, volume, convention=convention)
-    if not labels.mask.any():
-        raise InputError(labels_path, "label map has no spine labels on this CT (wrong convention, or the "
-                                      "labels belong to another scan?)")
+        labels = check_truth(volume, labels_path, convention)  # the same check as a study's upload
     with_spine = int(labels.mask.any(axis=(0, 1)).sum())
     levels: list[str] = []
     if labels.vertebrae is not None:

@@ -51,13 +51,15 @@ def deidentification_key(settings: Settings) -> bytes:
 @dataclass(frozen=True)
 class DeidentifiedInput:
     """path: what to read now. pseudonym: the patient's stand-in (``None`` when the input
-    named no patient). modality / body_part: kept by the profile, for the study's name.
+    named no patient). modality / body_part: kept by the profile, for the study's name, as is
+    study_date (ISO, already moved by the patient's date shift; ``None`` when dates were removed).
     files: DICOM images kept. dropped: files removed (not DICOM images: DICOMDIR, reports...)."""
 
     path: Path
     pseudonym: str | None = None
     modality: str | None = None
     body_part: str | None = None
+    study_date: str | None = None
     files: int = 1
     dropped: int = 0
 
@@ -103,10 +105,13 @@ def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> Deidenti
              "body_part": str(first.get("BodyPartExamined", "") or "") or None if first is not None else None}
     staging = input_dir / ".deidentified"
     staging.mkdir(parents=True, exist_ok=True)
+    study_date = None
     for index in range(len(images)):
         file, ds = images[index]
         try:
             deidentify_dataset(ds, options, source=str(file))
+            if index == 0:
+                study_date = _iso_date(str(ds.get("StudyDate", "") or ""))
             ds.save_as(staging / f"{index + 1:05d}.dcm")
         except InputError:
             raise
@@ -123,7 +128,13 @@ def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> Deidenti
     log.info("de-identified %d DICOM file(s) (PS3.15 Basic Profile%s)", len(images),
              ", dates shifted" if options.date_shift_days is not None else ", dates removed")
     return DeidentifiedInput(target, options.pseudonym or None, facts["modality"], facts["body_part"],
-                             len(images), dropped)
+                             study_date if options.date_shift_days is not None else None, len(images), dropped)
+
+
+def _iso_date(text: str) -> str | None:
+    """``YYYYMMDD`` -> ``YYYY-MM-DD``; ``None`` for anything else."""
+    text = text.strip()
+    return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if len(text) >= 8 and text[:8].isdigit() else None
 
 
 def deidentify_single_file(path: Path, input_dir: Path, stem: str = "ct") -> DeidentifiedInput:
@@ -144,8 +155,14 @@ def deidentify_input(path: Path, kind: str, input_dir: Path, settings: Settings)
 
 
 def deidentify_truth(path: Path) -> Path:
-    """A ground truth file: a NIfTI's header cleaned, the file renamed ``truth<suffix>``."""
+    """A ground truth file: a NIfTI's header cleaned, the file renamed ``truth<suffix>``; a
+    folder of per-structure files (``ingest.unpack_truth``): each file's header cleaned in
+    place (their names are the structures')."""
     try:
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                deidentify_nifti(child, child)
+            return path
         return deidentify_single_file(path, path.parent, stem="truth").path
     except InputError as exc:
         exc.field = "truth"

@@ -25,11 +25,15 @@ BOX_KEYS = ("dice", "iou", "precision", "recall", "f1")
 
 @dataclass(frozen=True)
 class CaseRow:
-    """One evaluated study: its id, a display name and the stored metrics (``None`` = undefined)."""
+    """One evaluated study: its id, a display name, the stored metrics (``None`` = undefined)
+    and the run they come from (its id, the model version that made it, the study's site)."""
 
     study_id: str
     name: str
     metrics: dict[str, float | int | None]
+    model_version: str | None = None
+    run_id: str | None = None
+    site: str = ""
 
 
 def _defined(rows: Sequence[CaseRow], key: str) -> np.ndarray:
@@ -49,14 +53,29 @@ def mean_and_sd(rows: Sequence[CaseRow]) -> dict[str, tuple[float | None, float 
     return result
 
 
+def _volume_pairs(rows: Sequence[CaseRow]) -> list[tuple[CaseRow, float, float]]:
+    pairs = [(row, row.metrics.get("volume_pred_ml"), row.metrics.get("volume_truth_ml")) for row in rows]
+    return [(row, float(a), float(b)) for row, a, b in pairs if a is not None and b is not None]
+
+
 def volume_agreement(rows: Sequence[CaseRow]) -> BlandAltmanStats | None:
     """Bland-Altman of predicted vs true spine volume (mL); ``None`` with fewer than 2 cases."""
-    pairs = [(row.metrics.get("volume_pred_ml"), row.metrics.get("volume_truth_ml")) for row in rows]
-    pairs = [(float(a), float(b)) for a, b in pairs if a is not None and b is not None]
+    pairs = _volume_pairs(rows)
     if len(pairs) < 2:
         return None
-    predicted, truth = zip(*pairs, strict=True)
+    _rows, predicted, truth = zip(*pairs, strict=True)
     return bland_altman(predicted, truth)
+
+
+def agreement_points(rows: Sequence[CaseRow]) -> list[dict[str, object]]:
+    """The Bland-Altman points, each named by its study (the order of ``volume_agreement``)."""
+    return [{"study_id": row.study_id, "name": row.name, "model_version": row.model_version,
+             "mean_ml": (a + b) / 2, "difference_ml": a - b} for row, a, b in _volume_pairs(rows)]
+
+
+def agreement_labels(rows: Sequence[CaseRow]) -> list[str]:
+    """The names of the Bland-Altman points, for the plot."""
+    return [row.name for row, _a, _b in _volume_pairs(rows)]
 
 
 def write_box_plot(rows: Sequence[CaseRow], path: Path) -> Path:
@@ -76,14 +95,16 @@ def write_box_plot(rows: Sequence[CaseRow], path: Path) -> Path:
 
 
 def table_csv(rows: Sequence[CaseRow]) -> str:
-    """CSV: one line per case (study id, name, every metric), then ``mean`` and ``sd`` lines."""
+    """CSV: one line per case (study id, name, site, model version and run, every metric), then
+    ``mean`` and ``sd`` lines."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study_id", "name", *METRIC_KEYS])
+    writer.writerow(["study_id", "name", "site", "model_version", "run_id", *METRIC_KEYS])
     for row in rows:
-        writer.writerow([row.study_id, row.name, *("" if row.metrics.get(k) is None else row.metrics[k]
-                                                   for k in METRIC_KEYS)])
+        writer.writerow([row.study_id, row.name, row.site, row.model_version or "", row.run_id or "",
+                         *("" if row.metrics.get(k) is None else row.metrics[k] for k in METRIC_KEYS)])
     summary = mean_and_sd(rows)
     for label, index in (("mean", 0), ("sd", 1)):
-        writer.writerow([label, "", *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS)])
+        writer.writerow([label, "", "", "", "",
+                         *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS)])
     return buffer.getvalue()

@@ -1,6 +1,11 @@
 """Turn uploaded files into one CT input: a single NIfTI / image / NumPy file, or a DICOM
 series (many files, or a .zip extracted safely), and check that it and the optional ground
-truth can be read before a job is queued."""
+truth can be read before a job is queued.
+
+A ground truth is checked by ``check_truth`` wherever one arrives (a study's upload, resumable
+or not, and a dataset's case), and a .zip of per-structure files is unpacked by
+``unpack_truth`` first, so the upload page, the API and the dataset page accept and refuse
+the same truths."""
 
 from __future__ import annotations
 
@@ -13,10 +18,15 @@ from spineseg.config import Settings
 from spineseg.errors import InputError
 from spineseg.imaging.archive import extract_zip_safely
 from spineseg.imaging.io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, NUMPY_SUFFIXES, load_labels, load_volume
+from spineseg.imaging.labels import is_structure_file
 from spineseg.imaging.limits import MAX_SERIES_FILES, check_segmentable, dicom_series_bytes
-from spineseg.imaging.volume import Volume
+from spineseg.imaging.volume import LabelMap, Volume
 
 ZIP_MAX_FILES = MAX_SERIES_FILES
+TRUTH_ZIP_MAX_FILES = 200  # one file per vertebra and the sacrum, with room for TotalSegmentator's other organs
+STRUCTURES_FOLDER = "structures"
+NO_SPINE_ON_CT = ("label map has no spine labels on this CT (wrong convention, or the labels belong to "
+                  "another scan?)")
 SERIES_FOLDER = "series"
 # An uploaded zip may inflate to this many times the upload limit (DICOM deflates 2-5x) ...
 ZIP_EXPANSION_FACTOR = 4
@@ -75,13 +85,47 @@ def validation_slot() -> Iterator[None]:
         yield
 
 
+def unpack_truth(truth: Path, max_bytes: int) -> Path:
+    """A truth uploaded as a .zip of per-structure files (TotalSegmentator's
+    ``vertebrae_<LEVEL>.nii.gz``, ``sacrum.nii.gz``) -> the folder holding them, extracted
+    safely beside the zip (which is removed, as is every other file of the archive); any
+    other truth is returned as it is. ``InputError`` naming the zip when it holds none."""
+    if not truth.name.lower().endswith(".zip"):
+        return truth
+    target = truth.parent / STRUCTURES_FOLDER
+    extracted = extract_zip_safely(truth, target, max_total_bytes=max_bytes, max_files=TRUTH_ZIP_MAX_FILES)
+    structures = [path for path in extracted if is_structure_file(path.name)]
+    for path in extracted:
+        if path not in structures:
+            path.unlink()
+    folders = sorted({path.parent for path in structures})
+    if not folders:
+        raise InputError(truth, "the zip holds no per-structure label files (vertebrae_<LEVEL>.nii.gz, "
+                                "sacrum.nii.gz)")
+    if len(folders) > 1:
+        raise InputError(truth, "the zip holds per-structure files in more than one folder "
+                                f"({', '.join(str(f.relative_to(target)) for f in folders)}): zip one case")
+    truth.unlink()
+    return folders[0]
+
+
+def check_truth(volume: Volume, truth_path: Path, convention: str = "auto") -> LabelMap:
+    """The truth on ``volume``'s grid; ``InputError`` naming the truth when it cannot be read,
+    when its grid does not overlap the CT, or when no spine label lands on the CT."""
+    labels = load_labels(truth_path, volume, convention=convention)
+    if not labels.mask.any():
+        raise InputError(truth_path, NO_SPINE_ON_CT)
+    return labels
+
+
 def check_inputs(input_path: Path, truth_path: Path | None) -> Volume:
-    """Read the CT (and the truth onto its grid) once, so a bad file is refused at upload time
-    with an ``InputError`` naming it, not later as a failed job. A CT under 16x16 pixels per
-    slice is refused too (``limits.check_segmentable``). At most ``VALIDATION_SLOTS`` run at once."""
+    """Read the CT (and the truth onto its grid, ``check_truth``) once, so a bad file is
+    refused at upload time with an ``InputError`` naming it, not later as a failed job. A CT
+    under 16x16 pixels per slice is refused too (``limits.check_segmentable``). At most
+    ``VALIDATION_SLOTS`` run at once."""
     with validation_slot():
         volume = load_volume(input_path)
         check_segmentable(volume.provenance.source, volume.shape)
         if truth_path is not None:
-            load_labels(truth_path, volume)
+            check_truth(volume, truth_path)
     return volume

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,6 +92,8 @@ class UploadState:
     updated_at: datetime
     study_id: str | None
     job_id: str | None
+    study_name: str = ""  # the name and site the study will get (checked when announced)
+    study_site: str = ""
 
     @property
     def total_bytes(self) -> int:
@@ -106,12 +108,14 @@ class UploadState:
 
 
 def start_upload(database: Database, uploads_dir: Path, *, owner_id: int, purpose: str,
-                 files: list[AnnouncedFile]) -> UploadState:
-    """Record a new upload of ``files`` (the caller has checked their count and total size)."""
+                 files: list[AnnouncedFile], study_name: str = "", study_site: str = "") -> UploadState:
+    """Record a new upload of ``files`` (the caller has checked their count and total size,
+    and the study's name and site: ``study_intake.check_identity``)."""
     upload_id = new_id()
     with database.session() as session:
         create_upload(session, upload_id=upload_id, owner_id=owner_id, purpose=purpose,
-                      files=[{"name": f.name, "size": f.size, "role": f.role} for f in files])
+                      files=[{"name": f.name, "size": f.size, "role": f.role} for f in files],
+                      study_name=study_name, study_site=study_site)
     UploadFolder.of(uploads_dir, upload_id).create()  # after the row: a folder without one is debris
     state = upload_state(database, uploads_dir, upload_id=upload_id, owner_id=owner_id)
     assert state is not None
@@ -125,12 +129,12 @@ def upload_state(database: Database, uploads_dir: Path, *, upload_id: str, owner
         if upload is None:
             return None
         row = (upload.purpose, upload.status, list(upload.files), upload.created_at, upload.updated_at,
-               upload.study_id, upload.job_id)
-    purpose, status, files, created_at, updated_at, study_id, job_id = row
+               upload.study_id, upload.job_id, upload.study_name, upload.study_site)
+    purpose, status, files, created_at, updated_at, study_id, job_id, name, site = row
     folder = UploadFolder.of(uploads_dir, upload_id)
     states = tuple(FileState(i, f["name"], int(f["size"]), f["role"],
                              int(f["size"]) if status == DONE else folder.received(i)) for i, f in enumerate(files))
-    return UploadState(upload_id, purpose, status, states, created_at, updated_at, study_id, job_id)
+    return UploadState(upload_id, purpose, status, states, created_at, updated_at, study_id, job_id, name, site)
 
 
 def record_activity(database: Database, *, upload_id: str) -> None:
@@ -196,7 +200,7 @@ def complete_upload(services: IntakeServices, state: UploadState, *, username: s
     study = StudyFiles.of(settings.studies_dir, study_id)
     study.create()
     try:
-        received = _link_parts(folder, state.files, study)
+        received = replace(_link_parts(folder, state.files, study), name=state.study_name, site=state.study_site)
         accepted = accept_study(services, study, received, username=username, user_id=user_id,
                                 note=f"resumable upload {state.id}")
     except InputError:  # a file that cannot be used: the upload is over

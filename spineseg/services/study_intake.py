@@ -20,11 +20,13 @@ from spineseg.errors import InputError, ModelNotFoundError, public_text
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import NO_MODEL_MESSAGE, Registry
 from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
-from spineseg.services.ingest import arrange_input, check_inputs
+from spineseg.services.ingest import arrange_input, check_inputs, extract_limit_bytes, unpack_truth
+from spineseg.services.runs import new_run
 from spineseg.store import accounts
 from spineseg.store.database import Database
+from spineseg.store.datasets import check_name
 from spineseg.store.files import StudyFiles
-from spineseg.store.studies import create_job, create_study
+from spineseg.store.studies import create_study
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class ReceivedFiles:
     truth: tuple[Path, str] | None
     total_bytes: int
     name: str = ""  # the name the uploader chose; empty: "Study <short id>"
+    site: str = ""  # the centre the study comes from (multi-centre evaluation); empty: none
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,42 @@ MAX_NAME_LENGTH = 100
 
 def study_name(study_id: str, chosen: str = "", deidentified: DeidentifiedInput | None = None) -> str:
     """The uploader's ``chosen`` name (one line, at most ``MAX_NAME_LENGTH`` characters), else
-    ``Study <short id>`` with the modality and body part the de-identification kept. Never a
-    file name: those often carry the patient's name or record number."""
+    ``Study <short id>`` with the modality, body part and (shifted) study date the
+    de-identification kept. Never a file name: those often carry the patient's name or record
+    number."""
     text = " ".join(chosen.split())
     if len(text) > MAX_NAME_LENGTH:
         raise InputError("name", f"is {len(text)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     if text:
         return text
-    facts = " ".join(v for v in (deidentified.modality, deidentified.body_part) if v) if deidentified else ""
+    kept = (deidentified.modality, deidentified.body_part, deidentified.study_date) if deidentified else ()
+    facts = " ".join(v for v in kept if v)
     return f"Study {study_id[:8]}" + (f" {facts}" if facts else "")
+
+
+def check_identity(name: str, site: str) -> tuple[str, str]:
+    """The uploader's name (``""``: the default comes later) and site, checked before any file
+    travels or is read: ``InputError`` on field ``name`` or ``site``."""
+    chosen = " ".join(name.split())
+    try:
+        if chosen:
+            study_name("0" * 32, chosen)
+        return chosen, check_name(site, "site") if site.strip() else ""
+    except InputError as exc:
+        exc.field = exc.source  # "name" or "site"
+        raise
 
 
 def _validate(received: ReceivedFiles, files: StudyFiles,
               settings: Settings) -> tuple[Path, str, Path | None, DeidentifiedInput]:
     input_path, kind = arrange_input(received.ct, files.input_dir, settings)
     truth_path = received.truth[0] if received.truth else None
+    if truth_path is not None:
+        try:  # a .zip of per-structure files, as the dataset page takes it
+            truth_path = unpack_truth(truth_path, extract_limit_bytes(settings))
+        except InputError as exc:
+            exc.field = "truth"
+            raise
     try:
         check_inputs(input_path, None)
     except InputError as exc:
@@ -119,7 +143,7 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
     ``note`` is appended to the audit record's detail. ``on_created(session, study_id)`` runs in
     the transaction that creates the study (a PACS import records its link there)."""
     try:
-        name = study_name(files.root.name, received.name)  # a bad name is refused before any work
+        _chosen, site = check_identity(received.name, received.site)  # refused before any work
         input_path, kind, truth_path, deidentified = _validate(received, files, services.settings)
         name = study_name(files.root.name, received.name, deidentified)
     except InputError as exc:
@@ -134,13 +158,15 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
     detail = f"{len(received.ct)} file(s), {received.total_bytes} bytes" + (f", {note}" if note else "")
     try:
         with services.database.session() as session:
-            create_study(session, study_id=study_id, owner_id=user_id, name=name,
-                         input_kind=kind, input_path=str(input_path),
-                         truth_path=str(truth_path) if truth_path else None,
-                         patient_pseudonym=deidentified.pseudonym)
+            study = create_study(session, study_id=study_id, owner_id=user_id, name=name,
+                                 input_kind=kind, input_path=str(input_path),
+                                 truth_path=str(truth_path) if truth_path else None,
+                                 patient_pseudonym=deidentified.pseudonym)
+            study.site = site
             if on_created is not None:
                 on_created(session, study_id)
-            job_id = create_job(session, study_id=study_id).id
+            job_id = new_run(session, study_id=study_id, registry=services.registry,
+                             device=services.settings.device).id
             accounts.record(session, username=username, action="upload", target=study_id, detail=detail)
     except BaseException:
         files.delete()  # no row points at them: an upload that did not become a study leaves nothing

@@ -1,12 +1,14 @@
 """Where a study's files live: ``DATA_DIR/studies/<study id>/``.
 
 ```
-input/     the uploaded CT files, names made safe (a DICOM series is many files here)
-truth/     the uploaded ground truth, when given
-outputs/   ct.nii.gz (the CT as NIfTI, for the viewer), mask.nii.gz, summary.json,
-           truth.nii.gz (truth on the CT grid), overlays/*.png, seg.dcm and mesh.stl (made
-           on first download)
+input/           the uploaded CT files, names made safe (a DICOM series is many files here)
+truth/           the uploaded ground truth, when given
+runs/<job id>/   one run's outputs (``RunFiles``): ct.nii.gz (the CT as NIfTI, for the viewer),
+                 mask.nii.gz, summary.json, truth.nii.gz (truth on the CT grid), overlays/*.png,
+                 seg.dcm and mesh.stl (made on first download)
+outputs/         the same, for the one run of a study made before runs were kept (migration 0006)
 ```
+A run's folder is named by its job row (``Job.output_dir``); ``spineseg.services.runs`` gives it.
 """
 
 from __future__ import annotations
@@ -77,36 +79,14 @@ class StudyFiles:
         return self.root / "truth"
 
     @property
-    def outputs(self) -> Path:
-        return self.root / "outputs"
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
 
-    @property
-    def ct(self) -> Path:
-        return self.outputs / "ct.nii.gz"
-
-    @property
-    def mask(self) -> Path:
-        return self.outputs / "mask.nii.gz"
-
-    @property
-    def truth_on_grid(self) -> Path:
-        return self.outputs / "truth.nii.gz"
-
-    @property
-    def summary(self) -> Path:
-        return self.outputs / "summary.json"
-
-    @property
-    def overlays(self) -> Path:
-        return self.outputs / "overlays"
-
-    @property
-    def seg_dcm(self) -> Path:
-        return self.outputs / "seg.dcm"
-
-    @property
-    def mesh(self) -> Path:
-        return self.outputs / "mesh.stl"
+    def run(self, output_dir: str) -> RunFiles:
+        """The files of the run whose folder is ``output_dir`` (relative: ``runs/<job id>``)."""
+        if not re.fullmatch(r"outputs|runs/[0-9a-f]{32}", output_dir):
+            raise ValueError(f"not a run folder: {output_dir!r}")
+        return RunFiles(self.root / output_dir)
 
     def create(self) -> None:
         self.root.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
@@ -116,8 +96,44 @@ class StudyFiles:
     def delete(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def clear_outputs(self) -> None:
-        shutil.rmtree(self.outputs, ignore_errors=True)
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The output paths of one run (one segmentation of a study)."""
+
+    folder: Path
+
+    @property
+    def ct(self) -> Path:
+        return self.folder / "ct.nii.gz"
+
+    @property
+    def mask(self) -> Path:
+        return self.folder / "mask.nii.gz"
+
+    @property
+    def truth_on_grid(self) -> Path:
+        return self.folder / "truth.nii.gz"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
+
+    @property
+    def overlays(self) -> Path:
+        return self.folder / "overlays"
+
+    @property
+    def seg_dcm(self) -> Path:
+        return self.folder / "seg.dcm"
+
+    @property
+    def mesh(self) -> Path:
+        return self.folder / "mesh.stl"
+
+    def clear(self) -> None:
+        """Remove what an interrupted attempt of this same run left (never another run's files)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def orphan_study_dirs(studies_dir: Path, known_ids: set[str], *, older_than_s: float = 600.0) -> list[Path]:

@@ -180,14 +180,3 @@ def release_job(session: Session, *, job_id: str, worker_id: str | None = None) 
                                      worker_id=None, heartbeat_at=None))
     return bool(result.rowcount)
 
-
-def store_results(session: Session, *, study_id: str, model_id: str, spine_volume_ml: float,
-                  summary: dict[str, Any], metrics: dict[str, Any] | None) -> None:
-    study = session.get(Study, study_id)
-    if study is None:
-        return
-    study.model_id = model_id
-    study.spine_volume_ml = spine_volume_ml
-    study.summary = summary
-    study.metrics = metrics
-    study.dice = None if metrics is None else metrics.get("dice")

@@ -32,10 +32,11 @@ def _now() -> datetime:
 
 
 def create_upload(session: Session, *, upload_id: str, owner_id: int, purpose: str,
-                  files: list[dict[str, Any]]) -> Upload:
-    """A new upload of ``files`` (``[{"name", "size", "role"}]``, in index order)."""
+                  files: list[dict[str, Any]], study_name: str = "", study_site: str = "") -> Upload:
+    """A new upload of ``files`` (``[{"name", "size", "role"}]``, in index order), for a study
+    to be named ``study_name`` (``""``: the default) at ``study_site``."""
     upload = Upload(id=upload_id, owner_id=owner_id, purpose=purpose, status=UPLOADING, files=files,
-                    total_bytes=sum(int(f["size"]) for f in files))
+                    total_bytes=sum(int(f["size"]) for f in files), study_name=study_name, study_site=study_site)
     session.add(upload)
     session.flush()
     return upload

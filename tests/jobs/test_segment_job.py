@@ -10,8 +10,8 @@ import pytest
 
 from spineseg.jobs.segment_job import JobCancelled, ProgressReporter, run_segment_job
 from spineseg.registry import Registry
+from spineseg.services.runs import run_files
 from spineseg.store.database import Database, open_database
-from spineseg.store.files import StudyFiles
 from spineseg.store.studies import claim_job, create_job, create_study, get_job, get_study, new_id, request_cancel
 from tests.conftest import make_phantom
 from tests.web.web_helpers import make_settings, register_test_model
@@ -39,7 +39,9 @@ def test_job_writes_outputs_and_metrics(setup: tuple, tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(mask, volume.affine), str(tmp_path / "truth.nii.gz"))
     study_id, job_id = _queue(database, tmp_path / "ct.nii.gz", tmp_path / "truth.nii.gz")
     assert run_segment_job(job_id, settings=settings, database=database, registry=registry) == "done"
-    files = StudyFiles.of(settings.studies_dir, study_id)
+    with database.session() as session:
+        files = run_files(settings.studies_dir, get_job(session, job_id=job_id))
+    assert files.folder == settings.studies_dir / study_id / "runs" / job_id
     for path in (files.ct, files.mask, files.truth_on_grid, files.summary):
         assert path.is_file(), path
     assert nib.load(str(files.mask)).shape == volume.shape

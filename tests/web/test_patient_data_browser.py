@@ -56,7 +56,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
 def test_files_are_0600_and_folders_0700_under_the_data_directory(served: tuple[LiveServer, str, dict]) -> None:
     live, _token, ids = served
     study_dir = live.data_dir / "studies" / ids["study_id"]
-    assert (study_dir / "outputs" / "seg.dcm").is_file() and any((study_dir / "input").rglob("*.dcm"))
+    run_dir = study_dir / "runs" / ids["job_id"]
+    assert (run_dir / "seg.dcm").is_file() and any((study_dir / "input").rglob("*.dcm"))
     made_by_tests = {live.data_dir / "untrained-model", live.log_path}  # written by the test, not the service
     loose = []
     for path in [live.data_dir, *live.data_dir.rglob("*")]:
@@ -68,7 +69,7 @@ def test_files_are_0600_and_folders_0700_under_the_data_directory(served: tuple[
             loose.append(f"{path.relative_to(live.data_dir)} {mode:o}")
     assert loose == [], loose
     assert stat.S_IMODE(live.data_dir.stat().st_mode) == 0o700
-    for path in (study_dir, study_dir / "outputs" / "mask.nii.gz", study_dir / "outputs" / "seg.dcm",
+    for path in (study_dir, run_dir / "mask.nii.gz", run_dir / "seg.dcm",
                  next((study_dir / "input").rglob("*.dcm"))):
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 

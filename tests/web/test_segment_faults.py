@@ -74,7 +74,7 @@ def test_kill_9_with_a_running_and_queued_jobs_finishes_each_once(tmp_path: Path
         assert live_pids_mentioning(str(data_dir)) == []
 
         # What a kill in the middle of writing leaves: a truncated mask and a stray file.
-        killed_outputs = StudyFiles.of(settings.studies_dir, running["study_id"]).outputs
+        killed_outputs = StudyFiles.of(settings.studies_dir, running["study_id"]).runs_dir / running["id"]
         killed_outputs.mkdir(parents=True, exist_ok=True)
         (killed_outputs / "mask.nii.gz").write_bytes(b"\x1f\x8b truncated")
         (killed_outputs / "half-written.tmp").write_bytes(b"x")
@@ -84,9 +84,11 @@ def test_kill_9_with_a_running_and_queued_jobs_finishes_each_once(tmp_path: Path
         assert {s["status"] for s in states.values()} == {"done"}, states
         study_ids = {job_id: state["study_id"] for job_id, state in states.items()}
         for job_id, study_id in study_ids.items():
-            files = StudyFiles.of(settings.studies_dir, study_id)
-            assert {p.name for p in files.outputs.iterdir()} == OUTPUTS, job_id
-            assert sorted(p.name for p in files.root.iterdir()) == ["input", "outputs", "truth"]
+            study_files = StudyFiles.of(settings.studies_dir, study_id)
+            files = study_files.run(f"runs/{job_id}")
+            assert {p.name for p in files.folder.iterdir()} == OUTPUTS, job_id
+            assert sorted(p.name for p in study_files.root.iterdir()) == ["input", "runs", "truth"]
+            assert [p.name for p in study_files.runs_dir.iterdir()] == [job_id]
             assert nib.load(str(files.mask)).shape == volume.shape
             assert json.loads(files.summary.read_text())["model_version"] == "test-untrained"
             assert len(list(files.overlays.glob("*.png"))) > 0

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
+from spineseg.services.runs import current_run, run_downloads, runs_json
 from spineseg.services.study_deletion import delete_study_and_files
 from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model, study_name
 from spineseg.store import accounts
@@ -52,10 +53,14 @@ UPLOAD_SCHEMA = {
                           "description": "the CT: many DICOM files of one series, or one .zip / NIfTI / "
                                          "PNG/JPEG/TIFF / .npy file"},
                 "truth": {"type": "string", "format": "binary",
-                          "description": "optional ground-truth label map (NIfTI) on the CT"},
+                          "description": "optional ground truth on the CT: a label map (NIfTI: binary, "
+                                         "TotalSegmentator or VerSe ids) or a .zip of per-structure files "
+                                         "(vertebrae_<LEVEL>.nii.gz, sacrum.nii.gz)"},
                 "name": {"type": "string",
-                         "description": "optional study name (default 'Study <short id>'; file names are "
-                                        "never used: they often carry patient identifiers)"},
+                         "description": "optional study name (default 'Study <short id>' with the modality, "
+                                        "body part and shifted study date; file names are never used: they "
+                                        "often carry patient identifiers)"},
+                "site": {"type": "string", "description": "optional centre the study comes from"},
             },
         }}},
     }
@@ -77,8 +82,10 @@ def job_json(session: Any, job: Job) -> dict[str, Any]:
 
 
 def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, Any]:
+    """The study; results (model, volume, Dice, summary, metrics, downloads) are its current
+    run's (``services.runs.current_run``), ``job`` is its newest job, ``runs`` every run."""
     job = study.latest_job
-    base = f"/api/studies/{study.id}"
+    current = current_run(study)
     data: dict[str, Any] = {
         "id": study.id,
         "name": study.name,
@@ -86,22 +93,19 @@ def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, An
         "input_kind": study.input_kind,
         "has_truth": study.has_truth,
         "owner": study.owner.username if study.owner else None,
+        "site": study.site,
         "patient_pseudonym": study.patient_pseudonym,
         "model_id": study.model_id,
+        "current_run": current.id if current else None,
         "spine_volume_ml": study.spine_volume_ml,
         "dice": study.dice,
         "job": job_json(session, job) if job else None,
     }
     if full:
-        done = job is not None and job.status == "done"
         data["summary"] = study.summary
         data["metrics"] = study.metrics
-        data["downloads"] = {
-            "mask": f"{base}/mask.nii.gz", "ct": f"{base}/ct.nii.gz", "summary": f"{base}/summary.json",
-            "overlays": f"{base}/overlays.zip", "mesh": f"{base}/mesh.stl",
-            "seg": f"{base}/seg.dcm" if study.input_kind == "dicom" else None,
-            "truth": f"{base}/truth.nii.gz" if study.has_truth else None,
-        } if done else None
+        data["downloads"] = run_downloads(study) if current else None
+        data["runs"] = runs_json(study)
     return data
 
 
@@ -130,7 +134,8 @@ async def upload_study(request: Request, user: Uploader, services: Services) -> 
         raise
     accepted = await run_in_threadpool(
         accept_study, services, files, ReceivedFiles(received.files, received.truth, received.total_bytes,
-                                                     name=received.fields.get("name", "")),
+                                                     name=received.fields.get("name", ""),
+                                                     site=received.fields.get("site", "")),
         username=user.username, user_id=user.user_id)
     return JSONResponse({"study_id": accepted.study_id, "job_id": accepted.job_id}, status_code=202,
                         headers={"Location": f"/api/jobs/{accepted.job_id}"})
@@ -171,7 +176,8 @@ def load_study(session: Any, study_id: str) -> Study:
     return study
 
 
-@router.get("/studies/{study_id}", summary="A study: its job, summary and metrics (with a truth)")
+@router.get("/studies/{study_id}", summary="A study: its runs, and its current run's summary, metrics (with a "
+                                            "truth) and downloads")
 def study(study_id: str, _user: CurrentUser, session: DbSession) -> dict[str, Any]:
     data = study_json(session, load_study(session, study_id))
     accounts.record(session, username=_user.username, action="study.view", target=study_id)

@@ -18,10 +18,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError, public_text
-from spineseg.imaging.archive import extract_zip_safely
 from spineseg.services.datasets import check_convention, dataset_json, validate_case
 from spineseg.services.deidentification import deidentify_input, deidentify_truth
-from spineseg.services.ingest import arrange_input, extract_limit_bytes
+from spineseg.services.ingest import arrange_input, extract_limit_bytes, unpack_truth
 from spineseg.store import accounts
 from spineseg.store.datasets import (
     add_case,
@@ -147,15 +146,6 @@ def _field_of(exc: InputError, folder: Path) -> str:
     return exc.source
 
 
-def _unpack_labels(truth: Path, labels_dir: Path, max_bytes: int) -> Path:
-    if truth.name.lower().endswith(".zip"):
-        target = labels_dir / "structures"
-        extract_zip_safely(truth, target, max_total_bytes=max_bytes, max_files=200)
-        truth.unlink()
-        return target
-    return truth
-
-
 @router.post("/{dataset_id}/cases", status_code=201, openapi_extra=CASE_UPLOAD_SCHEMA,
              summary="Add a labelled case by upload (validated first; nothing is kept when refused)")
 async def upload_case(dataset_id: str, request: Request, user: Trainer, services: Services) -> dict[str, Any]:
@@ -174,8 +164,7 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         ct_path, kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
         name = check_name(fields.get("name") or await run_in_threadpool(
             default_case_name, services, dataset_id, received.files, patient), "name")
-        labels_path = await run_in_threadpool(_unpack_labels, received.truth[0], folder / "labels",
-                                              extract_limit_bytes(services.settings))
+        labels_path = await run_in_threadpool(unpack_truth, received.truth[0], extract_limit_bytes(services.settings))
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
         # validated, so stored de-identified (PS3.15 Basic Profile, NIfTI header text cleared)
         ct_path = (await run_in_threadpool(deidentify_input, ct_path, kind, folder / "ct", services.settings)).path

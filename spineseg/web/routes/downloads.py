@@ -1,30 +1,36 @@
 """Study files: the NIfTI CT/mask/truth, summary JSON, overlay images (one slice, or all as a
 zip), the STL surface and the DICOM SEG. The mesh and the SEG are made on first request and
-kept. A file that does not exist (yet) is a 404 that says why."""
+kept (in the run's own folder). A file that does not exist (yet) is a 404 that says why.
+
+Each download exists twice: ``/api/studies/<id>/<file>`` is the study's current run (the
+pinned one, else the newest done one: ``services.runs.current_run``), and
+``/api/studies/<id>/runs/<run id>/<file>`` is that run's, whichever is current."""
 
 from __future__ import annotations
 
 import io
 import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import nibabel as nib
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from spineseg.errors import InputError
 from spineseg.imaging.io import load_volume
-from spineseg.imaging.overlay import write_overlays
+from spineseg.imaging.overlay import axial_slice_count, write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.mesh import write_mask_stl
+from spineseg.services.runs import current_run, find_run, run_files
 from spineseg.store import accounts
-from spineseg.store.files import StudyFiles
-from spineseg.store.models import Study
-from spineseg.web.auth import Principal
+from spineseg.store.files import RunFiles
+from spineseg.store.models import Job, Study
 from spineseg.web.deps import CurrentUser, DbSession, Services
 from spineseg.web.routes.api import load_study
 
@@ -39,17 +45,50 @@ def _binary(media_type: str) -> dict[int | str, dict[str, object]]:
     return {200: {"description": "the file", "content": {media_type: binary}}}
 
 
-def _finished(session: DbSession, study_id: str, services: Services,
-              downloader: Principal | None = None, what: str = "") -> tuple[Study, StudyFiles]:
-    """The study with a finished job and its files; records the download in the audit trail."""
+@dataclass(frozen=True)
+class RunTarget:
+    """The study, the run whose files are asked for, and that run's files."""
+
+    study: Study
+    run: Job
+    files: RunFiles
+
+
+def _what(request: Request) -> str:
+    """The audit detail: the file asked for (and its query, e.g. the overlay's slice)."""
+    name = request.url.path.rsplit("/", 1)[-1]
+    return f"{name} {request.url.query}" if request.url.query else name
+
+
+def _target(request: Request, session: DbSession, services: Services, user: CurrentUser, study_id: str,
+            run_id: str | None) -> RunTarget:
+    """The run's files (the current run when ``run_id`` is ``None``); records the download in
+    the audit trail. 404 saying why when there is no such run or it has no results."""
     study = load_study(session, study_id)
-    job = study.latest_job
-    if job is None or job.status != "done":
-        state = job.status if job else "missing"
-        raise HTTPException(404, f"no results yet: the study's job is {state}")
-    if downloader is not None:
-        accounts.record(session, username=downloader.username, action="download", target=study_id, detail=what)
-    return study, StudyFiles.of(services.settings.studies_dir, study_id)
+    if run_id is None:
+        run = current_run(study)
+        if run is None:
+            job = study.latest_job
+            raise HTTPException(404, f"no results yet: the study's job is {job.status if job else 'missing'}")
+    else:
+        run = find_run(study, run_id)
+        if run is None:
+            raise HTTPException(404, f"study {study_id} has no run {run_id!r}")
+        if run.status != "done":
+            raise HTTPException(404, f"no results in run {run_id}: it is {run.status}")
+    accounts.record(session, username=user.username, action="download", target=study_id,
+                    detail=f"{_what(request)} run={run.id}")
+    return RunTarget(study, run, run_files(services.settings.studies_dir, run))
+
+
+def current_target(request: Request, study_id: str, session: DbSession, services: Services,
+                   user: CurrentUser) -> RunTarget:
+    return _target(request, session, services, user, study_id, None)
+
+
+def chosen_target(request: Request, study_id: str, run_id: str, session: DbSession, services: Services,
+                  user: CurrentUser) -> RunTarget:
+    return _target(request, session, services, user, study_id, run_id)
 
 
 def _file(path: Path, media_type: str, filename: str) -> FileResponse:
@@ -58,60 +97,16 @@ def _file(path: Path, media_type: str, filename: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, filename=filename)
 
 
-def _stem(study: Study) -> str:
-    return f"spineseg-{study.id[:8]}"
+def _stem(target: RunTarget) -> str:
+    return f"spineseg-{target.study.id[:8]}-{target.run.id[:8]}"
 
 
-@router.get("/mask.nii.gz", summary="The spine mask (uint8 NIfTI on the input grid)",
-            responses=_binary(NIFTI))
-def mask(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "mask.nii.gz")
-    return _file(files.mask, NIFTI, f"{_stem(study)}-mask.nii.gz")
-
-
-@router.get("/ct.nii.gz", summary="The CT as NIfTI (int16 HU), as the viewer shows it",
-            responses=_binary(NIFTI))
-def ct(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "ct.nii.gz")
-    return _file(files.ct, NIFTI, f"{_stem(study)}-ct.nii.gz")
-
-
-@router.get("/truth.nii.gz", summary="The ground truth on the CT grid (only when one was uploaded)",
-            responses=_binary(NIFTI))
-def truth(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "truth.nii.gz")
-    if not study.has_truth:
-        raise HTTPException(404, "no ground truth was uploaded with this study")
-    return _file(files.truth_on_grid, NIFTI, f"{_stem(study)}-truth.nii.gz")
-
-
-@router.get("/summary.json", summary="Spine volume, slices, model version, timings (and metrics)")
-def summary(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = _finished(session, study_id, services, user, "summary.json")
-    return _file(files.summary, "application/json", f"{_stem(study)}-summary.json")
-
-
-@router.get("/overlays.zip", summary="The overlay PNGs of the summary slices, zipped",
-            responses=_binary("application/zip"))
-def overlays_zip(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> Response:
-    study, files = _finished(session, study_id, services, user, "overlays.zip")
-    pngs = sorted(files.overlays.glob("*.png"))
-    if not pngs:
-        raise HTTPException(404, "no overlay images were written for this study")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for png in pngs:
-            archive.write(png, png.name)
-    return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{_stem(study)}-overlays.zip"'})
-
-
-def _mask_array(files: StudyFiles) -> tuple[np.ndarray, np.ndarray]:
+def _mask_array(files: RunFiles) -> tuple[np.ndarray, np.ndarray]:
     image = nib.load(str(files.mask))
     return np.asarray(image.dataobj, dtype=np.uint8), image.affine
 
 
-def _render_overlay(files: StudyFiles, slice_index: int | None, with_truth: bool) -> tuple[bytes, int, int]:
+def _render_overlay(files: RunFiles, slice_index: int | None, with_truth: bool) -> tuple[bytes, int, int]:
     volume = load_volume(files.ct)
     mask_array, _affine = _mask_array(files)
     truth = None
@@ -120,47 +115,116 @@ def _render_overlay(files: StudyFiles, slice_index: int | None, with_truth: bool
     with tempfile.TemporaryDirectory(prefix="spineseg-overlay-") as folder:
         slices = None if slice_index is None else [slice_index]
         written = write_overlays(volume, mask_array, Path(folder), slices=slices, truth=truth)
+        count = axial_slice_count(volume)  # along inferior-superior, whatever the storage order
         if not written:
-            raise InputError("slice", f"must lie in 0..{volume.shape[2] - 1} (axial slices, inferior first)")
+            raise InputError("slice", f"must lie in 0..{count - 1} (axial slices, 0 = most inferior)")
         chosen = written[len(written) // 2]
-        return chosen.read_bytes(), int(chosen.stem.split("_")[-1]), volume.shape[2]
+        return chosen.read_bytes(), int(chosen.stem.split("_")[-1]), count
 
 
-@router.get("/overlay.png", summary="The paper's overlay image of one axial slice (truth in blue)",
-            responses=_binary("image/png"))
-async def overlay(
-    study_id: str, user: CurrentUser, session: DbSession, services: Services,
-    slice: Annotated[int | None, Query(description="axial slice on the RAS grid, 0 = most inferior")] = None,
-    truth: bool = True,
-) -> Response:
-    _study, files = await run_in_threadpool(_finished, session, study_id, services, user,
-                                            f"overlay.png slice={slice}")
-    data, index, count = await run_in_threadpool(_render_overlay, files, slice, truth)
-    return Response(data, media_type="image/png", headers={"X-Slice": str(index), "X-Slice-Count": str(count)})
+def _overlays_zip(files: RunFiles, which: str) -> bytes:
+    """Every slice with spine (``spine``), every slice (``all``) or the job's five (``summary``)."""
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="spineseg-overlays-") as folder:
+        if which == "summary":
+            pngs = sorted(files.overlays.glob("*.png"))
+        else:
+            volume = load_volume(files.ct)
+            truth = None
+            if files.truth_on_grid.is_file():
+                truth = np.asarray(nib.load(str(files.truth_on_grid)).dataobj, dtype=np.uint8)
+            pngs = write_overlays(volume, _mask_array(files)[0], Path(folder), slices=which, truth=truth)
+        if not pngs:
+            raise HTTPException(404, "no overlay images for this run (no slice holds spine: ask for slices=all)")
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for png in pngs:
+                archive.write(png, png.name)
+    return buffer.getvalue()
 
 
-@router.get("/mesh.stl", summary="The spine surface as binary STL in world (RAS+) millimetres",
-            responses=_binary("model/stl"))
-async def mesh(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = await run_in_threadpool(_finished, session, study_id, services, user, "mesh.stl")
-    if not files.mesh.is_file():
-        mask_array, affine = await run_in_threadpool(_mask_array, files)
-        if not mask_array.any():
-            raise HTTPException(404, "the mask is empty (no spine found), so there is no surface to download")
-        await run_in_threadpool(write_mask_stl, mask_array, affine, files.mesh)
-    return _file(files.mesh, "model/stl", f"{_stem(study)}-spine.stl")
+def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose: str) -> None:
+    """Every download at ``prefix + <file>``, its run chosen by the dependency ``target_of``
+    (set as each endpoint's ``target`` annotation: this module's annotations are strings, and a
+    local alias could not be resolved from them)."""
+    target_type = Annotated[RunTarget, Depends(target_of)]
+
+    def get(path: str, summary: str, responses: dict[int | str, dict[str, object]] | None = None
+            ) -> Callable[[Callable[..., object]], Callable[..., object]]:
+        def register(endpoint: Callable[..., object]) -> Callable[..., object]:
+            endpoint.__annotations__["target"] = target_type
+            router.add_api_route(prefix + path, endpoint, methods=["GET"], summary=summary, responses=responses)
+            return endpoint
+        return register
+
+    @get("/mask.nii.gz", summary=f"The spine mask (uint8 NIfTI on the input grid) of {whose}",
+                responses=_binary(NIFTI))
+    def mask(target: RunTarget) -> FileResponse:
+        return _file(target.files.mask, NIFTI, f"{_stem(target)}-mask.nii.gz")
+
+    @get("/ct.nii.gz", summary=f"The CT as NIfTI (int16 HU), as the viewer shows it, of {whose}",
+                responses=_binary(NIFTI))
+    def ct(target: RunTarget) -> FileResponse:
+        return _file(target.files.ct, NIFTI, f"{_stem(target)}-ct.nii.gz")
+
+    @get("/truth.nii.gz", summary=f"The ground truth on the CT grid (only when one was uploaded), "
+                                                  f"of {whose}", responses=_binary(NIFTI))
+    def truth(target: RunTarget) -> FileResponse:
+        if not target.study.has_truth:
+            raise HTTPException(404, "no ground truth was uploaded with this study")
+        return _file(target.files.truth_on_grid, NIFTI, f"{_stem(target)}-truth.nii.gz")
+
+    @get("/summary.json", summary=f"Spine volume, slices, model version, timings (and metrics) "
+                                                  f"of {whose}")
+    def summary(target: RunTarget) -> FileResponse:
+        return _file(target.files.summary, "application/json", f"{_stem(target)}-summary.json")
+
+    @get("/overlays.zip", summary=f"The overlay PNGs of every axial slice with spine (or all, or the five "
+         f"summary ones), zipped, of {whose}", responses=_binary("application/zip"))
+    async def overlays_zip(
+        target: RunTarget,
+        slices: Annotated[Literal["spine", "all", "summary"], Query(
+            description="spine: every axial slice with spine; all: every axial slice; summary: the five "
+                        "written with the results")] = "spine",
+    ) -> Response:
+        data = await run_in_threadpool(_overlays_zip, target.files, slices)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{_stem(target)}-overlays.zip"'})
+
+    @get("/overlay.png", summary=f"The paper's overlay image of one axial slice (truth in blue) "
+                                                 f"of {whose}", responses=_binary("image/png"))
+    async def overlay(
+        target: RunTarget,
+        slice: Annotated[int | None, Query(description="axial slice on the RAS grid, 0 = most inferior")] = None,
+        truth: bool = True,
+    ) -> Response:
+        data, index, count = await run_in_threadpool(_render_overlay, target.files, slice, truth)
+        return Response(data, media_type="image/png", headers={"X-Slice": str(index), "X-Slice-Count": str(count)})
+
+    @get("/mesh.stl", summary=f"The spine surface as binary STL in world (RAS+) millimetres, "
+                                              f"of {whose}", responses=_binary("model/stl"))
+    async def mesh(target: RunTarget) -> FileResponse:
+        files = target.files
+        if not files.mesh.is_file():
+            mask_array, affine = await run_in_threadpool(_mask_array, files)
+            if not mask_array.any():
+                raise HTTPException(404, "the mask is empty (no spine found), so there is no surface to download")
+            await run_in_threadpool(write_mask_stl, mask_array, affine, files.mesh)
+        return _file(files.mesh, "model/stl", f"{_stem(target)}-spine.stl")
+
+    @get("/seg.dcm", summary=f"DICOM SEG referencing the source series (DICOM input only), "
+                                             f"of {whose}", responses=_binary("application/dicom"))
+    async def dicom_seg(target: RunTarget) -> FileResponse:
+        study, run, files = target.study, target.run, target.files
+        if study.input_kind != "dicom":
+            raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
+                                     "for a DICOM SEG to reference (download the NIfTI mask instead)")
+        if not files.seg_dcm.is_file():
+            mask_array, affine = await run_in_threadpool(_mask_array, files)
+            series_uid = (run.summary or {}).get("series_uid")
+            await run_in_threadpool(write_dicom_seg, mask_array, affine, Path(study.input_path), series_uid,
+                                    files.seg_dcm, model_id=run.model_version or "unknown")
+        return _file(files.seg_dcm, "application/dicom", f"{_stem(target)}-seg.dcm")
 
 
-@router.get("/seg.dcm", summary="DICOM SEG referencing the source series (DICOM input only)",
-            responses=_binary("application/dicom"))
-async def dicom_seg(study_id: str, user: CurrentUser, session: DbSession, services: Services) -> FileResponse:
-    study, files = await run_in_threadpool(_finished, session, study_id, services, user, "seg.dcm")
-    if study.input_kind != "dicom":
-        raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
-                                 "for a DICOM SEG to reference (download the NIfTI mask instead)")
-    if not files.seg_dcm.is_file():
-        mask_array, affine = await run_in_threadpool(_mask_array, files)
-        series_uid = (study.summary or {}).get("series_uid")
-        await run_in_threadpool(write_dicom_seg, mask_array, affine, Path(study.input_path), series_uid,
-                                files.seg_dcm, model_id=study.model_id or "unknown")
-    return _file(files.seg_dcm, "application/dicom", f"{_stem(study)}-seg.dcm")
+add_download_routes("", current_target, "the study's current run")
+add_download_routes("/runs/{run_id}", chosen_target, "one run")

@@ -11,7 +11,16 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from spineseg.metrics.plots import plot_bland_altman
-from spineseg.services.evaluation import CaseRow, mean_and_sd, table_csv, volume_agreement, write_box_plot
+from spineseg.services.evaluation import (
+    CaseRow,
+    agreement_labels,
+    agreement_points,
+    mean_and_sd,
+    table_csv,
+    volume_agreement,
+    write_box_plot,
+)
+from spineseg.services.runs import evaluated_run
 from spineseg.store import accounts
 from spineseg.store.studies import get_study
 from spineseg.web.deps import DbSession, Researcher
@@ -19,18 +28,24 @@ from spineseg.web.deps import DbSession, Researcher
 router = APIRouter(prefix="/api/evaluation", tags=["evaluation"])
 
 Ids = Annotated[str, Query(description="comma-separated study ids (studies with a ground truth, done)")]
+Model = Annotated[str, Query(description="model version: each study's newest done run by this version (default: "
+                                         "each study's current run)")]
 
 
-def case_rows(session: Session, ids: str) -> list[CaseRow]:
-    """The evaluated studies named in ``ids``; 404 naming any that is unknown or has no metrics."""
+def case_rows(session: Session, ids: str, model: str = "") -> list[CaseRow]:
+    """The evaluated studies named in ``ids`` (their current runs, or their newest runs made by
+    ``model``); 404 naming any that is unknown or has no such run with metrics."""
     rows = []
     for study_id in [part for part in ids.split(",") if part.strip()]:
         study = get_study(session, study_id=study_id.strip())
         if study is None:
             raise HTTPException(404, f"no study with id {study_id!r}")
-        if not study.metrics:
-            raise HTTPException(404, f"study {study_id} has no metrics: it needs a ground truth and a finished job")
-        rows.append(CaseRow(study.id, study.name, study.metrics))
+        run = evaluated_run(study, model or None)
+        if run is None:
+            which = f"no done run by model version {model!r} with" if model else "no"
+            raise HTTPException(404, f"study {study_id} has {which} metrics: it needs a ground truth and a "
+                                     "finished job")
+        rows.append(CaseRow(study.id, study.name, run.metrics, run.model_version, run.id, study.site))
     if not rows:
         raise HTTPException(400, "choose at least one study (ids=...)")
     return rows
@@ -39,40 +54,44 @@ def case_rows(session: Session, ids: str) -> list[CaseRow]:
 def evaluation_json(rows: list[CaseRow]) -> dict[str, Any]:
     stats = volume_agreement(rows)
     return {
-        "cases": [{"study_id": r.study_id, "name": r.name, "metrics": r.metrics} for r in rows],
+        "cases": [{"study_id": r.study_id, "name": r.name, "site": r.site, "model_version": r.model_version,
+                   "run_id": r.run_id, "metrics": r.metrics} for r in rows],
         "mean": {k: v[0] for k, v in mean_and_sd(rows).items()},
         "sd": {k: v[1] for k, v in mean_and_sd(rows).items()},
         "bland_altman_volume_ml": stats.summary() if stats else None,
+        "bland_altman_points": agreement_points(rows) if stats else [],
     }
 
 
 @router.get("", summary="Per-case metrics, mean and SD, Bland-Altman of spine volume")
-def evaluation(ids: Ids, _user: Researcher, session: DbSession) -> dict[str, Any]:
-    data = evaluation_json(case_rows(session, ids))
+def evaluation(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> dict[str, Any]:
+    data = evaluation_json(case_rows(session, ids, model))
     accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="json")
     return data
 
 
 @router.get(".csv", summary="The evaluation table as CSV (cases, then mean and SD lines)")
-def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession) -> Response:
-    rows = case_rows(session, ids)
+def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> Response:
+    rows = case_rows(session, ids, model)
     accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="csv")
     return Response(table_csv(rows), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="spineseg-evaluation.csv"'})
 
 
 @router.get("/bland-altman.png", summary="Bland-Altman plot of predicted vs true spine volume (needs 2+ cases)")
-def bland_altman_png(ids: Ids, _user: Researcher, session: DbSession) -> Response:
-    stats = volume_agreement(case_rows(session, ids))
+def bland_altman_png(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> Response:
+    rows = case_rows(session, ids, model)
+    stats = volume_agreement(rows)
     if stats is None:
         raise HTTPException(404, "a Bland-Altman plot needs at least 2 cases")
     with tempfile.TemporaryDirectory(prefix="spineseg-ba-") as folder:
-        path = plot_bland_altman(stats, Path(folder) / "ba.png", title="Spine volume: prediction vs truth", units="mL")
+        path = plot_bland_altman(stats, Path(folder) / "ba.png", title="Spine volume: prediction vs truth", units="mL",
+                                  labels=agreement_labels(rows))
         return Response(path.read_bytes(), media_type="image/png")
 
 
 @router.get("/box-plot.png", summary="Box plots of the overlap metrics across the chosen cases")
-def box_plot_png(ids: Ids, _user: Researcher, session: DbSession) -> Response:
-    rows = case_rows(session, ids)
+def box_plot_png(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> Response:
+    rows = case_rows(session, ids, model)
     with tempfile.TemporaryDirectory(prefix="spineseg-box-") as folder:
         return Response(write_box_plot(rows, Path(folder) / "box.png").read_bytes(), media_type="image/png")

@@ -34,7 +34,7 @@ from spineseg.services.resumable_uploads import (
     sweep_uploads,
     upload_state,
 )
-from spineseg.services.study_intake import require_production_model
+from spineseg.services.study_intake import check_identity, require_production_model
 from spineseg.store.uploads import UPLOADING, UploadFolder
 from spineseg.web.chunks import MAX_CHUNK_BYTES, ChunkStalled, OffsetConflict, append_chunk
 from spineseg.web.deps import AppServices, Services, Uploader
@@ -98,8 +98,12 @@ class FileSpec(BaseModel):
 class NewUpload(BaseModel):
     files: list[FileSpec] = Field(min_length=1, description="the CT: DICOM files of one series, or one .zip / "
                                                             "NIfTI / image / .npy file")
-    truth: FileSpec | None = Field(None, description="optional ground-truth label map (NIfTI)")
+    truth: FileSpec | None = Field(None, description="optional ground truth: a label map (NIfTI) or a .zip of "
+                                                     "per-structure files (vertebrae_<LEVEL>.nii.gz)")
     purpose: Literal["study"] = "study"
+    name: str = Field("", max_length=1000, description="optional study name (default 'Study <short id>' with "
+                                                       "what de-identification keeps; never a file name)")
+    site: str = Field("", max_length=1000, description="optional centre the study comes from")
 
 
 def state_json(state: UploadState) -> dict[str, Any]:
@@ -114,6 +118,8 @@ def state_json(state: UploadState) -> dict[str, Any]:
                   for f in state.files],
         "study_id": state.study_id,
         "job_id": state.job_id,
+        "study_name": state.study_name,
+        "study_site": state.study_site,
         "created_at": state.created_at.isoformat(),
         "updated_at": state.updated_at.isoformat(),
     }
@@ -137,6 +143,7 @@ async def create_upload(body: NewUpload, user: Uploader, services: Services) -> 
     """Returns the upload id and each file's `index` (the truth comes last, role `truth`) with
     `received` 0. Send each file with `PUT /api/uploads/{id}/files/{index}?offset=...`."""
     require_production_model(services.registry)  # before 500 MB travel for nothing
+    name, site = check_identity(body.name, body.site)  # a bad name or site, too
     announced = [AnnouncedFile(f.name, f.size) for f in body.files]
     if body.truth is not None:
         announced.append(AnnouncedFile(body.truth.name, body.truth.size, TRUTH))
@@ -147,7 +154,8 @@ async def create_upload(body: NewUpload, user: Uploader, services: Services) -> 
     if total > limit:
         raise UploadRefused(413, f"{total} bytes announced: " + too_large_message(limit), "files")
     state = await run_in_threadpool(start_upload, services.database, services.settings.uploads_dir,
-                                    owner_id=user.user_id, purpose=body.purpose, files=announced)
+                                    owner_id=user.user_id, purpose=body.purpose, files=announced,
+                                    study_name=name, study_site=site)
     log.info("upload %s started by %s: %d file(s), %d bytes", state.id, user.username, len(announced), total)
     return JSONResponse(state_json(state), 201, headers={"Location": f"/api/uploads/{state.id}"})
 
