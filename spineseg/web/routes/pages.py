@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
+from spineseg.services.runs import evaluated_run, evaluated_versions, shown_run
 from spineseg.store import accounts
 from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
@@ -115,14 +116,21 @@ def studies_page(request: Request, user: CurrentUser, session: DbSession, q: str
 
 
 @router.get("/studies/{study_id}")
-def result_page(request: Request, study_id: str, user: CurrentUser, session: DbSession) -> HTMLResponse:
+def result_page(request: Request, study_id: str, user: CurrentUser, session: DbSession,
+                run: str = "") -> HTMLResponse:
+    """The study's current run, or the run chosen with ``?run=<id>``; the job page while no
+    run has results yet."""
     study = load_study(session, study_id)
     data = study_json(session, study)
     job = data["job"]
-    if job and job["status"] != "done":
+    if data["current_run"] is None and job:
         return RedirectResponse(f"/jobs/{job['id']}", status_code=303)
+    shown = shown_run(study, run)
+    if shown is not None:  # the page's figures and links are the shown run's
+        data |= {k: shown[k] for k in ("summary", "metrics", "model_id", "spine_volume_ml", "downloads")}
     accounts.record(session, username=user.username, action="study.view", target=study_id)
-    return render(request, "result.html", user, study=data)
+    viewer = {"viewer_base": shown["base"]} if shown else {}  # the viewer reads the shown run's files
+    return render(request, "result.html", user, study=data, shown_run=shown, **viewer)
 
 
 @router.post("/studies/{study_id}/delete")
@@ -133,14 +141,20 @@ def delete_from_page(study_id: str, user: Uploader, session: DbSession, services
 
 @router.get("/evaluation")
 def evaluation_page(request: Request, user: Researcher, session: DbSession, ids: str = "",
-                    id: Annotated[list[str] | None, Query()] = None) -> HTMLResponse:
-    candidates = [study_json(session, s, full=False)
-                  for s in list_studies(session, filters=StudyFilter(with_truth=True, status="done"))]
+                    id: Annotated[list[str] | None, Query()] = None, model: str = "") -> HTMLResponse:
+    """Studies with a scored run to choose from (only those with a run by ``model`` when one is
+    chosen), and the table, agreement and plots of the chosen ones."""
+    studies = list_studies(session, filters=StudyFilter(with_truth=True))
+    scored = [(s, evaluated_run(s, model or None)) for s in studies]
+    candidates = [study_json(session, s, full=False) | {"run_model": run.model_version, "run_dice": run.dice}
+                  for s, run in scored if run is not None]
     chosen = [part for part in ids.split(",") if part] + list(id or [])
     context: dict[str, Any] = {"candidates": candidates, "chosen": set(chosen), "ids": ",".join(chosen),
-                               "keys": TABLE_KEYS, "rows": None}
+                               "keys": TABLE_KEYS, "rows": None, "model": model,
+                               "versions": evaluated_versions(studies),
+                               "model_query": f"&model={quote(model)}" if model else ""}
     if chosen:
-        rows = case_rows(session, ",".join(chosen))
+        rows = case_rows(session, ",".join(chosen), model)
         stats = volume_agreement(rows)
         context |= {"rows": rows, "summary": mean_and_sd(rows), "agreement": stats.summary() if stats else None}
     return render(request, "evaluation.html", user, **context)

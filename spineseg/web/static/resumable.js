@@ -48,6 +48,7 @@
     constructor(items, options) {
       this.items = items;
       this.chunkBytes = options.chunkBytes || 0;
+      this.study = options.study || {};  // {name, site} the study gets (checked when announced)
       this.onProgress = options.onProgress || (() => {});
       this.confirmed = items.map(() => 0);
       this.inFlight = items.map(() => 0);
@@ -82,6 +83,8 @@
         purpose: "study",
         files: ct.map((it) => ({ name: it.name, size: it.file.size })),
         truth: truth ? { name: truth.name, size: truth.file.size } : null,
+        name: this.study.name || "",
+        site: this.study.site || "",
       });
       if (r.status !== 201) throw new UploadFailed(r.body.detail || ("the upload was refused (" + r.status + ")"), r.body.field);
       this.state = r.body;

@@ -28,14 +28,14 @@
     }
   }
   function clearErrors() {
-    for (const id of ["files-error", "truth-error", "form-error"]) {
+    for (const id of ["files-error", "truth-error", "name-error", "site-error", "form-error"]) {
       const el = document.getElementById(id);
       el.hidden = true;
       el.textContent = "";
     }
   }
   function showError(field, message) {
-    const el = document.getElementById(field === "files" || field === "truth" ? field + "-error" : "form-error");
+    const el = document.getElementById(["files", "truth", "name", "site"].includes(field) ? field + "-error" : "form-error");
     el.textContent = message;
     el.hidden = false;
   }
@@ -119,16 +119,6 @@
     if (running) await running.cancel();
   });
 
-  // The name the uploader chose (never the file's name), set once the study exists.
-  async function nameStudy(studyId, name) {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const response = await fetch("/api/studies/" + studyId + "/name", {
-      method: "PUT", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify({ name: name }),
-    });
-    if (!response.ok) throw { field: "name", message: "the study was created, but its name was refused: "
-                              + ((await response.json()).detail || response.status) };
-  }
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
@@ -139,6 +129,8 @@
     const upload = new Resumable.Upload(chosenItems(), {
       chunkBytes: Number(form.dataset.chunkBytes) || 0,
       onProgress: showProgress,
+      // the name the uploader chose (never the file's name) and the site, given with the files
+      study: { name: document.getElementById("study-name").value.trim(), site: document.getElementById("study-site").value.trim() },
     });
     running = upload;
     button.disabled = true;
@@ -146,8 +138,6 @@
     showProgress(0, upload.total, "starting");
     try {
       const result = await upload.run();
-      const chosenName = document.getElementById("study-name").value.trim();
-      if (chosenName) await nameStudy(result.study_id, chosenName);
       resumeNotice.hidden = true;
       status.textContent = "uploaded: the job is queued";
       window.location.href = "/jobs/" + result.job_id;
