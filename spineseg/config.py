@@ -34,6 +34,15 @@ SPINESEG_SESSION_HOURS         how long a login lasts (12)
 SPINESEG_WORKERS               segmentation jobs run at the same time (1); 0 = accept jobs
                                and keep them queued (a web-only process)
 SPINESEG_UPLOAD_STALE_HOURS    a resumable upload untouched this long is removed (24)
+SPINESEG_PACS_ENDPOINTS        JSON file listing the DICOMweb PACS endpoints (name, url,
+                               auth): see docs/pacs.md; unset: no PACS
+SPINESEG_DICOM_ALLOWED_AES     calling AE titles ``spineseg dicom-listen`` accepts
+                               (comma-separated); unset: every association is refused
+SPINESEG_DICOM_SERIES_IDLE_S   a received series with no new instance for this long
+                               becomes a study and a job (10)
+SPINESEG_DICOM_DESTINATION     where the listener sends each SEG by C-STORE:
+                               ``AE_TITLE@host:port``; unset: not sent
+SPINESEG_DICOM_OWNER           the user that owns studies received by the listener
 =============================  ==========================================================
 """
 
@@ -160,6 +169,11 @@ class Settings:
     retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    pacs_endpoints_file: Path | None = None  # DICOMweb endpoints (integrations.endpoints reads it)
+    dicom_allowed_aes: tuple[str, ...] = ()
+    dicom_series_idle_s: float = 10.0
+    dicom_destination: str = ""
+    dicom_owner: str = ""
 
     def tls_files(self) -> tuple[Path, Path] | None:
         """(certificate, key) when HTTPS is configured, ``None`` when not; ``InputError`` naming
@@ -250,4 +264,10 @@ class Settings:
             retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
             tls_cert=_path(_env("SPINESEG_TLS_CERT", dotenv)),
             tls_key=_path(_env("SPINESEG_TLS_KEY", dotenv)),
+            pacs_endpoints_file=_path(_env("SPINESEG_PACS_ENDPOINTS", dotenv)),
+            dicom_allowed_aes=tuple(a.strip() for a in (_env("SPINESEG_DICOM_ALLOWED_AES", dotenv) or "").split(",")
+                                    if a.strip()),
+            dicom_series_idle_s=_int("SPINESEG_DICOM_SERIES_IDLE_S", dotenv, int(cls.dicom_series_idle_s)),
+            dicom_destination=_env("SPINESEG_DICOM_DESTINATION", dotenv, "") or "",
+            dicom_owner=_env("SPINESEG_DICOM_OWNER", dotenv, "") or "",
         )

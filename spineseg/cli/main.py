@@ -34,6 +34,7 @@ COMMANDS = {
     "tokens": "spineseg.cli.users_cmd",
     "audit": "spineseg.cli.audit_cmd",
     "retention": "spineseg.cli.retention_cmd",
+    "dicom-listen": "spineseg.cli.dicom_listen_cmd",
 }
 
 EXIT_OK = 0
