@@ -164,6 +164,9 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
 
     for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router):
         app.include_router(router)
+    from spineseg.web.routes import pacs
+
+    app.include_router(pacs.router)  # DICOMweb: search, import, send back (before pages: /pacs)
     app.include_router(pages.router)
     openapi_errors.install(app)  # the real error shape and statuses in the OpenAPI document
     _add_docs(app)
