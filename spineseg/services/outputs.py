@@ -10,6 +10,7 @@ import numpy as np
 
 from spineseg.imaging.nifti import write_nifti
 from spineseg.imaging.overlay import write_overlays
+from spineseg.imaging.resample import canonical_transform, canonical_view
 from spineseg.model.inference import Segmentation
 
 
@@ -19,10 +20,13 @@ def write_mask(segmentation: Segmentation, path: Path) -> Path:
 
 
 def summary(segmentation: Segmentation) -> dict[str, Any]:
-    """Spine volume (mL), slices (along the input's third axis) that contain spine, model, timings,
-    and how the network ran (device, number format and why that format)."""
+    """Spine volume (mL), axial slices that contain spine (along the patient's inferior-superior
+    axis whatever the file's storage order, 0 = most inferior, as the overlay images count them),
+    model, timings, and how the network ran (device, number format and why that format)."""
     volume = segmentation.volume
-    slices = np.flatnonzero(segmentation.mask.any(axis=(0, 1))).tolist()
+    ornt, _affine = canonical_transform(volume.affine, volume.shape)
+    axial = canonical_view(segmentation.mask, ornt)
+    slices = np.flatnonzero(axial.any(axis=(0, 1))).tolist()
     prov = volume.provenance
     return {
         "source": prov.source,
@@ -33,6 +37,7 @@ def summary(segmentation: Segmentation) -> dict[str, Any]:
         "spine_volume_ml": round(segmentation.spine_volume_ml, 3),
         "slices_with_spine": slices,
         "slices_with_spine_count": len(slices),
+        "axial_slice_count": int(axial.shape[2]),
         "model_id": segmentation.model_id,
         "timings_s": {k: round(v, 4) for k, v in segmentation.timings.items()},
         "inference": dict(segmentation.inference),

@@ -33,13 +33,14 @@ def _suffix(step: int) -> str:
     return "" if step == 1 else f"-step{step}"
 
 
-def _stepped(full: Path, step: int, dtype: type) -> Path:
-    """The every-``step``-th-voxel copy of the viewer file ``full``, kept beside it."""
+def _stepped(full: Path, step: int, dtype: type, made: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """The every-``step``-th-voxel copy of the viewer file ``full``, kept beside it (from
+    ``made``, the full copy's array and affine, when it was just written)."""
     if step == 1:
         return full
     target = full.with_name(full.name.removesuffix(".nii.gz") + _suffix(step) + ".nii.gz")
     if not target.is_file() or target.stat().st_mtime < full.stat().st_mtime:
-        array, affine = _read(full, dtype)
+        array, affine = made if made is not None else _read(full, dtype)
         write_nifti(*preview(array, affine, step), target, dtype=dtype)
     return target
 
@@ -61,16 +62,18 @@ def ct_copy(study_root: Path, ct_path: Path, labels: list[Path] | None = None, *
     of ``labels`` too), every ``step``-th voxel of it, and its crop box."""
     folder = study_root / VIEWER_DIR
     target, box_file = folder / "ct.nii.gz", folder / BOX_FILE
+    made = None
     with _lock:
         if not (target.is_file() and box_file.is_file()):
             hu, affine = _read(ct_path, np.int16)
             label_arrays = [_read(p, np.uint8)[0] for p in labels or [] if p.is_file()]
             array, crop_affine, box = viewer_ct(Volume(hu, affine, Provenance(str(ct_path), "nifti")), label_arrays)
             write_nifti(array, crop_affine, target, dtype=np.int16)
+            made = (array, crop_affine)
             tmp = box_file.with_name(".part-" + BOX_FILE)
             tmp.write_text(json.dumps(box.to_json()))
             tmp.replace(box_file)
-        return _stepped(target, step, np.int16), CropBox.from_json(json.loads(box_file.read_text()))
+        return _stepped(target, step, np.int16, made), CropBox.from_json(json.loads(box_file.read_text()))
 
 
 def label_copy(study_root: Path, ct_path: Path, label_path: Path, *, as_outline: bool = False,
@@ -81,9 +84,11 @@ def label_copy(study_root: Path, ct_path: Path, label_path: Path, *, as_outline:
     _ct, box = ct_copy(study_root, ct_path, [label_path])
     stem = label_path.name.removesuffix(".gz").removesuffix(".nii")
     target = label_path.parent / VIEWER_DIR / f"{stem}{'-outline' if as_outline else ''}.nii.gz"
+    made = None
     with _lock:
         if not target.is_file() or target.stat().st_mtime < label_path.stat().st_mtime:
             labels, affine = _read(label_path, np.uint8)
             array, crop_affine = viewer_labels(labels, affine, box)
-            write_nifti(outline(array) if as_outline else array, crop_affine, target, dtype=np.uint8)
-        return _stepped(target, step, np.uint8)
+            made = (outline(array) if as_outline else array, crop_affine)
+            write_nifti(*made, target, dtype=np.uint8)
+        return _stepped(target, step, np.uint8, made)

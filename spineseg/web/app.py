@@ -160,9 +160,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(evaluation.router)
     app.include_router(admin.router)
     app.include_router(first_run.router)
-    from spineseg.web.routes import datasets, models, study_models, training, training_pages
+    from spineseg.web.routes import datasets, models, study_models, training, training_pages, viewer
 
-    for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router):
+    for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router,
+                   viewer.router):
         app.include_router(router)
     from spineseg.web.routes import pacs
 

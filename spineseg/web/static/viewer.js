@@ -1,0 +1,471 @@
+// The result page's reading viewer (NiiVue): CT + prediction/truth/levels layers, read-outs,
+// windowing, keyboard shortcuts, zoom/pan, distance measurement, the spine surface in 3D.
+// All URLs come from data attributes on #result, so a page showing another run points here.
+"use strict";
+(function () {
+  const root = document.getElementById("result");
+  const box = document.getElementById("viewer-box");
+  const canvas = document.getElementById("viewer");
+  const status = document.getElementById("viewer-status");
+  const bar = document.getElementById("viewer-progress");
+  const readout = { slices: document.getElementById("readout-slices"), cursor: document.getElementById("readout-cursor"),
+                    window: document.getElementById("readout-window"), label: document.getElementById("readout-label") };
+  const d = root.dataset;
+  // [center, width] in HU, as radiologists name them
+  const PRESETS = { bone: [400, 1800], soft: [40, 400], lung: [-600, 1500], brain: [40, 80], mediastinum: [50, 350] };
+  const LAYERS = [  // drawn bottom to top: truth under the prediction, as in the overlay image
+    { key: "truth", url: d.truthUrl, outlineUrl: d.truthOutlineUrl, name: "Ground truth", rgb: [32, 160, 255], opacity: 1, outline: true, visible: true },
+    { key: "levels", url: d.levelsUrl, tableUrl: d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: true },
+    { key: "prediction", url: d.maskUrl, outlineUrl: d.maskOutlineUrl, name: "Prediction", rgb: [255, 64, 32], opacity: 0.45, outline: false, visible: true },
+  ].filter((layer) => layer.url);
+  const CROSSHAIR = [1, 0.85, 0.1, 1];  // yellow: neither the prediction's red nor the truth's blue
+  const state = { crop: [0, 0, 0], shape: [0, 0, 0], view: "multi", hoverTile: "axial", measuring: false, ready: false };
+
+  if (typeof niivue === "undefined") { status.textContent = "the viewer script did not load"; return; }
+  const { DRAG_MODE, SLICE_TYPE, SHOW_RENDER, MULTIPLANAR_TYPE } = niivue;
+  const MOUSE = { leftButton: { primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan, withCtrl: DRAG_MODE.measurement },
+                  rightButton: DRAG_MODE.windowing, centerButton: DRAG_MODE.pan };
+  const nv = new niivue.Niivue({
+    backColor: [0, 0, 0, 1], crosshairColor: CROSSHAIR, show3Dcrosshair: false, isColorbar: false,
+    multiplanarShowRender: SHOW_RENDER.NEVER, multiplanarLayout: MULTIPLANAR_TYPE.GRID, multiplanarEqualSize: true, is2DSliceShader: new URLSearchParams(location.search).has("slice2d"),
+    dragAndDropEnabled: false, mouseEventConfig: MOUSE, isRadiologicalConvention: true, showLegend: false,
+    viewModeHotKey: "None", clipPlaneHotKey: "None", cycleClipPlaneHotKey: "None", measureLineColor: [0, 1, 1, 1],
+    measureTextColor: [0, 1, 1, 1], loadingText: "", logLevel: "warn", isOrientationTextVisible: true,
+  });
+  const VIEWS = { multi: SLICE_TYPE.MULTIPLANAR, axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL,
+                  sagittal: SLICE_TYPE.SAGITTAL, render: SLICE_TYPE.RENDER };
+
+  function progress(fraction, text) {
+    bar.hidden = fraction >= 1;
+    bar.value = Math.round(fraction * 100);
+    status.textContent = text;
+  }
+
+  // Fetch every file with a byte count (the server sends the inflated size) -> blob URLs.
+  async function fetchAll(files) {
+    const got = files.map(() => 0);
+    const totals = files.map(() => 0);
+    const show = () => {
+      const total = totals.reduce((a, b) => a + b, 0);
+      const have = got.reduce((a, b) => a + b, 0);
+      progress(total ? 0.85 * have / total : 0, "loading the images: " + (have / 1048576).toFixed(0) + " of "
+               + (total / 1048576).toFixed(0) + " MB");
+    };
+    return Promise.all(files.map(async (file, n) => {
+      const response = await fetch(file.url);
+      if (!response.ok) throw new Error(file.name + ": " + response.status + " " + (await response.text()));
+      totals[n] = Number(response.headers.get("X-Decoded-Length")) || 0;
+      if (file.onHeaders) file.onHeaders(response.headers);
+      const reader = response.body.getReader();
+      const chunks = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        got[n] += value.length;
+        show();
+      }
+      return file.raw ? niftiVoxels(chunks, got[n]) : URL.createObjectURL(new Blob(chunks));
+    }));
+  }
+
+  const withStep = (url) => url + (url.includes("?") ? "&" : "?") + "step=" + state.step;
+  const READY_TEXT = "ready: left-drag moves the crosshair, right-drag sets the window, shift-drag pans, "
+    + "ctrl-drag measures, wheel changes slice; press ? for all shortcuts";
+  const FULL_VIEW_BUDGET_S = 8;  // refine by itself when the full copy should show within this
+
+  // One pass: the CT and every visible layer at state.step (1: every voxel), then a frame drawn
+  // and read back, so "ready" means the graphics work is done, not merely queued.
+  async function load(tables) {
+    const t0 = performance.now();
+    const files = [{ url: withStep(d.ctUrl), name: "CT", onHeaders: (headers) => {
+      state.crop = (headers.get("X-Crop-Start") || "0,0,0").split(",").map(Number);
+      state.shape = (headers.get("X-Canonical-Shape") || "0,0,0").split(",").map(Number);
+    } }].concat(LAYERS.map((layer) => ({ url: withStep(layer.outline && layer.outlineUrl ? layer.outlineUrl : layer.url), name: layer.name, raw: true })));
+    const urls = await fetchAll(files);
+    const t1 = performance.now();
+    mark("fetched step " + state.step);
+    progress(0.9, state.step > 1 ? "drawing a quick first view (every " + state.step + "th voxel)…" : "drawing the full-resolution view…");
+    const keep = state.ready ? { pos: nv.scene.crosshairPos && nv.frac2mm(nv.scene.crosshairPos), window: windowOf() } : null;
+    while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
+    const [low, high] = keep ? range(keep.window) : range(PRESETS.bone);
+    await nv.loadVolumes([{ url: urls[0], name: "ct.nii", colormap: "gray", cal_min: low, cal_max: high }]);
+    URL.revokeObjectURL(urls[0]);
+    LAYERS.forEach((layer, n) => {
+      layer.table = tables[layer.key];
+      layer.data = { [layer.outline && layer.outlineUrl ? "outline" : "fill"]: urls[n + 1] };
+    });
+    nv.createEmptyDrawing();
+    compose();
+    if (!state.ready) nv.setSliceType(SLICE_TYPE.MULTIPLANAR);
+    if (keep && keep.pos) { nv.scene.crosshairPos = nv.mm2frac(keep.pos); nv.drawScene(); } else centreOnSpine();
+    const pixel = new Uint8Array(4);
+    nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, pixel);  // waits for the GPU
+    const t2 = performance.now();
+    mark("drawn step " + state.step);
+    return { fetch_s: (t1 - t0) / 1000, draw_s: (t2 - t1) / 1000 };
+  }
+
+  async function start() {
+    await nv.attachTo("viewer");
+    nv.setMouseEventConfig?.(MOUSE);
+    const tables = {};
+    for (const layer of LAYERS.filter((l) => l.tableUrl)) {
+      const response = await fetch(layer.tableUrl);
+      if (response.ok) tables[layer.key] = await response.json();
+    }
+    state.tables = tables;
+    const voxels = Number(d.voxels) || 0;
+    state.step = voxels > 48e6 ? 3 : voxels > 12e6 ? 2 : 1;  // a quick first view on software graphics
+    const first = await load(tables);
+    root.dataset.timings = JSON.stringify({ step: state.step, ...first });
+    state.ready = true;
+    updateReadouts();
+    root.dataset.viewerReady = "true";
+    if (state.step === 1) { progress(1, READY_TEXT); return; }
+    const estimate = first.draw_s * state.step ** 3 + first.fetch_s * state.step ** 2;
+    const button = document.getElementById("full-resolution");
+    button.hidden = false;
+    button.textContent = "Full resolution (about " + Math.ceil(estimate) + " s here)";
+    button.addEventListener("click", refine, { once: true });
+    if (estimate <= FULL_VIEW_BUDGET_S) refine();
+    else progress(1, "quick view (every " + state.step + "th voxel) " + READY_TEXT.slice(6) + "; the full resolution takes about "
+                  + Math.ceil(estimate) + " s on this computer's graphics: press the button when wanted");
+  }
+
+  async function refine() {
+    document.getElementById("full-resolution").hidden = true;
+    state.step = 1;
+    const full = await load(state.tables);
+    root.dataset.timings = JSON.stringify({ ...JSON.parse(root.dataset.timings || "{}"), full });
+    root.dataset.fullResolution = "true";
+    updateReadouts();
+    progress(1, READY_TEXT);
+  }
+
+  // A uint8 NIfTI (the server's viewer copies: little-endian, on the CT copy's grid) -> its voxels.
+  function niftiVoxels(chunks, size) {
+    const bytes = new Uint8Array(size);
+    let at = 0;
+    for (const chunk of chunks) { bytes.set(chunk, at); at += chunk.length; }
+    const view = new DataView(bytes.buffer);
+    if (view.getInt32(0, true) !== 348 || view.getInt16(70, true) !== 2) throw new Error("a label copy is not uint8 NIfTI-1");
+    return bytes.subarray(Math.round(view.getFloat32(108, true)));
+  }
+
+  // The label layers are one drawing on the CT's grid (no per-layer resampling pass): code 1
+  // prediction, 2 truth, 3 both, 10 + v vertebra level v. Each layer's opacity is its colours' alpha.
+  const PRED = 1, TRUTH = 2, BOTH = 3, LEVEL0 = 10;
+  function compose() {
+    const bitmap = nv.drawBitmap;
+    const pick = (key) => {
+      const layer = LAYERS.find((l) => l.key === key);
+      if (!layer || !layer.visible) return null;
+      return layer.outline && layer.outlineUrl ? layer.data.outline : layer.data.fill;
+    };
+    const pred = pick("prediction"), truth = pick("truth"), levels = pick("levels");
+    for (let n = 0; n < bitmap.length; n++) {
+      let code = (pred && pred[n] ? PRED : 0) | (truth && truth[n] ? TRUTH : 0);
+      if (levels && levels[n] && code !== TRUTH && code !== BOTH) code = LEVEL0 + levels[n];
+      bitmap[n] = code;
+    }
+    mark("composed");
+    nv.drawLut = niivue.cmapper.makeDrawLut(drawColours());
+    mark("lut");
+    nv.refreshDrawing(true);
+    mark("drawing uploaded");
+  }
+  function drawColours() {
+    const size = 256;
+    const map = { R: Array(size).fill(0), G: Array(size).fill(0), B: Array(size).fill(0), A: Array(size).fill(0), labels: Array(size).fill("") };
+    const set = (code, rgb, alpha, name) => { [map.R[code], map.G[code], map.B[code]] = rgb.map(Math.round); map.A[code] = Math.round(alpha * 255); map.labels[code] = name; };
+    const layer = (key) => LAYERS.find((l) => l.key === key);
+    const pred = layer("prediction"), truth = layer("truth"), levels = layer("levels");
+    if (pred) set(PRED, pred.rgb, pred.opacity, pred.name);
+    if (truth) set(TRUTH, truth.rgb, truth.opacity, truth.name);
+    if (pred && truth) {  // the prediction drawn over the truth, as two stacked layers would be
+      const a = pred.opacity, b = truth.opacity, alpha = 1 - (1 - a) * (1 - b);
+      const rgb = pred.rgb.map((p, i) => alpha ? (p * a + truth.rgb[i] * b * (1 - a)) / alpha : 0);
+      set(BOTH, rgb, alpha, "Both");
+      state.overlapRgb = rgb;
+    }
+    if (levels && levels.table) {
+      for (const [value, entry] of Object.entries(levels.table.labels || levels.table)) {
+        const code = LEVEL0 + Number(value);
+        if (code < size) set(code, entry.rgb || entry.color || [200, 200, 200], levels.opacity, entry.name || value);
+      }
+    }
+    return map;
+  }
+
+  const marks = [];
+  function mark(what) { marks.push([what, Math.round(performance.now())]); root.dataset.marks = JSON.stringify(marks); }
+  function range([center, width]) { return [center - width / 2, center + width / 2]; }
+  function ct() { return nv.volumes[0]; }
+
+  function setWindow(center, width) {
+    const [low, high] = range([center, Math.max(width, 1)]);
+    ct().cal_min = low;
+    ct().cal_max = high;
+    nv.updateGLVolume();
+    updateReadouts();
+  }
+  function windowOf() { const v = ct(); return [(v.cal_min + v.cal_max) / 2, v.cal_max - v.cal_min]; }
+  function preset(name) {
+    setWindow(...PRESETS[name]);
+    for (const button of document.querySelectorAll("[data-window]")) button.setAttribute("aria-pressed", String(button.dataset.window === name));
+  }
+
+  function setView(view) {
+    state.view = view;
+    const render = view === "render";
+    if (render) show3D(); else leave3D();
+    nv.setSliceType(VIEWS[view]);
+    for (const button of document.querySelectorAll("[data-view]")) button.setAttribute("aria-pressed", String(button.dataset.view === view));
+    if (view !== "multi" && view !== "render") state.hoverTile = view;
+    updateReadouts();
+  }
+
+  // 3D: the surfaces of the prediction (and truth) instead of a volume render of the whole CT.
+  const meshes = { loaded: false, ctRender: false };
+  async function show3D() {
+    if (!meshes.loaded && d.surfaceUrl) {
+      meshes.loaded = true;
+      status.textContent = "loading the spine surface…";
+      const list = [{ url: d.surfaceUrl, name: "prediction.stl", rgba255: [255, 64, 32, 255] }];
+      if (d.truthSurfaceUrl) list.push({ url: d.truthSurfaceUrl, name: "truth.stl", rgba255: [32, 160, 255, 110] });
+      try {
+        await nv.loadMeshes(list);
+        nv.setMeshThicknessOn2D(0);
+        status.textContent = "3D: drag to rotate, wheel to zoom; the CT render is an option";
+      } catch (err) { status.textContent = "the surface could not be shown: " + err; }
+    }
+    applyVolumeVisibility();
+  }
+  function leave3D() { applyVolumeVisibility(); }
+  function applyVolumeVisibility() {
+    const render = state.view === "render";
+    ct().opacity = render && !meshes.ctRender ? 0 : 1;
+    nv.setDrawOpacity(render && nv.meshes.length ? 0 : 1);
+    nv.updateGLVolume();
+  }
+
+  // Slices on the canonical grid: axial from inferior, coronal from posterior, sagittal from the left.
+  function sliceInfo() {
+    const vox = nv.frac2vox(nv.scene.crosshairPos);
+    const mm = nv.frac2mm(nv.scene.crosshairPos);
+    const dims = ct().hdr.dims.slice(1, 4);
+    const total = state.shape[0] ? state.shape : dims;
+    const at = (axis) => state.crop[axis] + vox[axis] * state.step + 1;
+    return { vox, mm, dims, total, axial: at(2), coronal: at(1), sagittal: at(0) };
+  }
+  function updateReadouts() {
+    if (!state.ready) return;
+    const s = sliceInfo();
+    readout.slices.textContent = "Axial " + s.axial + "/" + s.total[2] + " (z " + s.mm[2].toFixed(1) + " mm) · Coronal "
+      + s.coronal + "/" + s.total[1] + " (y " + s.mm[1].toFixed(1) + " mm) · Sagittal " + s.sagittal + "/" + s.total[0]
+      + " (x " + s.mm[0].toFixed(1) + " mm)";
+    root.dataset.axialSlice = String(s.axial);
+    const [center, width] = windowOf();
+    readout.window.textContent = "W " + Math.round(width) + " / L " + Math.round(center);
+    document.getElementById("custom-center").value = String(Math.round(center));
+    document.getElementById("custom-width").value = String(Math.round(width));
+  }
+
+  function labelsAt(vox) {
+    const dims = ct().hdr.dims;
+    const n = vox[0] + dims[1] * (vox[1] + dims[2] * vox[2]);
+    const names = [];
+    for (const layer of LAYERS) {
+      const data = layer.data && (layer.data.fill || layer.data.outline);
+      if (!layer.visible || !data) continue;
+      const value = data[n];
+      if (value > 0) names.push(layer.table ? layerName(layer, value) : layer.name);
+    }
+    return names;
+  }
+  function layerName(layer, value) {
+    const entry = (layer.table.labels || layer.table)[String(Math.round(value))];
+    return entry ? (entry.name || String(value)) : "label " + value;
+  }
+
+  // HU under the mouse pointer (not only at the crosshair).
+  function hover(event) {
+    if (!state.ready || state.view === "render") return;
+    const rect = canvas.getBoundingClientRect();
+    const scale = canvas.width / rect.width;
+    const mm = nv.screenXY2mm((event.clientX - rect.left) * scale, (event.clientY - rect.top) * scale);
+    if (!mm || !Number.isFinite(mm[0])) { readout.cursor.textContent = "outside the image"; readout.label.textContent = ""; return; }
+    const vox = ct().mm2vox([mm[0], mm[1], mm[2]]).map(Math.round);
+    const dims = ct().hdr.dims;
+    if (vox.some((v, n) => v < 0 || v >= dims[n + 1])) { readout.cursor.textContent = "outside the image"; return; }
+    const centre = ct().vox2mm(vox, ct().matRAS);
+    const hu = ct().getValue(vox[0], vox[1], vox[2]);
+    readout.cursor.textContent = "HU " + Math.round(hu) + " at (" + centre.slice(0, 3).map((v) => v.toFixed(1)).join(", ") + ") mm";
+    readout.cursor.dataset.hu = String(hu);
+    readout.cursor.dataset.mm = centre.slice(0, 3).join(",");
+    const names = labelsAt(vox);
+    readout.label.textContent = names.length ? names.join(" + ") : "";
+  }
+
+  function centreOnSpine() {  // the crosshair starts in the middle of the predicted spine, when there is one
+    const layer = LAYERS.find((l) => l.key === "prediction");
+    const img = layer && layer.data && (layer.data.fill || layer.data.outline);
+    if (!img) return;
+    const dims = ct().hdr.dims;
+    let sum = [0, 0, 0], count = 0;
+    const step = 4;
+    for (let k = 0; k < dims[3]; k += step) for (let j = 0; j < dims[2]; j += step) for (let i = 0; i < dims[1]; i += step) {
+      if (img[i + dims[1] * (j + dims[2] * k)] > 0) { sum[0] += i; sum[1] += j; sum[2] += k; count++; }
+    }
+    if (!count) return;
+    const vox = sum.map((v) => Math.round(v / count));
+    nv.scene.crosshairPos = nv.vox2frac(vox);
+    nv.drawScene();
+  }
+
+  function moveSlice(steps) {
+    const axis = { axial: 2, coronal: 1, sagittal: 0 }[state.view === "multi" ? state.hoverTile : state.view] ?? 2;
+    const delta = [0, 0, 0];
+    delta[axis] = steps;
+    nv.moveCrosshairInVox(...delta);
+    updateReadouts();
+  }
+
+  function zoom(factor) {
+    const pan = nv.scene.pan2Dxyzmm;
+    nv.setPan2Dxyzmm([pan[0], pan[1], pan[2], Math.min(Math.max(pan[3] * factor, 0.5), 20)]);
+  }
+  function reset() {
+    nv.setPan2Dxyzmm([0, 0, 0, 1]);
+    nv.clearAllMeasurements?.();
+    preset("bone");
+    centreOnSpine();
+    updateReadouts();
+  }
+  function toggleMeasure(on = !state.measuring) {
+    state.measuring = on;
+    const config = structuredClone(MOUSE);
+    if (on) config.leftButton.primary = DRAG_MODE.measurement;
+    nv.setMouseEventConfig(config);
+    document.getElementById("measure").setAttribute("aria-pressed", String(on));
+  }
+  function fullscreen() {
+    if (document.fullscreenElement) document.exitFullscreen(); else box.requestFullscreen?.();
+  }
+
+  async function setLayer(layer, changes) {
+    Object.assign(layer, changes);
+    const wanted = layer.outline && layer.outlineUrl ? "outline" : "fill";
+    if (!layer.data[wanted]) {  // outline and fill are two copies of the layer, fetched when first asked for
+      status.textContent = "loading the " + (layer.outline ? "outline" : "filled") + " " + layer.name.toLowerCase() + "…";
+      [layer.data[wanted]] = await fetchAll([{ url: withStep(layer.outline ? layer.outlineUrl : layer.url), name: layer.name, raw: true }]);
+      progress(1, layer.name + " shown as " + (layer.outline ? "outline" : "fill"));
+    }
+    compose();
+    syncLayerControls();
+    root.dataset.layers = JSON.stringify(LAYERS.map((l) => [l.key, l.visible, l.opacity, l.outline]));
+  }
+  function syncLayerControls() {
+    for (const layer of LAYERS) {
+      const row = document.querySelector(`[data-layer="${layer.key}"]`);
+      if (!row) continue;
+      row.querySelector("[data-show]").checked = layer.visible;
+      row.querySelector("[data-opacity]").value = String(layer.opacity);
+      const outline = row.querySelector("[data-outline]");
+      if (outline) outline.checked = layer.outline;
+    }
+  }
+
+  function buildLayerControls() {
+    const list = document.getElementById("layers");
+    for (const layer of LAYERS) {
+      const row = document.createElement("li");
+      row.dataset.layer = layer.key;
+      const swatch = `<span class="swatch swatch-${layer.key}"></span>`;
+      row.innerHTML = `${swatch}<label><input type="checkbox" data-show checked> ${layer.name}</label>
+        <label>opacity <input type="range" min="0" max="1" step="0.05" data-opacity aria-label="${layer.name} opacity"></label>`
+        + (layer.outlineUrl ? `<label><input type="checkbox" data-outline> outline</label>` : "");
+      list.appendChild(row);
+      row.querySelector("[data-show]").addEventListener("change", (e) => setLayer(layer, { visible: e.target.checked }));
+      row.querySelector("[data-opacity]").addEventListener("input", (e) => setLayer(layer, { opacity: Number(e.target.value) }));
+      row.querySelector("[data-outline]")?.addEventListener("change", (e) => setLayer(layer, { outline: e.target.checked }));
+    }
+    const legend = document.getElementById("legend");
+    for (const layer of LAYERS) {
+      const item = document.createElement("li");
+      item.dataset.legend = layer.key;
+      item.innerHTML = `<span class="swatch swatch-${layer.key}"></span> ${layer.name}`
+        + (layer.key === "levels" ? " (one colour per vertebra; hover to name it)" : layer.key === "truth" ? " (drawn under the prediction)" : "");
+      legend.appendChild(item);
+    }
+    if (LAYERS.some((l) => l.key === "truth") && LAYERS.some((l) => l.key === "prediction")) {
+      const both = document.createElement("li");
+      both.dataset.legend = "both";
+      both.innerHTML = `<span class="swatch swatch-both"></span> Prediction and truth overlap`;
+      legend.appendChild(both);
+    }
+    const cross = document.createElement("li");
+    cross.innerHTML = `<span class="swatch swatch-crosshair"></span> Crosshair · <span class="swatch swatch-measure"></span> Measurement`;
+    legend.appendChild(cross);
+    syncLayerControls();
+  }
+
+  const KEYS = {
+    ArrowUp: () => moveSlice(1), ArrowRight: () => moveSlice(1), ArrowDown: () => moveSlice(-1), ArrowLeft: () => moveSlice(-1),
+    PageUp: () => moveSlice(10), PageDown: () => moveSlice(-10),
+    "1": () => setView("multi"), "2": () => setView("axial"), "3": () => setView("coronal"), "4": () => setView("sagittal"), "5": () => setView("render"),
+    b: () => preset("bone"), t: () => preset("soft"), l: () => preset("lung"), n: () => preset("brain"), m: () => preset("mediastinum"),
+    w: () => document.getElementById("custom-width").focus(),
+    p: () => toggleLayer("prediction"), g: () => toggleLayer("truth"), v: () => toggleLayer("levels"),
+    "+": () => zoom(1.25), "=": () => zoom(1.25), "-": () => zoom(0.8), r: reset, "0": reset,
+    d: () => toggleMeasure(), f: fullscreen, "?": () => help(true), h: () => help(true), Escape: () => help(false),
+  };
+  function toggleLayer(key) { const layer = LAYERS.find((l) => l.key === key); if (layer) setLayer(layer, { visible: !layer.visible }); }
+  function help(open) { document.getElementById("viewer-help").hidden = !open; if (open) document.getElementById("help-close").focus(); else box.focus(); }
+
+  box.addEventListener("keydown", (event) => {
+    if (!state.ready || event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
+    const action = KEYS[event.key] || KEYS[event.key.toLowerCase()];
+    if (!action) return;
+    event.preventDefault();
+    event.stopPropagation();
+    action();
+  }, true);
+  canvas.addEventListener("pointermove", hover);
+  canvas.addEventListener("pointerup", () => setTimeout(updateReadouts, 0));
+  canvas.addEventListener("wheel", () => setTimeout(updateReadouts, 0), { passive: true });
+  canvas.addEventListener("pointerdown", (event) => {  // the tile under the pointer is the one the arrows move
+    const rect = canvas.getBoundingClientRect();
+    const scale = canvas.width / rect.width;
+    const frac = nv.canvasPos2frac([(event.clientX - rect.left) * scale, (event.clientY - rect.top) * scale]);
+    if (frac && frac[0] >= 0 && state.view === "multi" && nv.screenSlices) {
+      const x = (event.clientX - rect.left) * scale, y = (event.clientY - rect.top) * scale;
+      const tile = nv.screenSlices.find((s) => x >= s.leftTopWidthHeight[0] && x <= s.leftTopWidthHeight[0] + s.leftTopWidthHeight[2]
+        && y >= s.leftTopWidthHeight[1] && y <= s.leftTopWidthHeight[1] + s.leftTopWidthHeight[3]);
+      if (tile) state.hoverTile = ["axial", "coronal", "sagittal"][tile.axCorSag] || state.hoverTile;
+    }
+  });
+  nv.onLocationChange = () => updateReadouts();
+  nv.onMeasurementCompleted = (m) => { document.getElementById("readout-measure").textContent = "distance " + m.distance.toFixed(1) + " mm"; };
+
+  for (const button of document.querySelectorAll("[data-view]")) button.addEventListener("click", () => setView(button.dataset.view));
+  for (const button of document.querySelectorAll("[data-window]")) button.addEventListener("click", () => preset(button.dataset.window));
+  document.getElementById("custom-window").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setWindow(Number(document.getElementById("custom-center").value), Number(document.getElementById("custom-width").value));
+    for (const button of document.querySelectorAll("[data-window]")) button.setAttribute("aria-pressed", "false");
+  });
+  document.getElementById("measure").addEventListener("click", () => toggleMeasure());
+  document.getElementById("zoom-in").addEventListener("click", () => zoom(1.25));
+  document.getElementById("zoom-out").addEventListener("click", () => zoom(0.8));
+  document.getElementById("reset").addEventListener("click", reset);
+  document.getElementById("fullscreen").addEventListener("click", fullscreen);
+  document.getElementById("help-open").addEventListener("click", () => help(true));
+  document.getElementById("help-close").addEventListener("click", () => help(false));
+  document.getElementById("ct-render")?.addEventListener("change", (event) => { meshes.ctRender = event.target.checked; applyVolumeVisibility(); });
+
+  buildLayerControls();
+  window.spineViewer = { nv, state, setView, preset, moveSlice, layers: LAYERS };
+  start().catch((err) => { progress(1, "the viewer failed: " + err.message); console.error(err); });
+})();
