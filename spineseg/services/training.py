@@ -70,5 +70,5 @@ def train_version(
     with tempfile.TemporaryDirectory(prefix="spineseg-train-") as tmp:
         weights = save_weights(result.network, Path(tmp) / "weights.safetensors")
         version = registry.register(weights, result.card)
-    log.info("registered version %s (parent %s)", version.id, version.card.parent_id)
+    log.info("registered version %s (parent %s)", version.id, version.card.parent_id or "none: trained from scratch")
     return version, result

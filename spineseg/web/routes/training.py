@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.jobs.train_job import train_config
 from spineseg.jobs.train_scheduler import read_log_tail
 from spineseg.services.datasets import effective_split
 from spineseg.services.training import SCRATCH
@@ -49,12 +50,23 @@ class TrainingStart(BaseModel):
     notes: str = Field("", max_length=2000, description="recorded in the new version's card")
 
 
+def effective_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run trains with, each default resolved (``warmup_steps`` ``None`` means a
+    tenth of all steps, at most 100: the number is shown, never ``None``)."""
+    try:
+        warmup: Any = train_config(settings, "auto").warmup_steps
+    except (KeyError, TypeError, ValueError):
+        warmup = settings.get("warmup_steps")
+    return {k: v for k, v in (settings | {"warmup_steps": warmup}).items() if v is not None}
+
+
 def run_json(session: Session, run: TrainingRun) -> dict[str, Any]:
     settings = run.settings or {}
     return {
         "id": run.id, "status": run.status, "stage": run.stage, "progress": round(run.progress, 4),
         "dataset": {"id": run.dataset_id, "name": run.dataset.name if run.dataset else None},
-        "base": run.base, "settings": settings, "notes": run.notes,
+        "base": run.base, "settings": settings, "effective_settings": effective_settings(settings),
+        "notes": run.notes,
         "epoch": run.epoch, "epochs": settings.get("epochs"), "step": run.step, "total_steps": run.total_steps,
         "eta_seconds": None if run.eta_seconds is None else round(run.eta_seconds, 1),
         "losses": run.losses or [], "history": run.history or [],
