@@ -182,5 +182,9 @@ def test_the_evaluation_csv_names_each_rows_model_version_and_filters_by_it(web_
 
     data = client.get("/api/evaluation", params={"ids": ids}, headers=bearer(token)).json()
     assert {p["name"] for p in data["bland_altman_points"]} == {"runs case", "other case"}
-    page = client.get("/evaluation", params={"ids": ids, "model": ""}, headers=bearer(token))
-    assert page.status_code == 200 and "<th>Model version</th>" in page.text
+    page = client.get("/evaluation", params={"ids": ids, "model": SECOND_VERSION}, headers=bearer(token))
+    assert page.status_code == 404  # the other study has no run by that version: said, not hidden
+    page = client.get("/evaluation", params={"ids": two_runs["study_id"], "model": SECOND_VERSION},
+                      headers=bearer(token))
+    assert page.status_code == 200 and "Model version" in page.text
+    assert f"?run={two_runs['second']}" in page.text and f"<code>{SECOND_VERSION}</code>" in page.text
