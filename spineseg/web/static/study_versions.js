@@ -1,48 +1,39 @@
-// Result page, "Model version and site": fills the version list, re-runs the study with the
-// chosen version (then follows its job) and saves the study's site tag, through the JSON API.
+// Result page, "Name and site": renames the study and saves its site tag through the JSON API
+// (the heading follows the new name).
 "use strict";
 (function () {
   const box = document.getElementById("study-versions");
   const studyId = box.dataset.studyId;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
-  const select = document.getElementById("rerun-version");
-  const site = document.getElementById("study-site");
   const error = document.getElementById("study-versions-error");
   const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf, Accept: "application/json" };
 
   function fail(message) { error.textContent = message; error.hidden = false; }
 
-  async function load() {
-    const response = await fetch("/api/studies/" + studyId + "/versions", { headers: { Accept: "application/json" } });
+  async function save(path, body) {
+    error.hidden = true;
+    const response = await fetch("/api/studies/" + studyId + path, { method: "PUT", headers: headers, body: JSON.stringify(body) });
     const data = await response.json();
-    if (!response.ok) { fail(data.detail || response.statusText); return; }
-    for (const id of data.versions) {
-      const option = document.createElement("option");
-      option.value = id;
-      option.textContent = id + (id === data.production ? " (production)" : "") + (id === data.model_id ? " (this result)" : "");
-      select.appendChild(option);
-    }
-    site.value = data.site || "";
+    if (!response.ok) { fail(data.detail || response.statusText); return null; }
+    return data;
   }
 
-  document.getElementById("rerun-form").addEventListener("submit", async (event) => {
+  document.getElementById("name-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    error.hidden = true;
-    const response = await fetch("/api/studies/" + studyId + "/rerun",
-      { method: "POST", headers: headers, body: JSON.stringify({ version: select.value }) });
-    const data = await response.json();
-    if (response.status === 202) { window.location.href = "/jobs/" + data.job_id; return; }
-    fail(data.detail || response.statusText);
+    const input = document.getElementById("study-name");
+    const data = await save("/name", { name: input.value });
+    if (data) {
+      input.value = data.name;
+      const heading = document.querySelector("h1");
+      if (heading) heading.textContent = data.name;
+      document.title = data.name + " · SpineSeg";
+    }
   });
 
   document.getElementById("site-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    error.hidden = true;
-    const response = await fetch("/api/studies/" + studyId + "/site",
-      { method: "PUT", headers: headers, body: JSON.stringify({ site: site.value }) });
-    const data = await response.json();
-    if (!response.ok) fail(data.detail || response.statusText);
-    else site.value = data.site;
+    const input = document.getElementById("study-site");
+    const data = await save("/site", { site: input.value });
+    if (data) input.value = data.site;
   });
-  load();
 })();
