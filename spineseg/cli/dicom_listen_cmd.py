@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     with database.session() as session:
         owner = accounts.get_user(session, username=settings.dicom_owner)
         if owner is None or not owner.active:
-            raise InputError("--owner", f"no active user named {settings.dicom_owner!r} (spineseg users add ...)")
+            raise InputError("--owner", f"no active user named {settings.dicom_owner!r} (create one with: "
+                                        "spineseg users create)")
         owner_id = owner.id
     registry = open_registry(settings)
     queue = JobQueue(settings, database, registry)

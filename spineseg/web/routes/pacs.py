@@ -23,6 +23,8 @@ from spineseg.web.routes.api import load_study
 from spineseg.web.routes.pages import render
 
 router = APIRouter(tags=["pacs"])
+PACS_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: {"description": "the PACS could not be reached, timed out or refused our credentials (said in `detail`)"}}
 
 
 class ImportRequest(BaseModel):
@@ -47,7 +49,7 @@ def endpoints(_user: CurrentUser, services: Services) -> list[dict[str, object]]
     return [e.public() for e in load_endpoints(services.settings.pacs_endpoints_file)]
 
 
-@router.get("/api/pacs/{endpoint}/series", summary="QIDO-RS: search the PACS for series")
+@router.get("/api/pacs/{endpoint}/series", summary="QIDO-RS: search the PACS for series", responses=PACS_ERRORS)
 async def search_series(
     endpoint: str, user: Uploader, services: Services,
     patient_id: Annotated[str, Query(description="Patient ID")] = "",
@@ -59,7 +61,7 @@ async def search_series(
     return await _call(search, services, endpoint_name=endpoint, query=query, username=user.username)
 
 
-@router.post("/api/pacs/{endpoint}/import", status_code=202,
+@router.post("/api/pacs/{endpoint}/import", status_code=202, responses=PACS_ERRORS,
              summary="WADO-RS: import one CT series as a new study (de-identified) and queue its segmentation")
 async def import_from_pacs(endpoint: str, body: ImportRequest, user: Uploader, services: Services) -> JSONResponse:
     accepted = await _call(import_series, services, endpoint_name=endpoint, study_uid=body.study_uid,
@@ -78,7 +80,7 @@ def study_pacs(study_id: str, _user: CurrentUser, session: DbSession) -> dict[st
             "send_error": link.send_error}
 
 
-@router.post("/api/studies/{study_id}/pacs/send",
+@router.post("/api/studies/{study_id}/pacs/send", responses=PACS_ERRORS,
              summary="STOW-RS: send the current run's DICOM SEG (and other DICOM outputs) back to the PACS")
 async def send_to_pacs(study_id: str, user: Uploader, services: Services) -> dict[str, object]:
     return await _call(send_result, services, study_id=study_id, username=user.username)
