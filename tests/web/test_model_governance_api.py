@@ -65,6 +65,15 @@ def test_review_refusals_confirm_force_and_audit(env: WebEnv) -> None:
     assert review["candidate"]["cases"] == review["production"]["cases"] == ["c1", "c2"]
     assert review["candidate"]["dice"] == pytest.approx(0.55) and review["production"]["dice"] == pytest.approx(0.75)
 
+    page = env.client.get("/models/lower/promote", headers=researcher | HTML).text  # the confirmation step
+    candidate = page.split('data-role="candidate"')[1].split("</tr>")[0]
+    production = page.split('data-role="current production"')[1].split("</tr>")[0]
+    assert "<code>lower</code>" in candidate and "0.5500" in candidate and "c1, c2" in candidate
+    assert "<code>prod</code>" in production and "0.7500" in production and "c1, c2" in production
+    assert "Both figures are on the same validation cases" in page
+    assert "data-warning>lower scores lower than production prod" in page and 'id="promote-confirm"' in page
+    assert "different</strong> validation cases" in env.client.get("/models/other-cases/promote",
+                                                                   headers=researcher | HTML).text
     refused = env.client.post("/api/models/lower/promote", headers=researcher)
     assert refused.status_code == 409
     assert "lower than production prod" in refused.json()["detail"] and "confirm" in refused.json()["detail"]
