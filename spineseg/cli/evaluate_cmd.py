@@ -183,8 +183,60 @@ def _write_csv(path: Path, acc: CaseMetrics, truths: Sequence[str]) -> None:
         raise InputError(path, f"cannot write the CSV: {exc.strerror or exc}") from exc
 
 
+def _load_level_pair(pred_path: Path, truth_path: Path, truth_labels: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted levels (raw ids; unnamed ones dropped), true levels on the prediction's grid, affine."""
+    from spineseg.imaging.io import load_labels, refusing_unreadable
+    from spineseg.imaging.nifti import open_nifti, read_nifti_array
+    from spineseg.imaging.volume import Volume
+    from spineseg.metrics.levels import named_only
+
+    if not pred_path.is_file():
+        raise InputError(pred_path, "no such file")
+    with refusing_unreadable(pred_path, "a level map"):
+        image = open_nifti(pred_path)
+        pred = np.rint(read_nifti_array(pred_path, image)).astype(np.int32)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    truth = load_labels(truth_path, Volume(np.zeros(pred.shape, np.float32), affine), convention=truth_labels)
+    if truth.vertebrae is None:
+        raise InputError(truth_path, f"the truth has no vertebra levels (read as {truth.convention}); "
+                         "level scores need a per-vertebra truth")
+    return named_only(pred), truth.vertebrae, affine
+
+
+def run_evaluate_levels(args: argparse.Namespace) -> int:
+    """Per-vertebra Dice, identification rate and localisation distance of level maps."""
+    from spineseg.metrics.levels import score_levels
+
+    _check_conventions(args)
+    cases = []
+    for pred_path, truth_path in _paired_paths(args.pred_levels, args.truth):
+        with _memory_guard(pred_path):
+            pred, truth, affine = _load_level_pair(pred_path, truth_path, args.truth_labels)
+            scores = score_levels(pred, truth, affine).summary()
+        cases.append({"pred": str(pred_path), "truth": str(truth_path), **scores})
+    if args.json:
+        _dump_json(cases[0] if len(cases) == 1 else {"cases": cases})
+        return 0
+    for case in cases:
+        sys.stdout.write(f"{case['pred']} vs {case['truth']}: identification rate "
+                         f"{case['identification_rate']:.3f} of {case['true_vertebrae']} vertebrae, "
+                         f"localisation {case['localisation_mm']:.1f} mm\n")
+        rows = [[name, f"{e['dice']:.3f}", "yes" if e["identified"] else "no",
+                 "-" if e["distance_mm"] is None else f"{e['distance_mm']:.1f}"]
+                for name, e in case["per_vertebra"].items()]
+        sys.stdout.write(aligned_table(["vertebra", "dice", "identified", "distance_mm"], rows))
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from spineseg.metrics import CaseMetrics
+
+    if args.pred_levels:
+        if args.pred:
+            raise InputError("--pred-levels", "give either --pred (masks) or --pred-levels (level maps), not both")
+        return run_evaluate_levels(args)
+    if not args.pred:
+        raise InputError("--pred", "give --pred MASK (or --pred-levels LEVELS) with each --truth")
 
     acc = CaseMetrics()
     for pair in _iter_pairs(args):
@@ -266,11 +318,11 @@ def run_bland_altman(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_pair_arguments(parser: argparse.ArgumentParser, *, pred_required: bool = True) -> None:
     parser.add_argument(
         "--pred",
         action="append",
-        required=True,
+        required=pred_required,
         metavar="NIFTI",
         help="predicted spine mask (NIfTI label map); repeat for several cases",
     )
@@ -304,7 +356,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "values print as nan (null in JSON, empty in CSV); a surface distance to a missed "
         "spine is inf (null in JSON).",
     )
-    _add_pair_arguments(evaluate)
+    _add_pair_arguments(evaluate, pred_required=False)
+    evaluate.add_argument("--pred-levels", action="append", metavar="NIFTI",
+                          help="predicted level map (VerSe ids, e.g. from segment --levels) instead of --pred: "
+                          "per-vertebra Dice, identification rate, localisation distance")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.add_argument("--csv", metavar="FILE", help="also write one row per case to FILE")
     evaluate.set_defaults(func=run_evaluate)

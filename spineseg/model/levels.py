@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MIN_SEGMENT_MM = 5.0  # a piece of the curve shorter than this is part of its neighbour
 MIN_SEGMENT_ML = 0.5
+SLIVER_SHARE = 0.2  # a piece under this share of the median vertebra's volume is a sliver of a neighbour
 CONFIDENCE_DECAY = 0.97  # per vertebra counted away from an anchor
 
 # Names top to bottom for counting (T13 and L6 only where the anchors demand them).
@@ -142,7 +143,11 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
     # Drop pieces too small to be a vertebra into their neighbours.
     voxel_ml = float(np.prod(sp)) / 1000.0
     counts = np.bincount(out.ravel(), minlength=len(pieces) + 1)
-    keep = [n for n in range(1, len(pieces) + 1) if counts[n] * voxel_ml >= MIN_SEGMENT_ML]
+    volumes = counts[1:] * voxel_ml
+    floor = max(MIN_SEGMENT_ML, SLIVER_SHARE * float(np.median(volumes))) if len(volumes) else MIN_SEGMENT_ML
+    # The end pieces may be vertebrae cut by the field of view: only the absolute floor there.
+    keep = [n for n in range(1, len(pieces) + 1)
+            if volumes[n - 1] >= (MIN_SEGMENT_ML if n in (1, len(pieces)) else floor)]
     if keep and len(keep) < len(pieces):
         remap = np.zeros(len(pieces) + 1, dtype=np.int32)
         for new, old in enumerate(keep, start=1):
@@ -150,7 +155,7 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
         small = mask & (remap[out] == 0)
         out = remap[out]
         if small.any():
-            _, nearest = ndi.distance_transform_edt(out == 0 | ~mask, sampling=sp, return_indices=True)
+            _, nearest = ndi.distance_transform_edt(out == 0, sampling=sp, return_indices=True)
             out[small] = out[tuple(nearest[:, small])]
         pieces = [pieces[old - 1] for old in keep]
     return out, pieces, curve
@@ -166,6 +171,8 @@ def _merge_sacrum(labels: np.ndarray,
     first = candidates[-1] if candidates else None
     if first is not None and any(f.rib_bearing for f in features[first + 1:]):
         first = None
+    while first is not None and first > 0 and features[first - 1].sacrum_like:
+        first -= 1  # the sacrum split in two along its length is still one sacrum
     if first is None:
         return labels, features, None
     labels = labels.copy()

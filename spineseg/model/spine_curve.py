@@ -30,6 +30,7 @@ MIN_GAP_SPACING_MM = 11.0  # no two discs closer than this (a cervical body is ~
 GAP_DEPTH = 0.45  # a disc's profile lies below this share of the neighbouring bodies' profile
 STEP_MM = 1.0
 DISC_PERCENTILE = 25.0
+BRIDGED_MEAN_PIECE_MM = 55.0
 LONG_FACTOR = 1.6  # a piece this many typical vertebrae long holds a missed disc
 
 
@@ -118,8 +119,14 @@ def fit_curve(mask: np.ndarray, spacing: tuple[float, float, float], hu: np.ndar
     tangents = np.gradient(points, axis=0)
     tangents /= np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-9)
     core_radius = float(np.clip(np.median(kept[:, 3]), 2.0 * sp.min(), 14.0))
-    profile = body_profile(mask, sp, points, core_radius, hu)
-    gaps = split_long_segments(profile, find_gaps(profile))
+    # The mask's own gaps first; only a mask that bridges the discs (pieces far longer than any
+    # vertebra) is read again with the CT's density (``body_profile`` with ``hu``).
+    profile = body_profile(mask, sp, points, core_radius)
+    gaps = find_gaps(profile)
+    if hu is not None and len(profile) * STEP_MM / (len(gaps) + 1) > BRIDGED_MEAN_PIECE_MM:
+        profile = body_profile(mask, sp, points, core_radius, hu)
+        gaps = find_gaps(profile)
+    gaps = split_long_segments(profile, gaps)
     return SpineCurve(points, tangents, core_radius, profile, gaps)
 
 
