@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-START_TIMEOUT_S = 60
+START_TIMEOUT_S = 120  # a loaded 2-core machine imports torch and the app slowly
 
 
 def free_port() -> int:

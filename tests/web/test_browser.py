@@ -176,6 +176,25 @@ def test_job_page_shows_queue_position_and_cancels(browser, tmp_path: Path) -> N
         page.click("#cancel-form button")
         page.wait_for_function("() => document.getElementById('job-status').textContent === 'cancelled'")
         assert page.locator("#cancel-form").is_hidden()
+        assert page.locator("#job-next").is_visible() and "Upload a study" in page.inner_text("#job-next")
+        assert page.inner_text("#job-time").startswith("elapsed ")
         page.close()
     finally:
         idle.stop()
+
+
+def test_upload_controls_are_reachable_by_keyboard(server: LiveServer, browser) -> None:
+    page = browser.new_page()
+    log_in(page, server, "carla")
+    page.wait_for_url("**/upload")
+    page.focus("#drop-zone")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "files"  # "Choose files" takes the focus
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()
+    page.focus("#drop-zone")
+    with page.expect_file_chooser():
+        page.keyboard.press("Enter")  # the drop zone opens the chooser too
+    assert page.locator("link[rel=icon]").count() == 1
+    page.close()

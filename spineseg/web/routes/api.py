@@ -77,6 +77,7 @@ def job_json(session: Any, job: Job) -> dict[str, Any]:
         "error": job.error,
         "queue_position": queue_position(session, job=job),
         "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
 

@@ -19,6 +19,11 @@
     els.percent.textContent = Math.round(job.progress * 100) + " %";
     if (job.error) { els.error.textContent = job.error; els.error.hidden = false; }
     const active = job.status === "queued" || job.status === "running";
+    showTime(job, active);
+    const ended = job.status === "cancelled" || job.status === "failed";
+    document.getElementById("job-next").hidden = !ended;
+    document.getElementById("next-failed").hidden = job.status !== "failed";
+    document.getElementById("next-cancelled").hidden = job.status !== "cancelled";
     if (els.cancel) els.cancel.hidden = !active;
     if (job.status === "done") {
       els.link.hidden = false;
@@ -27,6 +32,20 @@
       window.location.replace("/studies/" + studyId);
     }
     return active;
+  }
+  // Elapsed time since the upload, and an estimate of what is left from the pace so far.
+  const clock = (s) => s < 60 ? Math.round(s) + " s" : Math.floor(s / 60) + " min " + String(Math.round(s % 60)).padStart(2, "0") + " s";
+  function showTime(job, active) {
+    const now = job.finished_at ? new Date(job.finished_at) : new Date();
+    const elapsed = (now - new Date(job.created_at)) / 1000;
+    let text = "elapsed " + clock(Math.max(elapsed, 0));
+    if (active && job.status === "running" && job.started_at && job.progress > 0.05 && job.progress < 1) {
+      const running = (Date.now() - new Date(job.started_at)) / 1000;
+      text += " · about " + clock(running / job.progress * (1 - job.progress)) + " left";
+    } else if (job.status === "queued") {
+      text += " · waiting for a free worker";
+    }
+    document.getElementById("job-time").textContent = text;
   }
   async function poll() {
     let job;

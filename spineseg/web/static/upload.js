@@ -8,6 +8,12 @@
   const folderInput = document.getElementById("folder");
   const truthInput = document.getElementById("truth");
   const dropZone = document.getElementById("drop-zone");
+  dropZone.addEventListener("keydown", (event) => {  // keyboard users open the chooser from the drop zone
+    if (event.target === dropZone && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      document.getElementById("files").click();
+    }
+  });
   const chosen = document.getElementById("chosen");
   const bar = document.getElementById("upload-progress");
   const button = document.getElementById("upload-button");
