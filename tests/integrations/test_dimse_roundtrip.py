@@ -3,7 +3,8 @@ series by C-STORE from a pynetdicom test client, makes a study and a job of it o
 is idle, segments it with the shipped model on CPU and sends the SEG by C-STORE to a real
 Orthanc that holds the original series. Also: an AE title not allowed is refused, a series
 that is not CT is refused at negotiation, a dropped association holds the partial series
-(kept, not segmented) until the sender sends it again."""
+(kept, not segmented) until the sender sends it again, a destination down when the SEG is
+ready gets it on a later try."""
 
 from __future__ import annotations
 
@@ -157,14 +158,28 @@ def test_dropped_association_is_held_then_the_full_series_is_segmented_and_sent(
 
     started = time.monotonic()
     assert _send(node.port, node.ct_files) == [0] * 20  # the sender sends the series again, whole
+    node.orthanc.stop()  # the destination is down when the result is ready: it is kept and sent later
     deadline = time.monotonic() + SEG_TIMEOUT_S
+    while "result not sent (tried again in 5 s)" not in node.log():
+        assert time.monotonic() < deadline, f"the send was never tried:\n{node.log()[-3000:]}"
+        time.sleep(1)
+    unsent = (f"destination AE {AE_TITLE} at 127.0.0.1:{node.orthanc.dicom_port} did not accept an association "
+              "(is it running, does it know our AE title?)")
+    assert unsent in node.log()
+    database = open_database(f"sqlite:///{node.data_dir / 'spineseg.db'}")
+    with database.session() as session:
+        [link] = session.scalars(select(PacsLink)).all()
+        assert link.send_error == unsent and link.sent_job_id is None and link.return_header is not None
+    database.dispose()
+    node.orthanc.start()
     while node.orthanc.count()["CountInstances"] == before["CountInstances"]:
         assert time.monotonic() < deadline, f"no SEG reached Orthanc:\n{node.log()[-3000:]}"
         assert node.process.poll() is None, node.log()
         time.sleep(1)
     took = time.monotonic() - started
     after = node.orthanc.count()
-    print(f"\nOrthanc before: {before}\nOrthanc after:  {after}\nC-STORE in -> SEG in Orthanc: {took:.1f} s")
+    print(f"\nOrthanc before: {before}\nOrthanc after:  {after}\nC-STORE in -> SEG in Orthanc: {took:.1f} s "
+          f"(the destination down for the first try)\nunsent: {unsent}")
     assert after["CountInstances"] == before["CountInstances"] + 1
     assert after["CountStudies"] == before["CountStudies"] and after["CountPatients"] == before["CountPatients"]
     [(study_id, status)] = _studies(node.data_dir)
