@@ -92,3 +92,19 @@ def label_copy(study_root: Path, ct_path: Path, label_path: Path, *, as_outline:
             made = (outline(array) if as_outline else array, crop_affine)
             write_nifti(*made, target, dtype=np.uint8)
         return _stepped(target, step, np.uint8, made)
+
+
+def first_view_step(shape: tuple[int, ...]) -> int:
+    """The step of the quick first view for a CT of ``shape`` (viewer.js chooses the same:
+    every 3rd voxel above 48 M voxels, every 2nd above 12 M, else all)."""
+    voxels = int(np.prod(shape[:3]))
+    return 3 if voxels > 48_000_000 else 2 if voxels > 12_000_000 else 1
+
+
+def prepare_run(study_root: Path, ct_path: Path, labels: list[Path], step: int) -> None:
+    """Make the copies the viewer's first view asks for (the CT and ``labels`` at ``step`` and in
+    full), so that first view does not wait for them; for the end of a segment job."""
+    ct_copy(study_root, ct_path, labels, step=step)
+    for label in labels:
+        if label.is_file():
+            label_copy(study_root, ct_path, label, step=step)

@@ -10,7 +10,7 @@ import numpy as np
 
 from spineseg.imaging.viewer_copy import outline, preview, viewer_ct, viewer_labels
 from spineseg.imaging.volume import Provenance, Volume
-from spineseg.services.viewer_files import ct_copy, decoded_size, label_copy
+from spineseg.services.viewer_files import ct_copy, decoded_size, label_copy, prepare_run
 
 
 def body_ct(shape=(120, 110, 30)) -> tuple[np.ndarray, np.ndarray]:
@@ -91,3 +91,14 @@ def test_copies_are_cached_and_labels_share_the_ct_grid(tmp_path: Path) -> None:
     stepped = label_copy(tmp_path / "study", run / "ct.nii.gz", run / "mask.nii.gz", step=2, as_outline=True)
     assert nib.load(str(stepped)).shape == tuple((n + 1) // 2 for n in mask_image.shape)
     assert box.stop[0] - box.start[0] == ct_image.shape[0]
+
+
+def test_prepare_run_makes_the_first_view_copies(tmp_path: Path) -> None:
+    hu, mask = body_ct()
+    run = tmp_path / "study" / "runs" / "r1"
+    run.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(run / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(run / "mask.nii.gz"))
+    prepare_run(tmp_path / "study", run / "ct.nii.gz", [run / "mask.nii.gz", run / "truth.nii.gz"], 2)
+    assert (tmp_path / "study" / "viewer" / "ct-step2.nii.gz").is_file()
+    assert (run / "viewer" / "mask-step2.nii.gz").is_file() and not (run / "viewer" / "truth.nii.gz").exists()
