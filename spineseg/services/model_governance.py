@@ -135,10 +135,11 @@ def review_promotion(registry: Registry, candidate_id: str, *,
     candidate_model = registry.get(candidate_id)
     candidate = card_figures(candidate_id, candidate_model.card)
     production_id = registry.production_id()
-    if production_id is None or production_id == candidate_id:
+    if production_id == candidate_id:  # promoting it changes nothing: nothing to refuse
+        return PromotionReview(candidate, None, True, False, False,
+                               [f"{candidate_id} is already the production version"])
+    if production_id is None:
         review = PromotionReview(candidate, None, True, False, candidate.dice is None)
-        if production_id == candidate_id:
-            review.warnings.append(f"{candidate_id} is already the production version")
         if review.missing:
             review.warnings.append(f"{candidate_id} has no validation Dice")
         return review

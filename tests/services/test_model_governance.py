@@ -116,3 +116,11 @@ def test_unvalidated_version_needs_an_administrator_who_forces_it(tmp_path: Path
         assert refused.value.needs == "force"
     check_promotion(review, confirm=False, force=True, is_admin=True)
     assert "promoted without validation figures by an administrator" in audit_detail(review, forced=True)
+
+
+def test_promoting_the_production_version_again_is_not_refused(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    register(registry, tmp_path, "raw", seed=2, val=None, production=True)
+    review = review_promotion(registry, "raw")
+    assert not review.missing and review.warnings == ["raw is already the production version"]
+    check_promotion(review, confirm=False, force=False, is_admin=False)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, public_text
+from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, public_text, strip_server_paths
 from spineseg.registry import RegisteredModel, Registry
 from spineseg.registry.metadata import MAX_NAME, MAX_NOTES, VersionMetadata, all_metadata, read_metadata, write_metadata
 from spineseg.services.datasets import case_specs
@@ -65,7 +65,7 @@ def known_versions() -> Iterator[None]:
     try:
         yield
     except ModelNotFoundError as exc:
-        raise HTTPException(404, str(exc)) from exc
+        raise HTTPException(404, strip_server_paths(str(exc))) from exc
 
 
 class PromoteRequest(BaseModel):
