@@ -29,6 +29,7 @@ from spineseg.imaging.overlay import write_overlays
 from spineseg.metrics.evaluate import evaluate_masks
 from spineseg.model.inference import segment
 from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
+from spineseg.services.levels import write_run_levels
 from spineseg.services.outputs import summary, write_mask
 from spineseg.services.runs import finish_run, record_results, run_files
 from spineseg.store.database import Database
@@ -188,6 +189,7 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     write_overlays(volume, seg.mask, files.overlays, truth=truth_mask)
     facts = summary(seg) | {"source": Path(volume.provenance.source).name, "model_version": model.id,
                             "series_uid": volume.provenance.series_uid}
+    facts |= write_run_levels(seg.mask, volume.array, volume.affine, files)
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")

@@ -73,6 +73,12 @@ def complete_identifiers(sources: list[pydicom.Dataset]) -> list[str]:
 
 def mask_on_slice(mask: np.ndarray, affine: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """``mask`` (I, J, K) sampled at the pixel centres of one DICOM slice -> (Rows, Columns) uint8."""
+    return (values_on_slice(mask, affine, ds) > 0).astype(np.uint8)
+
+
+def values_on_slice(mask: np.ndarray, affine: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """``mask``'s values (labels) at the pixel centres of one DICOM slice (nearest neighbour,
+    0 outside the grid) -> (Rows, Columns) of the mask's dtype."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
     along_row, along_col = orientation[:3], orientation[3:]  # directions of increasing column / row index
@@ -84,9 +90,9 @@ def mask_on_slice(mask: np.ndarray, affine: np.ndarray, ds: pydicom.Dataset) -> 
     voxel = (np.c_[ras.reshape(-1, 3), np.ones(rows * cols)] @ np.linalg.inv(affine).T)[:, :3]
     index = np.rint(voxel).astype(np.int64)
     inside = np.all((index >= 0) & (index < np.array(mask.shape)), axis=1)
-    values = np.zeros(rows * cols, dtype=np.uint8)
+    values = np.zeros(rows * cols, dtype=mask.dtype)
     i, j, k = index[inside].T
-    values[inside] = (mask[i, j, k] > 0).astype(np.uint8)
+    values[inside] = mask[i, j, k]
     return values.reshape(rows, cols)
 
 

@@ -104,3 +104,13 @@ def write_measurements_csv(rows: list[dict[str, Any]], path: Path) -> Path:
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
     return path
+
+
+def write_run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files: Any) -> dict[str, Any]:
+    """A run's level outputs (``files``: a ``store.files.RunFiles``): levels.nii.gz, the colour
+    table, vertebrae.csv; returns the summary's ``vertebrae`` and ``levels`` parts."""
+    levels, rows = compute_levels(mask, ct, affine)
+    write_levels_nifti(levels, affine, files.levels)
+    write_colour_table(levels, files.levels_colours)
+    write_measurements_csv(rows, files.vertebrae_csv)
+    return levels_summary(levels, rows)

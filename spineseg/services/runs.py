@@ -68,6 +68,11 @@ RUN_DOWNLOADS = (
     RunDownload("mesh", "mesh.stl", "Surface mesh (STL)"),
     RunDownload("seg", "seg.dcm", "DICOM SEG", needs="dicom"),
     RunDownload("truth", "truth.nii.gz", "Ground truth on the CT grid", needs="truth"),
+    RunDownload("levels", "levels.nii.gz", "Vertebra levels (NIfTI, VerSe ids)"),
+    RunDownload("levels_colours", "levels_colours.json", "Vertebra names and colours (JSON)"),
+    RunDownload("vertebrae_csv", "vertebrae.csv", "Vertebra measurements (CSV)"),
+    RunDownload("vertebrae_stl", "vertebrae_stl.zip", "One STL per vertebra (zip)"),
+    RunDownload("levels_seg", "levels_seg.dcm", "DICOM SEG, one segment per vertebra", needs="dicom"),
 )
 
 

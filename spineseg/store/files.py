@@ -131,6 +131,27 @@ class RunFiles:
     def mesh(self) -> Path:
         return self.folder / "mesh.stl"
 
+    @property
+    def levels(self) -> Path:
+        """One label per vertebra (VerSe ids; unnamed ones 101, 102...)."""
+        return self.folder / "levels.nii.gz"
+
+    @property
+    def levels_colours(self) -> Path:
+        return self.folder / "levels_colours.json"
+
+    @property
+    def vertebrae_csv(self) -> Path:
+        return self.folder / "vertebrae.csv"
+
+    @property
+    def vertebrae_stl(self) -> Path:
+        return self.folder / "vertebrae_stl.zip"
+
+    @property
+    def levels_seg_dcm(self) -> Path:
+        return self.folder / "levels_seg.dcm"
+
     def clear(self) -> None:
         """Remove what an interrupted attempt of this same run left (never another run's files)."""
         shutil.rmtree(self.folder, ignore_errors=True)

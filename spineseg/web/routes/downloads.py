@@ -26,6 +26,7 @@ from spineseg.errors import InputError
 from spineseg.imaging.io import load_volume
 from spineseg.imaging.overlay import axial_slice_count, write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
+from spineseg.services.level_exports import write_levels_dicom_seg, write_vertebrae_stl_zip
 from spineseg.services.mesh import write_mask_stl
 from spineseg.services.runs import current_run, find_run, run_files
 from spineseg.store import accounts
@@ -226,5 +227,62 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
         return _file(files.seg_dcm, "application/dicom", f"{_stem(target)}-seg.dcm")
 
 
+def _levels_array(files: RunFiles) -> tuple[np.ndarray, np.ndarray]:
+    if not files.levels.is_file():
+        raise HTTPException(404, "this run has no vertebra levels (it was made before levels were computed)")
+    image = nib.load(str(files.levels))
+    return np.asarray(image.dataobj, dtype=np.int16), image.affine
+
+
+def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: str) -> None:
+    """The per-vertebra downloads (levels, names and colours, measurements, STL zip, SEG)."""
+    target_type = Annotated[RunTarget, Depends(target_of)]
+
+    def get(path: str, summary: str, media_type: str):
+        def register(endpoint: Callable[..., object]) -> Callable[..., object]:
+            endpoint.__annotations__["target"] = target_type
+            responses = None if media_type == "application/json" else _binary(media_type)
+            router.add_api_route(prefix + path, endpoint, methods=["GET"], summary=summary, responses=responses)
+            return endpoint
+        return register
+
+    @get("/levels.nii.gz", f"One label per vertebra (int16 NIfTI, VerSe ids; unnamed 101, 102...) of {whose}", NIFTI)
+    def levels(target: RunTarget) -> FileResponse:
+        return _file(target.files.levels, NIFTI, f"{_stem(target)}-levels.nii.gz")
+
+    @get("/levels_colours.json", f"Each level label's name and RGB colour, for viewers and legends, of {whose}",
+         "application/json")
+    def levels_colours(target: RunTarget) -> FileResponse:
+        return _file(target.files.levels_colours, "application/json", f"{_stem(target)}-levels_colours.json")
+
+    @get("/vertebrae.csv", f"Per-vertebra trabecular HU, body heights and their flags (CSV) of {whose}", "text/csv")
+    def vertebrae_csv(target: RunTarget) -> FileResponse:
+        return _file(target.files.vertebrae_csv, "text/csv", f"{_stem(target)}-vertebrae.csv")
+
+    @get("/vertebrae_stl.zip", f"One binary STL per vertebra (RAS+ mm), zipped, of {whose}", "application/zip")
+    async def vertebrae_stl(target: RunTarget) -> FileResponse:
+        files = target.files
+        if not files.vertebrae_stl.is_file():
+            array, affine = await run_in_threadpool(_levels_array, files)
+            await run_in_threadpool(write_vertebrae_stl_zip, array, affine, files.vertebrae_stl)
+        return _file(files.vertebrae_stl, "application/zip", f"{_stem(target)}-vertebrae_stl.zip")
+
+    @get("/levels_seg.dcm", f"DICOM SEG with one coded segment per vertebra (DICOM input only) of {whose}",
+         "application/dicom")
+    async def levels_seg(target: RunTarget) -> FileResponse:
+        study, run, files = target.study, target.run, target.files
+        if study.input_kind != "dicom":
+            raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
+                                     "for a DICOM SEG to reference (download levels.nii.gz instead)")
+        if not files.levels_seg_dcm.is_file():
+            array, affine = await run_in_threadpool(_levels_array, files)
+            await run_in_threadpool(write_levels_dicom_seg, array, affine, Path(study.input_path),
+                                    (run.summary or {}).get("series_uid"), files.levels_seg_dcm,
+                                    model_id=run.model_version or "unknown")
+        return _file(files.levels_seg_dcm, "application/dicom", f"{_stem(target)}-levels_seg.dcm")
+
+
 add_download_routes("", current_target, "the study's current run")
+add_level_routes("", current_target, "the study's current run")
+add_level_routes("/runs/{run_id}", chosen_target, "one run")
 add_download_routes("/runs/{run_id}", chosen_target, "one run")

@@ -1,0 +1,63 @@
+"""A finished study's per-vertebra outputs through the API: levels.nii.gz, the names and
+colours JSON, the measurement CSV, the per-vertebra STL zip and the per-vertebra DICOM SEG."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+from tests.web.conftest import WebEnv
+from tests.web.test_api_studies import dicom_parts, wait_for_job
+from tests.web.web_helpers import bearer
+
+
+def test_dicom_study_offers_every_level_output(web_env: WebEnv, shared_cases: Path) -> None:
+    token = web_env.tokens["clinician"]
+    folder = shared_cases / "ts-dicom-thorax" / "dicom"
+    ids = web_env.client.post("/api/studies", files=dicom_parts(folder), headers=bearer(token)).json()
+    assert wait_for_job(web_env, ids["job_id"], token)["status"] == "done"
+    study = web_env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).json()
+    downloads = study["downloads"]
+    assert {"levels", "levels_colours", "vertebrae_csv", "vertebrae_stl", "levels_seg"} <= set(downloads)
+
+    response = web_env.client.get(downloads["levels"], headers=bearer(token))
+    assert response.status_code == 200
+    levels = nib.Nifti1Image.from_bytes(gzip.decompress(response.content))
+    assert levels.shape == (512, 512, 20)
+    labels = sorted(int(v) for v in np.unique(np.asarray(levels.dataobj)) if v > 0)
+
+    colours = web_env.client.get(downloads["levels_colours"], headers=bearer(token)).json()
+    assert [entry["label"] for entry in colours["labels"]] == sorted(labels, key=labels.index)
+    assert all(len(entry["rgb"]) == 3 and entry["name"] for entry in colours["labels"])
+    assert len(study["summary"]["vertebrae"]) == len(labels)
+    assert study["summary"]["levels"]["named"] in (True, False)
+    if not study["summary"]["levels"]["named"]:
+        assert study["summary"]["levels"]["reason"]
+
+    table = web_env.client.get(downloads["vertebrae_csv"], headers=bearer(token))
+    assert table.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert len(rows) == len(labels) and "hu_mean" in table.text.splitlines()[0]
+
+    stl = web_env.client.get(downloads["vertebrae_stl"], headers=bearer(token))
+    seg = web_env.client.get(downloads["levels_seg"], headers=bearer(token))
+    if labels:
+        assert stl.status_code == 200
+        assert len(zipfile.ZipFile(io.BytesIO(stl.content)).namelist()) == len(labels)
+        assert seg.status_code == 200, seg.text
+        dataset = pydicom.dcmread(io.BytesIO(seg.content))
+        assert dataset.Modality == "SEG" and len(dataset.SegmentSequence) == len(labels)
+        assert all(item.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
+                   for item in dataset.SegmentSequence)
+    else:  # an untrained model may find no vertebra: a clear refusal, never a 500
+        assert stl.status_code in (404, 422) and seg.status_code in (404, 422)
+
+    run_url = study["runs"][-1]["downloads"]["levels"]
+    assert "/runs/" in run_url and web_env.client.get(run_url, headers=bearer(token)).status_code == 200
