@@ -76,7 +76,7 @@ def test_downloads_are_audited(web_env: WebEnv, tmp_path) -> None:
     assert web_env.client.get(f"/api/studies/{ids['study_id']}/mask.nii.gz", headers=bearer(token)).status_code == 200
     events = web_env.client.get("/api/audit", headers=bearer(web_env.tokens["admin"])).json()
     assert any(e["action"] == "download" and e["target"] == ids["study_id"] and e["username"] == "clinician"
-               and e["detail"] == "mask.nii.gz" for e in events)
+               and e["detail"] == f"mask.nii.gz run={ids['job_id']}" for e in events)  # which run's file
 
 
 def test_a_password_change_ends_existing_sessions(web_env: WebEnv) -> None:
