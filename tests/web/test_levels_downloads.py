@@ -61,3 +61,21 @@ def test_dicom_study_offers_every_level_output(web_env: WebEnv, shared_cases: Pa
 
     run_url = study["runs"][-1]["downloads"]["levels"]
     assert "/runs/" in run_url and web_env.client.get(run_url, headers=bearer(token)).status_code == 200
+
+
+def test_result_page_partial_lists_each_vertebra_with_its_flags() -> None:
+    from spineseg.web.app import make_templates
+
+    template = make_templates().env.get_template("_vertebrae.html")
+    measures = {"hu_mean": 104.2, "hu_median": 101.0, "height_anterior_mm": 15.0, "height_middle_mm": 24.0,
+                "height_posterior_mm": 25.0, "ha_hp": 0.6, "hm_hp": 0.96, "hp_neighbours": 1.0,
+                "density_flag": "osteoporosis range (L1 <= 110 HU)", "height_flag": "severe (> 40 % reduction)"}
+    summary = {"levels": {"named": True, "anchors": ["sacrum"], "reason": None},
+               "vertebrae": [{"name": "L1", "label": 20, "confidence": 0.8, "volume_ml": 50.0, "complete": True,
+                              "measures": measures},
+                             {"name": "L2", "label": 21, "confidence": 0.82, "volume_ml": 55.0, "complete": False,
+                              "measures": {}}]}
+    html = template.render(s=summary)
+    assert html.count("<tr data-label=") == 2 and "(cut)" in html
+    assert "HU: osteoporosis range" in html and "height: severe" in html and "not a diagnosis" in html
+    assert template.render(s={}).strip() == ""  # a run without levels shows no table
