@@ -6,11 +6,13 @@ and registers exactly one version."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -250,3 +252,35 @@ def test_a_training_run_executes_on_a_worker_and_registers_one_version(cluster: 
     assert made == [run["version_id"]]
     trainer.send_signal(signal.SIGTERM)
     assert trainer.wait(60) == 0
+
+
+def test_progress_events_and_cancel_reach_a_job_running_in_another_process(cluster: Cluster, tmp_path: Path) -> None:
+    worker = cluster.start_worker("worker-cancel", "--jobs", "segment")
+    wait_until_ready(cluster)
+    ct = write_phantom_case(tmp_path / "case", seed=7, shape=CT_SHAPE)[0]
+    job_id = upload(cluster, ct)["job_id"]
+    events: list[dict] = []
+
+    def follow() -> None:  # the browser's view: the web server's SSE stream, read from the job row
+        with httpx.stream("GET", f"{cluster.web.url}/api/jobs/{job_id}/events",
+                          headers=bearer(cluster.tokens["clinician"]), timeout=JOB_TIMEOUT_S) as response:
+            events.extend(json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
+                          if line.startswith("data: "))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while running_job_of(cluster, {worker.pid}) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_job_of(cluster, {worker.pid}) == (job_id, worker.pid)
+    cancelled = httpx.post(f"{cluster.web.url}/api/jobs/{job_id}/cancel", headers=bearer(cluster.tokens["clinician"]),
+                           timeout=30)
+    assert cancelled.status_code == 200, cancelled.text
+    reader.join(JOB_TIMEOUT_S)
+    assert not reader.is_alive()
+    statuses = [event["status"] for event in events]
+    assert "running" in statuses and statuses[-1] == "cancelled", statuses
+    assert any(event["status"] == "running" and event["progress"] >= 0.1 for event in events), events
+    assert events[-1]["error"] == "cancelled while running", events[-1]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
