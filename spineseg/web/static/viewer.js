@@ -171,6 +171,10 @@
     }
     mark("composed");
     nv.drawLut = niivue.cmapper.makeDrawLut(drawColours());
+    // NiiVue draws the labels with one opacity: the prediction's (the truth's when it is alone)
+    const shown = LAYERS.filter((l) => l.visible);
+    const lead = shown.find((l) => l.key === "prediction") || shown[0];
+    nv.setDrawOpacity(lead ? lead.opacity : 0);
     mark("lut");
     nv.refreshDrawing(true);
     mark("drawing uploaded");
@@ -178,7 +182,7 @@
   function drawColours() {
     const size = 256;
     const map = { R: Array(size).fill(0), G: Array(size).fill(0), B: Array(size).fill(0), A: Array(size).fill(0), labels: Array(size).fill("") };
-    const set = (code, rgb, alpha, name) => { [map.R[code], map.G[code], map.B[code]] = rgb.map(Math.round); map.A[code] = Math.round(alpha * 255); map.labels[code] = name; };
+    const set = (code, rgb, alpha, name) => { [map.R[code], map.G[code], map.B[code]] = rgb.map(Math.round); map.A[code] = alpha > 0 ? 255 : 0; map.labels[code] = name; };
     const layer = (key) => LAYERS.find((l) => l.key === key);
     const pred = layer("prediction"), truth = layer("truth"), levels = layer("levels");
     if (pred) set(PRED, pred.rgb, pred.opacity, pred.name);
@@ -246,7 +250,7 @@
   function applyVolumeVisibility() {
     const render = state.view === "render";
     ct().opacity = render && !meshes.ctRender ? 0 : 1;
-    nv.setDrawOpacity(render && nv.meshes.length ? 0 : 1);
+    if (render && nv.meshes.length) nv.setDrawOpacity(0); else compose();
     nv.updateGLVolume();
   }
 

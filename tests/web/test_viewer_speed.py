@@ -1,0 +1,216 @@
+"""Time to the first usable view of the result page's viewer, for CT volumes of the sizes a
+reader opens every day (512x512x133 and 512x512x300), in Debian's headless Chromium.
+
+"Usable" means the viewer says it is ready (``#result[data-viewer-ready=true]``), the canvas
+shows a picture and a keyboard shortcut moves the axial slice within a second. The figures are
+printed (run with ``-s``): ``viewer first view 512x512x300: 6.1 s``."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.web.chromium import CHROMIUM
+from tests.web.live_server import LiveServer
+from tests.web.test_browser import canvas_has_picture, log_in
+from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
+
+# the issue's target for 512x512x300; a machine shared with other work may set a looser one
+FIRST_VIEW_LIMIT_S = float(os.environ.get("SPINESEG_FIRST_VIEW_LIMIT_S", "10"))
+JOB_TIMEOUT_S = 600
+SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
+    pytest.mark.slow,
+]
+
+
+def synthetic_ct(slices: int, seed: int = 0) -> nib.Nifti1Image:
+    """A 512x512 CT with air around an elliptic body (fat rim, soft tissue), a table under it,
+    a bony spine column and CT-like noise, at 0.5 x 0.5 x 0.8 mm (a small field of view: the
+    model grid stays small, so the segment job before the browser part is quick)."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(512) - 256.0, np.arange(512) - 230.0, indexing="ij")
+    body = (x / 190) ** 2 + (y / 140) ** 2 <= 1
+    fat = body & ((x / 180) ** 2 + (y / 130) ** 2 > 1)
+    spine = (x ** 2 + (y + 80) ** 2) <= 22 ** 2  # posterior: j grows anteriorly
+    plane = np.full((512, 512), -1000.0, dtype=np.float32)
+    plane[body] = 40
+    plane[fat] = -100
+    plane[spine] = 700
+    plane[:, 400:410] = 300  # the table, outside the body
+    volume = np.repeat(plane[:, :, None], slices, axis=2)
+    volume += rng.normal(0, 15, size=volume.shape).astype(np.float32)
+    affine = np.diag([0.5, 0.5, 0.8, 1.0])
+    return nib.Nifti1Image(np.clip(volume, -1024, 3000).astype(np.int16), affine)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
+    data_dir = tmp_path_factory.mktemp("viewer-speed")
+    settings = make_settings(data_dir)
+    register_test_model(settings)
+    token = add_user(settings, "carla", "clinician")
+    live = LiveServer(data_dir)
+    live.start()
+    yield live, token
+    live.stop()
+
+
+def upload_and_wait(live: LiveServer, token: str, path: Path, truth: Path | None = None) -> str:
+    handles = [path.open("rb")] + ([truth.open("rb")] if truth else [])
+    files = [("files", (path.name, handles[0], "application/gzip"))]
+    if truth:
+        files.append(("truth", (truth.name, handles[1], "application/gzip")))
+    try:
+        response = httpx.post(f"{live.url}/api/studies", headers=bearer(token), timeout=120, files=files)
+    finally:
+        for handle in handles:
+            handle.close()
+    assert response.status_code == 202, response.text
+    ids = response.json()
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{live.url}/api/jobs/{ids['job_id']}", headers=bearer(token)).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            assert job["status"] == "done", job
+            return ids["study_id"]
+        time.sleep(0.5)
+    raise AssertionError(f"the segment job did not finish in {JOB_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def studies(server, tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    """One study per size; the 133-slice one with a ground truth (the bony column)."""
+    live, token = server
+    folder = tmp_path_factory.mktemp("viewer-cts")
+    made = {}
+    for slices in (133, 300):
+        image = synthetic_ct(slices)
+        path = folder / f"ct-{slices}.nii.gz"
+        nib.save(image, str(path))
+        truth = None
+        if slices == 133:
+            truth = folder / "truth.nii.gz"
+            nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 500).astype(np.uint8), image.affine), str(truth))
+        made[slices] = upload_and_wait(live, token, path, truth)
+    return made
+
+
+def open_result(browser, live: LiveServer, study_id: str, viewport: dict[str, int]) -> tuple[object, float]:
+    page = browser.new_page(viewport=viewport)
+    log_in(page, live, "carla")
+    page.wait_for_url("**/upload")
+    started = time.monotonic()
+    page.goto(f"{live.url}/studies/{study_id}")
+    page.wait_for_selector("#result[data-viewer-ready=true]", timeout=180_000)
+    return page, time.monotonic() - started
+
+
+@pytest.mark.parametrize("slices", [133, 300])
+def test_time_to_first_usable_view(server, studies, browser, slices: int) -> None:
+    live, _token = server
+    page, ready = open_result(browser, live, studies[slices], {"width": 1600, "height": 1000})
+    assert canvas_has_picture(page), "the viewer says it is ready but the canvas is empty"
+    before = int(page.get_attribute("#result", "data-axial-slice"))
+    page.focus("#viewer-box")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function(f"() => Number(document.getElementById('result').dataset.axialSlice) > {before}",
+                           timeout=5_000)  # usable: a shortcut answers at once
+    timings = page.get_attribute("#result", "data-timings")
+    print(f"\nviewer first view 512x512x{slices}: {ready:.1f} s (in the page: {timings})")
+    if slices == 300:
+        assert ready < FIRST_VIEW_LIMIT_S, f"first view took {ready:.1f} s"
+    page.close()
+
+
+def axial_tile_point(page) -> tuple[float, float]:
+    """A point (CSS px) inside the axial tile, a third of the way across and down it."""
+    box = page.evaluate("""() => {
+        const nv = window.spineViewer.nv;
+        const tile = nv.screenSlices.find((s) => s.axCorSag === 0);
+        const [l, t, w, h] = tile.leftTopWidthHeight;
+        const canvas = document.getElementById("viewer");
+        const scale = canvas.getBoundingClientRect().width / canvas.width;
+        const rect = canvas.getBoundingClientRect();
+        return [rect.left + (l + w * 0.5) * scale, rect.top + (t + h * 0.3) * scale];
+    }""")
+    return box[0], box[1]
+
+
+def coloured_pixels(page) -> tuple[int, int]:
+    """(blue, red) pixels of the canvas: the truth's colour (alone or blended under the
+    prediction's) and the prediction's."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer").screenshot())).convert("RGB")).astype(int)
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    blue = int(((b > r + 15) & (b > 100)).sum())  # the truth, and its overlap with the prediction
+    red = int(((r > g + 60) & (r > b + 60)).sum())
+    return blue, red
+
+
+def test_reading_tools_hu_keyboard_layers_legend(server, studies, browser, tmp_path: Path) -> None:
+    live, token = server
+    study_id = studies[133]
+    page, _ready = open_result(browser, live, study_id, {"width": 1280, "height": 800})
+    step = json.loads(page.get_attribute("#result", "data-timings"))["step"]
+
+    # a shortcut moves exactly one slice of the grid shown (every step-th slice in the quick view)
+    before = int(page.get_attribute("#result", "data-axial-slice"))
+    page.focus("#viewer-box")
+    page.keyboard.press("ArrowUp")
+    slice_is = "() => document.getElementById('result').dataset.axialSlice === '{}'"
+    page.wait_for_function(slice_is.format(before + step))
+    page.keyboard.press("PageDown")
+    page.wait_for_function(slice_is.format(before + step - 10 * step))
+
+    # HU under the pointer equals the server's CT at that world position
+    x, y = axial_tile_point(page)
+    page.mouse.move(x, y)
+    page.wait_for_function("() => document.getElementById('readout-cursor').dataset.hu !== undefined")
+    hu = float(page.get_attribute("#readout-cursor", "data-hu"))
+    mm = np.array([float(v) for v in page.get_attribute("#readout-cursor", "data-mm").split(",")])
+    ct_file = tmp_path / "ct.nii.gz"
+    ct_file.write_bytes(httpx.get(f"{live.url}/api/studies/{study_id}/ct.nii.gz", headers=bearer(token)).content)
+    image = nib.load(str(ct_file))
+    ijk = np.linalg.inv(image.affine) @ np.append(mm, 1)
+    np.testing.assert_allclose(ijk[:3], np.rint(ijk[:3]), atol=1e-3)  # a voxel centre
+    assert hu == float(np.asarray(image.dataobj)[tuple(np.rint(ijk[:3]).astype(int))])
+    assert page.inner_text("#readout-window") == "W 1800 / L 400"
+    page.click("[data-window=lung]")
+    assert page.inner_text("#readout-window") == "W 1500 / L -600"
+    assert page.get_attribute("[data-window=lung]", "aria-pressed") == "true"
+    page.click("[data-window=bone]")
+
+    # the legend names every layer (and the overlap colour)
+    legend = page.inner_text("#legend")
+    for name in ("Ground truth", "Prediction", "overlap", "Crosshair"):
+        assert name in legend
+
+    # hiding the truth leaves the prediction drawn
+    blue, red = coloured_pixels(page)
+    assert blue > 50 and red > 50, (blue, red)
+    page.uncheck("[data-layer=truth] [data-show]")
+    page.wait_for_function("() => JSON.parse(document.getElementById('result').dataset.layers)[0][1] === false")
+    page.wait_for_timeout(300)
+    blue_after, red_after = coloured_pixels(page)
+    assert blue_after < blue / 20, (blue, blue_after)
+    assert red_after > 50, red_after
+    if SCREENSHOT_DIR:
+        page.check("[data-layer=truth] [data-show]")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-1280x800.png"))
+        page.set_viewport_size({"width": 1600, "height": 1000})
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-1600x1000.png"))
+    page.close()
