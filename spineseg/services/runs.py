@@ -73,6 +73,7 @@ RUN_DOWNLOADS = (
     RunDownload("vertebrae_csv", "vertebrae.csv", "Vertebra measurements (CSV)"),
     RunDownload("vertebrae_stl", "vertebrae_stl.zip", "One STL per vertebra (zip)"),
     RunDownload("levels_seg", "levels_seg.dcm", "DICOM SEG, one segment per vertebra", needs="dicom"),
+    RunDownload("rtstruct", "rtstruct.dcm", "RTSTRUCT, one ROI per vertebra", needs="dicom"),
 )
 
 

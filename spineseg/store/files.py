@@ -152,6 +152,10 @@ class RunFiles:
     def levels_seg_dcm(self) -> Path:
         return self.folder / "levels_seg.dcm"
 
+    @property
+    def rtstruct(self) -> Path:
+        return self.folder / "rtstruct.dcm"
+
     def clear(self) -> None:
         """Remove what an interrupted attempt of this same run left (never another run's files)."""
         shutil.rmtree(self.folder, ignore_errors=True)

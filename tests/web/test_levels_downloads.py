@@ -25,7 +25,7 @@ def test_dicom_study_offers_every_level_output(web_env: WebEnv, shared_cases: Pa
     assert wait_for_job(web_env, ids["job_id"], token)["status"] == "done"
     study = web_env.client.get(f"/api/studies/{ids['study_id']}", headers=bearer(token)).json()
     downloads = study["downloads"]
-    assert {"levels", "levels_colours", "vertebrae_csv", "vertebrae_stl", "levels_seg"} <= set(downloads)
+    assert {"levels", "levels_colours", "vertebrae_csv", "vertebrae_stl", "levels_seg", "rtstruct"} <= set(downloads)
 
     response = web_env.client.get(downloads["levels"], headers=bearer(token))
     assert response.status_code == 200
@@ -56,6 +56,10 @@ def test_dicom_study_offers_every_level_output(web_env: WebEnv, shared_cases: Pa
         assert dataset.Modality == "SEG" and len(dataset.SegmentSequence) == len(labels)
         assert all(item.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT"
                    for item in dataset.SegmentSequence)
+        rt = web_env.client.get(downloads["rtstruct"], headers=bearer(token))
+        assert rt.status_code == 200
+        structures = pydicom.dcmread(io.BytesIO(rt.content))
+        assert structures.Modality == "RTSTRUCT" and len(structures.StructureSetROISequence) == len(labels)
     else:  # an untrained model may find no vertebra: a clear refusal, never a 500
         assert stl.status_code in (404, 422) and seg.status_code in (404, 422)
 

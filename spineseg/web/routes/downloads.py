@@ -28,6 +28,7 @@ from spineseg.imaging.overlay import axial_slice_count, write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.level_exports import write_levels_dicom_seg, write_vertebrae_stl_zip
 from spineseg.services.mesh import write_mask_stl
+from spineseg.services.rtstruct import write_rtstruct
 from spineseg.services.runs import current_run, find_run, run_files
 from spineseg.store import accounts
 from spineseg.store.files import RunFiles
@@ -280,6 +281,19 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
                                     (run.summary or {}).get("series_uid"), files.levels_seg_dcm,
                                     model_id=run.model_version or "unknown")
         return _file(files.levels_seg_dcm, "application/dicom", f"{_stem(target)}-levels_seg.dcm")
+
+    @get("/rtstruct.dcm", f"RT Structure Set with one ROI per vertebra (DICOM input only) of {whose}",
+         "application/dicom")
+    async def rtstruct(target: RunTarget) -> FileResponse:
+        study, run, files = target.study, target.run, target.files
+        if study.input_kind != "dicom":
+            raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: an RTSTRUCT needs the source "
+                                     "series to reference (download levels.nii.gz instead)")
+        if not files.rtstruct.is_file():
+            array, affine = await run_in_threadpool(_levels_array, files)
+            await run_in_threadpool(write_rtstruct, array, affine, Path(study.input_path),
+                                    (run.summary or {}).get("series_uid"), files.rtstruct)
+        return _file(files.rtstruct, "application/dicom", f"{_stem(target)}-rtstruct.dcm")
 
 
 add_download_routes("", current_target, "the study's current run")
