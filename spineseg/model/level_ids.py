@@ -74,6 +74,8 @@ def colour(label: int) -> tuple[int, int, int]:
     if label > UNNAMED_BASE:
         k = label - UNNAMED_BASE
         return (90 + 25 * (k % 4), 110 + 25 * (k % 3), 170)
+    if label == 26:
+        return (235, 205, 120)  # the sacrum in sand: golden-angle hues would make it T12's magenta
     position = CRANIOCAUDAL.index(label)
     hue = (position * 0.381966) % 1.0  # golden-angle steps: no two neighbours look alike
     value = 1.0 if label <= 7 else 0.9 if label <= 19 or label == 28 else 0.8
