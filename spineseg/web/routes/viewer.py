@@ -27,7 +27,7 @@ from spineseg.web.routes.downloads import RunTarget, _binary, chosen_target, cur
 router = APIRouter(prefix="/api/studies/{study_id}", tags=["viewer"])
 
 VIEWER_NIFTI = "application/octet-stream"
-LABEL_FILES = {"mask.nii": "mask", "truth.nii": "truth_on_grid"}  # name -> RunFiles attribute
+LABEL_FILES = {"mask.nii": "mask", "truth.nii": "truth_on_grid", "levels.nii": "levels"}  # -> RunFiles attribute
 OUTLINE = "-outline.nii"  # mask-outline.nii: only the label's one-voxel shell
 
 

@@ -15,7 +15,7 @@
   const PRESETS = { bone: [400, 1800], soft: [40, 400], lung: [-600, 1500], brain: [40, 80], mediastinum: [50, 350] };
   const LAYERS = [  // drawn bottom to top: truth under the prediction, as in the overlay image
     { key: "truth", url: d.truthUrl, outlineUrl: d.truthOutlineUrl, name: "Ground truth", rgb: [32, 160, 255], opacity: 1, outline: true, visible: true },
-    { key: "levels", url: d.levelsUrl, tableUrl: d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: true },
+    { key: "levels", url: d.levelsUrl, tableUrl: d.levelsColoursUrl || d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: true },
     { key: "prediction", url: d.maskUrl, outlineUrl: d.maskOutlineUrl, name: "Prediction", rgb: [255, 64, 32], opacity: 0.45, outline: false, visible: true },
   ].filter((layer) => layer.url);
   const CROSSHAIR = [1, 0.85, 0.1, 1];  // yellow: neither the prediction's red nor the truth's blue
@@ -194,7 +194,7 @@
       state.overlapRgb = rgb;
     }
     if (levels && levels.table) {
-      for (const [value, entry] of Object.entries(levels.table.labels || levels.table)) {
+      for (const [value, entry] of tableEntries(levels.table)) {
         const code = LEVEL0 + Number(value);
         if (code < size) set(code, entry.rgb || entry.color || [200, 200, 200], levels.opacity, entry.name || value);
       }
@@ -288,8 +288,13 @@
     }
     return names;
   }
+  // The levels helper's levels_colours.json: {"labels": [{"label": 20, "name": "L1", "rgb": [r, g, b]}, ...]}
+  function tableEntries(table) {
+    const labels = table.labels || table;
+    return Array.isArray(labels) ? labels.map((e) => [Number(e.label), e]) : Object.entries(labels).map(([v, e]) => [Number(v), e]);
+  }
   function layerName(layer, value) {
-    const entry = (layer.table.labels || layer.table)[String(Math.round(value))];
+    const entry = new Map(tableEntries(layer.table)).get(Math.round(value));
     return entry ? (entry.name || String(value)) : "label " + value;
   }
 
