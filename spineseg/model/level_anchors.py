@@ -66,9 +66,14 @@ def lateral_contact(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
     box = _crop(seg.shape, seg > 0, margin)
     offset = np.array([b.start for b in box]) * sp
     seg_b, hu_b = seg[box], hu[box]
-    dist, nearest = ndi.distance_transform_edt(seg_b == 0, sampling=sp, return_indices=True)
-    bone = (seg_b == 0) & (hu_b > BONE_HU) & (dist > 0.75 * sp.min())
-    shell = bone & (dist <= CONTACT_MM)
+    bone = (seg_b == 0) & (hu_b > BONE_HU)
+    # Distances matter only up to CONTACT_MM, so they are taken in the mask's box grown by that
+    # much (not the wide box the rib reach needs): the same shell and owners, less than half the
+    # voxels on a chest CT. Sub-box voxels keep their C order, so owners line up with ``pos``.
+    near = _crop(seg_b.shape, seg_b > 0, np.ceil(CONTACT_MM / sp).astype(int) + 1)
+    dist, nearest = ndi.distance_transform_edt(seg_b[near] == 0, sampling=sp, return_indices=True)
+    shell = np.zeros(seg_b.shape, dtype=bool)
+    shell[near] = bone[near] & (dist <= CONTACT_MM)
     if not shell.any():
         return out
     # How far each bone piece reaches to the side of the curve (curve x interpolated by height).
@@ -82,7 +87,7 @@ def lateral_contact(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
     reach = np.asarray(reach, dtype=np.float64)
     pos = np.argwhere(shell)
     far = reach[pieces[shell]] >= RIB_REACH_MM
-    owner = seg_b[tuple(nearest[:, shell])]
+    owner = seg_b[near][tuple(nearest[:, shell[near]])]
     coords = pos * sp + offset
     index, _ = project_voxels(coords, curve.points)
     delta = coords - curve.points[index]
