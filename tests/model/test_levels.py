@@ -104,3 +104,15 @@ def test_empty_mask_has_no_vertebrae_and_says_why():
     assert levels.vertebrae == [] and not levels.named and "no spine" in levels.reason
     with pytest.raises(ValueError, match="differs"):
         vertebra_levels(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), np.eye(4))
+
+
+def test_a_mask_larger_than_any_spine_is_not_split_and_says_so():
+    """An untrained model's mask over much of the body: refused at once, with its volume."""
+    mask = np.zeros((80, 80, 40), np.uint8)
+    mask[5:75, 5:75, :] = 1  # 70 x 70 x 40 voxels of 2 x 2 x 3 mm: 2.35 L
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    levels = vertebra_levels(mask, np.full(mask.shape, 300.0, np.float32), affine)
+    assert "larger than any spine" not in (levels.reason or "")  # under the limit: it is tried
+    mask[:, :, :] = 1  # 80 x 80 x 40: 3.07 L
+    levels = vertebra_levels(mask, np.full(mask.shape, 300.0, np.float32), affine)
+    assert levels.vertebrae == [] and "3072 mL" in levels.reason and "larger than any spine" in levels.reason
