@@ -29,10 +29,12 @@ from spineseg.imaging.overlay import write_overlays
 from spineseg.metrics.evaluate import evaluate_masks
 from spineseg.model.inference import segment
 from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
+from spineseg.services import viewer_files
 from spineseg.services.levels import write_run_levels
 from spineseg.services.outputs import summary, write_mask
 from spineseg.services.runs import finish_run, record_results, run_files
 from spineseg.store.database import Database
+from spineseg.store.files import RunFiles, StudyFiles
 from spineseg.store.models import Job
 from spineseg.store.studies import claim_job, get_study, release_job, set_progress
 
@@ -193,6 +195,21 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
+    _prepare_viewer(settings.studies_dir, study_id, files, volume.shape)
     with_retries(database, lambda session: record_results(
         session, job_id=job_id, model_id=seg.model_id, spine_volume_ml=seg.spine_volume_ml, summary=facts,
         metrics=metrics, inference=dict(seg.inference), worker_id=reporter.worker_id))
+
+
+def _prepare_viewer(studies_dir: Path, study_id: str, files: RunFiles, shape: tuple[int, ...]) -> None:
+    """The viewer's copies (CT cropped, int16; labels uint8; the quick first view), made now
+    so the result page's first view does not wait for them (19.7 s -> about 6 s for a
+    512x512x300 CT in headless Chromium). They are only a cache: when this fails the viewer
+    makes them on first request, so the run's result stands."""
+    try:
+        viewer_files.prepare_run(StudyFiles.of(studies_dir, study_id).root, files.ct,
+                                 [files.mask, files.truth_on_grid, files.levels], viewer_files.first_view_step(shape))
+    except (OSError, ValueError, MemoryError):
+        log.warning("viewer copies of run %s not made now (made on first view instead)", files.folder.name,
+                    exc_info=True)
+

@@ -45,6 +45,9 @@ def test_job_writes_outputs_and_metrics(setup: tuple, tmp_path: Path) -> None:
     for path in (files.ct, files.mask, files.truth_on_grid, files.summary):
         assert path.is_file(), path
     assert nib.load(str(files.mask)).shape == volume.shape
+    # the viewer's copies are made by the job, so the result page's first view need not wait
+    assert any((settings.studies_dir / study_id / "viewer").glob("ct*.nii.gz"))
+    assert {p.name.split(".")[0].split("-")[0] for p in (files.folder / "viewer").glob("*.nii.gz")} >= {"mask", "truth"}
     with database.session() as session:
         study = get_study(session, study_id=study_id)
         assert study.metrics["tp"] + study.metrics["fn"] == int(mask.sum())
