@@ -36,8 +36,9 @@ def test_reads_of_patient_data_are_audited(web_env: WebEnv, study: dict) -> None
 
     mine = events(web_env, user="viewer")
     downloads = {e["detail"] for e in mine if e["action"] == "download" and e["target"] == study_id}
-    assert {"ct.nii.gz", "truth.nii.gz", "mask.nii.gz", "summary.json", "overlays.zip",
-            "overlay.png slice=2"} <= downloads
+    run = f"run={study['id']}"  # each download names the run (the job) whose file was read
+    assert {f"{what} {run}" for what in ("ct.nii.gz", "truth.nii.gz", "mask.nii.gz", "summary.json",
+                                         "overlays.zip", "overlay.png slice=2")} <= downloads
     assert sum(e["action"] == "study.view" and e["target"] == study_id for e in mine) == 2  # API + page
     assert sum(e["action"] == "study.list" for e in mine) >= 2
     assert any(e["action"] == "login" for e in mine)
