@@ -125,7 +125,9 @@ def test_stored_series_and_seg_are_deidentified_and_still_reference_each_other(e
 def test_study_name_is_never_the_file_name(env: WebEnv, phi_study: dict, tmp_path: Path) -> None:
     token = env.tokens["clinician"]
     study = env.client.get(f"/api/studies/{phi_study['study_id']}", headers=bearer(token)).json()
-    assert study["name"] == f"Study {study['id'][:8]} CT CHEST"
+    # the default name: short id, modality, body part and the de-identified (shifted) study date
+    assert re.fullmatch(rf"Study {study['id'][:8]} CT CHEST \d{{4}}-\d{{2}}-\d{{2}}", study["name"]), study["name"]
+    assert PHI["study_date"] not in study["name"].replace("-", "")
     named = upload(env, token, [("files", (f"{FILE_NAME}.zip", phi_zip(tmp_path), "x"))], name="Follow-up spine")
     assert env.client.get(f"/api/studies/{named['study_id']}", headers=bearer(token)).json()["name"] == \
         "Follow-up spine"

@@ -23,7 +23,10 @@ from tests.web.live_server import LiveServer
 from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
 
 JOBS = 3
-OUTPUTS = {"ct.nii.gz", "mask.nii.gz", "truth.nii.gz", "summary.json", "overlays"}
+# a run folder holds exactly these (nothing half-written): the outputs, the vertebra levels and
+# the viewer's copies
+OUTPUTS = {"ct.nii.gz", "mask.nii.gz", "truth.nii.gz", "summary.json", "overlays",
+           "levels.nii.gz", "levels_colours.json", "vertebrae.csv", "viewer"}
 
 
 def job(server: LiveServer, token: str, job_id: str) -> dict:
@@ -87,7 +90,7 @@ def test_kill_9_with_a_running_and_queued_jobs_finishes_each_once(tmp_path: Path
             study_files = StudyFiles.of(settings.studies_dir, study_id)
             files = study_files.run(f"runs/{job_id}")
             assert {p.name for p in files.folder.iterdir()} == OUTPUTS, job_id
-            assert sorted(p.name for p in study_files.root.iterdir()) == ["input", "runs", "truth"]
+            assert sorted(p.name for p in study_files.root.iterdir()) == ["input", "runs", "truth", "viewer"]
             assert [p.name for p in study_files.runs_dir.iterdir()] == [job_id]
             assert nib.load(str(files.mask)).shape == volume.shape
             assert json.loads(files.summary.read_text())["model_version"] == "test-untrained"
