@@ -171,7 +171,7 @@ def _comparable(study: dict) -> dict:
 def _input_files(settings, study_id: str) -> dict[str, bytes]:
     root = settings.studies_dir / study_id
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "runs" not in p.parts}
+            if p.is_file() and "runs" not in p.parts and "viewer" not in p.parts}  # outputs and the viewer's cache
 
 
 def test_the_study_complete_makes_equals_the_one_post_studies_makes(web_env: WebEnv, nifti) -> None:
