@@ -162,11 +162,14 @@ def test_rerun_with_another_version_site_tag_and_evaluation_by_site(server: Live
     page.click("#site-form button[type=submit]")
     page.wait_for_function("() => document.getElementById('study-site').value === 'north'")
     page.locator("#rerun-version").select_option(other)
+    page.click("#rerun-button")  # asks first: nothing is queued before the confirmation
+    page.wait_for_selector("#rerun-confirm:not([hidden])")
+    assert other in page.inner_text("#rerun-confirm-text")
     with page.expect_navigation(url=re.compile(r"/jobs/[0-9a-f]{32}$")):
-        page.click("#rerun-button")
+        page.click("#rerun-confirm-button")
     page.wait_for_url(re.compile(rf"/studies/{study_id}$"), timeout=RUN_TIMEOUT_MS)
-    page.wait_for_selector("#study-versions")
-    assert other in page.inner_text("#study-versions")
+    page.wait_for_selector("#runs-table")
+    assert other in page.inner_text("#runs-table")  # the new run, beside the first one
 
     page.goto(f"{server.url}/evaluation?ids={study_id}")
     page.wait_for_selector("#by-site-table tr[data-site=north]")
