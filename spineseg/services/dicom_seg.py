@@ -132,10 +132,17 @@ def write_dicom_seg(mask: np.ndarray, affine: np.ndarray, dicom_folder: Path, se
         omit_empty_frames=False,
         content_description="UIDs derived: source lacked " + "/".join(d[:5] for d in derived) if derived else None,
     )
+    path = save_dicom(seg, path)
+    log.info("wrote DICOM SEG of %d frames referencing %s to %s", len(sources), sources[0].SeriesInstanceUID, path)
+    return path
+
+
+def save_dicom(dataset: pydicom.Dataset, path: Path, *, enforce_file_format: bool = False) -> Path:
+    """Write ``dataset`` to ``path`` in one rename (a reader never sees half a file); the folder
+    is made when missing. Every DICOM output of a run (SEG, levels SEG, RTSTRUCT) is saved here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".part-" + path.name)
-    seg.save_as(tmp)
+    dataset.save_as(tmp, enforce_file_format=enforce_file_format)
     tmp.replace(path)
-    log.info("wrote DICOM SEG of %d frames referencing %s to %s", len(sources), sources[0].SeriesInstanceUID, path)
     return path

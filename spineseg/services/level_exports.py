@@ -16,7 +16,7 @@ from pydicom.sr.coding import Code
 from spineseg.errors import InputError
 from spineseg.model.level_ids import colour, label_name, snomed_code
 from spineseg.registry.version import package_version
-from spineseg.services.dicom_seg import complete_identifiers, source_slices, values_on_slice
+from spineseg.services.dicom_seg import complete_identifiers, save_dicom, source_slices, values_on_slice
 from spineseg.services.mesh import mask_surface, triangle_normals
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder:
         series_description="Vertebrae (SpineSeg levels)", omit_empty_frames=False,
         content_description="UIDs derived: source lacked " + "/".join(d[:5] for d in derived) if derived else None,
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".part-" + path.name)
-    seg.save_as(tmp)
-    tmp.replace(path)
+    path = save_dicom(seg, path)
     log.info("wrote a DICOM SEG of %d vertebrae to %s", len(labels), path)
     return path
 

@@ -22,7 +22,7 @@ from skimage.measure import find_contours
 from spineseg.errors import InputError
 from spineseg.model.level_ids import colour, label_name
 from spineseg.registry.version import package_version
-from spineseg.services.dicom_seg import complete_identifiers, source_slices, values_on_slice
+from spineseg.services.dicom_seg import complete_identifiers, save_dicom, source_slices, values_on_slice
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,6 @@ def write_rtstruct(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, s
     ds.ROIContourSequence = Sequence(contours)
     ds.RTROIObservationsSequence = Sequence(observations)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".part-" + path.name)
-    ds.save_as(tmp, enforce_file_format=True)
-    tmp.replace(path)
+    path = save_dicom(ds, path, enforce_file_format=True)
     log.info("wrote an RTSTRUCT of %d vertebrae to %s", len(labels), path)
     return path

@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -271,29 +272,29 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
     @get("/levels_seg.dcm", f"DICOM SEG with one coded segment per vertebra (DICOM input only) of {whose}",
          "application/dicom")
     async def levels_seg(target: RunTarget) -> FileResponse:
-        study, run, files = target.study, target.run, target.files
-        if study.input_kind != "dicom":
-            raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
-                                     "for a DICOM SEG to reference (download levels.nii.gz instead)")
-        if not files.levels_seg_dcm.is_file():
-            array, affine = await run_in_threadpool(_levels_array, files)
-            await run_in_threadpool(write_levels_dicom_seg, array, affine, Path(study.input_path),
-                                    (run.summary or {}).get("series_uid"), files.levels_seg_dcm,
-                                    model_id=run.model_version or "unknown")
-        return _file(files.levels_seg_dcm, "application/dicom", f"{_stem(target)}-levels_seg.dcm")
+        write = partial(write_levels_dicom_seg, model_id=target.run.model_version or "unknown")
+        await _dicom_levels_export(target, target.files.levels_seg_dcm, write,
+                                   "there is no source series for a DICOM SEG to reference")
+        return _file(target.files.levels_seg_dcm, "application/dicom", f"{_stem(target)}-levels_seg.dcm")
 
     @get("/rtstruct.dcm", f"RT Structure Set with one ROI per vertebra (DICOM input only) of {whose}",
          "application/dicom")
     async def rtstruct(target: RunTarget) -> FileResponse:
-        study, run, files = target.study, target.run, target.files
-        if study.input_kind != "dicom":
-            raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: an RTSTRUCT needs the source "
-                                     "series to reference (download levels.nii.gz instead)")
-        if not files.rtstruct.is_file():
-            array, affine = await run_in_threadpool(_levels_array, files)
-            await run_in_threadpool(write_rtstruct, array, affine, Path(study.input_path),
-                                    (run.summary or {}).get("series_uid"), files.rtstruct)
-        return _file(files.rtstruct, "application/dicom", f"{_stem(target)}-rtstruct.dcm")
+        await _dicom_levels_export(target, target.files.rtstruct, write_rtstruct,
+                                   "an RTSTRUCT needs the source series to reference")
+        return _file(target.files.rtstruct, "application/dicom", f"{_stem(target)}-rtstruct.dcm")
+
+
+async def _dicom_levels_export(target: RunTarget, path: Path, write: Callable[..., object], why: str) -> None:
+    """Make a run's DICOM export of its levels at ``path`` when missing, with
+    ``write(levels, affine, dicom_folder, series_uid, path)``; 404 for a study that is not DICOM."""
+    study, run = target.study, target.run
+    if study.input_kind != "dicom":
+        raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: {why} (download levels.nii.gz instead)")
+    if not path.is_file():
+        array, affine = await run_in_threadpool(_levels_array, target.files)
+        series_uid = (run.summary or {}).get("series_uid")
+        await run_in_threadpool(write, array, affine, Path(study.input_path), series_uid, path)
 
 
 add_download_routes("", current_target, "the study's current run")
