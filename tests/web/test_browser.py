@@ -46,7 +46,10 @@ def log_in(page, server: LiveServer, username: str) -> None:
     assert "/login" in page.url
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    # The login page's own address (/login?next=/upload) already matches "**/upload", so waiting
+    # for the URL alone could return before the upload page and its scripts have loaded.
+    with page.expect_navigation():
+        page.click("button[type=submit]")
 
 
 def canvas_has_picture(page) -> bool:
@@ -185,6 +188,9 @@ def test_job_page_shows_queue_position_and_cancels(browser, tmp_path: Path) -> N
 
 def test_upload_controls_are_reachable_by_keyboard(server: LiveServer, browser) -> None:
     page = browser.new_page()
+    # Playwright turns file-chooser interception on without waiting for it when the first
+    # listener is added; a listener kept for the whole page makes it on long before any key.
+    page.on("filechooser", lambda _chooser: None)
     log_in(page, server, "carla")
     page.wait_for_url("**/upload")
     page.focus("#drop-zone")
@@ -193,6 +199,7 @@ def test_upload_controls_are_reachable_by_keyboard(server: LiveServer, browser) 
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     assert chooser.value.is_multiple()
+    chooser.value.set_files([])  # close the first chooser: Chromium opens one at a time
     page.focus("#drop-zone")
     with page.expect_file_chooser():
         page.keyboard.press("Enter")  # the drop zone opens the chooser too

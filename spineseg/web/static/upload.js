@@ -8,12 +8,18 @@
   const folderInput = document.getElementById("folder");
   const truthInput = document.getElementById("truth");
   const dropZone = document.getElementById("drop-zone");
-  dropZone.addEventListener("keydown", (event) => {  // keyboard users open the chooser from the drop zone
-    if (event.target === dropZone && (event.key === "Enter" || event.key === " ")) {
+  // Keyboard users open a chooser with Enter or Space, from the drop zone or from a focused
+  // "Choose ..." button. Browsers differ on what Enter does on a file input (Chromium opens it
+  // on keypress, not always; Firefox does not), so the page opens it itself, once.
+  const openOnKey = (element, input) => element.addEventListener("keydown", (event) => {
+    if (event.target === element && (event.key === "Enter" || event.key === " ")) {
       event.preventDefault();
-      document.getElementById("files").click();
+      input.click();
     }
   });
+  openOnKey(dropZone, filesInput);
+  openOnKey(filesInput, filesInput);
+  openOnKey(folderInput, folderInput);
   const chosen = document.getElementById("chosen");
   const bar = document.getElementById("upload-progress");
   const button = document.getElementById("upload-button");
