@@ -181,17 +181,18 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     reporter.report(MODEL_DONE, "writing outputs", force=True)
     write_nifti(np.clip(volume.array, -32768, 32767), volume.affine, files.ct, dtype=np.int16)
     write_mask(seg, files.mask)
-    truth_mask = None
+    truth_mask = truth_levels = None
     metrics = None
     if truth_path is not None:
-        truth_mask = load_labels(truth_path, volume).mask
+        truth = load_labels(truth_path, volume)
+        truth_mask, truth_levels = truth.mask, truth.vertebrae
         write_nifti(truth_mask, volume.affine, files.truth_on_grid, dtype=np.uint8)
         reporter.report(WRITTEN, "scoring against the ground truth", force=True)
         metrics = json_safe(evaluate_masks(seg.mask, truth_mask, volume.spacing))
     write_overlays(volume, seg.mask, files.overlays, truth=truth_mask)
     facts = summary(seg) | {"source": Path(volume.provenance.source).name, "model_version": model.id,
                             "series_uid": volume.provenance.series_uid}
-    facts |= write_run_levels(seg.mask, volume.array, volume.affine, files)
+    facts |= write_run_levels(seg.mask, volume.array, volume.affine, files, truth_levels)
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")

@@ -65,11 +65,14 @@ def score_levels(pred: np.ndarray, truth: np.ndarray, affine: np.ndarray) -> Lev
     distances = []
     true_ids = sorted(true_c)
     true_stack = np.stack([true_c[i] for i in true_ids]) if true_ids else np.zeros((0, 3))
+    # Voxel counts per label in one pass each (not two full-volume comparisons per label).
+    top = int(max(truth.max(initial=0), pred.max(initial=0))) + 1
+    true_n = np.bincount(truth[truth > 0], minlength=top)
+    pred_n = np.bincount(pred[pred > 0], minlength=top)
+    both_n = np.bincount(truth[(truth == pred) & (truth > 0)], minlength=top)
     for label in true_ids:
-        t = truth == label
-        p = pred == label
-        denom = int(t.sum() + p.sum())
-        dice = 2.0 * int(np.logical_and(t, p).sum()) / denom if denom else float("nan")
+        denom = int(true_n[label] + pred_n[label])
+        dice = 2.0 * int(both_n[label]) / denom if denom else float("nan")
         entry: dict[str, object] = {"name": label_name(label), "dice": dice, "identified": False, "distance_mm": None}
         if label in pred_c:
             d = float(np.linalg.norm(pred_c[label] - true_c[label]))

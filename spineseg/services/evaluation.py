@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -26,7 +27,8 @@ BOX_KEYS = ("dice", "iou", "precision", "recall", "f1")
 @dataclass(frozen=True)
 class CaseRow:
     """One evaluated study: its id, a display name, the stored metrics (``None`` = undefined)
-    and the run they come from (its id, the model version that made it, the study's site)."""
+    and the run they come from (its id, the model version that made it, the study's site), and
+    the run's per-vertebra level scores when its truth has levels (``services.evaluation_levels``)."""
 
     study_id: str
     name: str
@@ -34,6 +36,7 @@ class CaseRow:
     model_version: str | None = None
     run_id: str | None = None
     site: str = ""
+    levels: dict[str, Any] | None = None  # the run's level scores, where its truth names each vertebra
 
 
 def _defined(rows: Sequence[CaseRow], key: str) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from spineseg.errors import InputError
 from spineseg.imaging.nifti import write_nifti
+from spineseg.metrics.levels import named_only, score_levels
 from spineseg.metrics.vertebra_measures import (
     FLAG_NOTE,
     density_flag,
@@ -106,11 +107,41 @@ def write_measurements_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files: Any) -> dict[str, Any]:
+def _finite(value: Any) -> Any:
+    """``value`` for JSON: nan/inf -> ``None``, numpy scalars as Python, dicts and lists through."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def level_scores(levels: Levels, truth_levels: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
+    """Scores of ``levels`` against a per-vertebra truth on the same grid (VerSe ids): per-vertebra
+    Dice, identified or not, the identification rate and localisation distance
+    (``metrics.levels``), JSON-safe. Unnamed vertebrae claim no level, so they score nothing."""
+    scores = score_levels(named_only(levels.labels), truth_levels, affine).summary()
+    scores["identified"] = sum(bool(e["identified"]) for e in scores["per_vertebra"].values())
+    scores["named"] = levels.named
+    return _finite(scores)
+
+
+def write_run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files: Any,
+                     truth_levels: np.ndarray | None = None) -> dict[str, Any]:
     """A run's level outputs (``files``: a ``store.files.RunFiles``): levels.nii.gz, the colour
-    table, vertebrae.csv; returns the summary's ``vertebrae`` and ``levels`` parts."""
+    table, vertebrae.csv; returns the summary's ``vertebrae`` and ``levels`` parts, and
+    ``level_scores`` when a per-vertebra truth (VerSe ids on the same grid) is given."""
     levels, rows = compute_levels(mask, ct, affine)
     write_levels_nifti(levels, affine, files.levels)
     write_colour_table(levels, files.levels_colours)
     write_measurements_csv(rows, files.vertebrae_csv)
-    return levels_summary(levels, rows)
+    facts = levels_summary(levels, rows)
+    if truth_levels is not None and np.any(truth_levels > 0):
+        facts["level_scores"] = level_scores(levels, truth_levels, affine)
+    return facts

@@ -20,6 +20,7 @@ from spineseg.services.evaluation import (
     volume_agreement,
     write_box_plot,
 )
+from spineseg.services.evaluation_levels import levels_csv, levels_overview
 from spineseg.services.runs import evaluated_run
 from spineseg.store import accounts
 from spineseg.store.studies import get_study
@@ -45,7 +46,8 @@ def case_rows(session: Session, ids: str, model: str = "") -> list[CaseRow]:
             which = f"no done run by model version {model!r} with" if model else "no"
             raise HTTPException(404, f"study {study_id} has {which} metrics: it needs a ground truth and a "
                                      "finished job")
-        rows.append(CaseRow(study.id, study.name, run.metrics, run.model_version, run.id, study.site))
+        rows.append(CaseRow(study.id, study.name, run.metrics, run.model_version, run.id, study.site,
+                            (run.summary or {}).get("level_scores")))
     if not rows:
         raise HTTPException(400, "choose at least one study (ids=...)")
     return rows
@@ -55,11 +57,12 @@ def evaluation_json(rows: list[CaseRow]) -> dict[str, Any]:
     stats = volume_agreement(rows)
     return {
         "cases": [{"study_id": r.study_id, "name": r.name, "site": r.site, "model_version": r.model_version,
-                   "run_id": r.run_id, "metrics": r.metrics} for r in rows],
+                   "run_id": r.run_id, "metrics": r.metrics, "levels": r.levels} for r in rows],
         "mean": {k: v[0] for k, v in mean_and_sd(rows).items()},
         "sd": {k: v[1] for k, v in mean_and_sd(rows).items()},
         "bland_altman_volume_ml": stats.summary() if stats else None,
         "bland_altman_points": agreement_points(rows) if stats else [],
+        "levels": levels_overview(rows),
     }
 
 
@@ -76,6 +79,17 @@ def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession, model: Model
     accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="csv")
     return Response(table_csv(rows), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="spineseg-evaluation.csv"'})
+
+
+@router.get("/levels.csv", summary="Per-vertebra level scores as CSV (cases whose truth names each vertebra)")
+def evaluation_levels_csv(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> Response:
+    rows = case_rows(session, ids, model)
+    if levels_overview(rows) is None:
+        raise HTTPException(404, "none of the chosen studies has level scores: their truth does not name each "
+                                 "vertebra (or they were segmented before levels were scored)")
+    accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="levels csv")
+    return Response(levels_csv(rows), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="spineseg-evaluation-levels.csv"'})
 
 
 @router.get("/bland-altman.png", summary="Bland-Altman plot of predicted vs true spine volume (needs 2+ cases)")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
+from spineseg.services.evaluation_levels import levels_overview, vertebra_names
 from spineseg.services.runs import evaluated_run, evaluated_versions, shown_run
 from spineseg.store import accounts
 from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
@@ -156,5 +157,6 @@ def evaluation_page(request: Request, user: Researcher, session: DbSession, ids:
     if chosen:
         rows = case_rows(session, ",".join(chosen), model)
         stats = volume_agreement(rows)
-        context |= {"rows": rows, "summary": mean_and_sd(rows), "agreement": stats.summary() if stats else None}
+        context |= {"rows": rows, "summary": mean_and_sd(rows), "agreement": stats.summary() if stats else None,
+                    "levels": levels_overview(rows), "level_names": vertebra_names(rows)}
     return render(request, "evaluation.html", user, **context)
