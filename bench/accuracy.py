@@ -38,12 +38,18 @@ def split_of(card, case: str) -> str:
 
 def robustness_variants(volume, truth):
     """The same scan made unlike the training data: axes permuted and flipped, a handful of
-    slices, thick anisotropic voxels, a tight crop, and one 8-bit slice as the paper used."""
+    slices, thick anisotropic voxels, a tight crop, low-dose noise, 5 mm slices with a sharp
+    kernel's look, a field of view that ends inside a vertebra, and one 8-bit slice as the
+    paper used."""
     import nibabel as nib
     import numpy as np
 
-    from spineseg.imaging.resample import labels_onto_grid, resample_to_spacing
+    from spineseg.imaging.resample import canonical_view, labels_onto_grid, resample_to_spacing, to_canonical
     from spineseg.imaging.volume import Volume
+
+    # Slices are cut along the patient's long axis whatever the storage order (P4 is P-I-R).
+    volume, canonical = to_canonical(volume)
+    truth = np.ascontiguousarray(canonical_view(truth, canonical))
 
     ornt = np.array([[2, -1], [0, 1], [1, -1]])
     yield ("reoriented (axes permuted, flipped)",
@@ -63,10 +69,48 @@ def robustness_variants(volume, truth):
     offset[:2, 3] = [crop[0].start, crop[1].start]
     yield ("tight crop around the spine", Volume(volume.array[crop].copy(), volume.affine @ offset),
            truth[crop].copy())
+    rng = np.random.default_rng(0)
+    noisy = volume.array + rng.normal(0.0, 60.0, volume.shape).astype(np.float32)
+    yield "low-dose noise (Gaussian, SD 60 HU)", Volume(noisy, volume.affine), truth
+    sharp = _thick_sharp(volume)
+    yield ("5 mm slices, sharp kernel look", sharp,
+           labels_onto_grid(truth, volume.affine, sharp.shape, sharp.affine)[0])
+    top = _mid_vertebra_slice(truth)
+    yield ("field of view ends mid-vertebra", Volume(volume.array[:, :, :top].copy(), volume.affine),
+           truth[:, :, :top].copy())
     grey = np.clip(np.rint((volume.array[:, :, mid:mid + 1] + 1024) / 4095 * 255), 0, 255)
     yield ("one 8-bit slice (paper's input)",
            Volume((grey / 255 * 4095 - 1024).astype(np.float32), volume.affine @ _slice_shift(mid)),
            truth[:, :, mid:mid + 1].copy())
+
+
+def _thick_sharp(volume):
+    """5 mm slices (the mean of the slices each covers) reconstructed with a sharp (bone) kernel:
+    an unsharp mask in-plane raises the edges and the noise as such kernels do."""
+    import numpy as np
+    from scipy import ndimage
+
+    from spineseg.imaging.resample import resample_to_spacing
+
+    thick = resample_to_spacing(volume, (volume.spacing[0], volume.spacing[1], max(5.0, volume.spacing[2])))
+    array = thick.array.astype(np.float32)
+    blurred = ndimage.gaussian_filter(array, sigma=(1.0, 1.0, 0.0))
+    return type(volume)((array + 1.5 * (array - blurred)).astype(np.float32), thick.affine)
+
+
+def _mid_vertebra_slice(truth) -> int:
+    """A slice index that cuts through a vertebral body (a slice of large spine area, not a
+    disc) above the middle of the labelled span: the scan is cut there."""
+    import numpy as np
+
+    area = truth.sum(axis=(0, 1)).astype(float)
+    present = np.flatnonzero(area)
+    if present.size < 3:
+        return int(present[-1]) + 1 if present.size else truth.shape[2]
+    middle = int(present[present.size // 2])
+    upper = present[present >= middle]
+    big = upper[area[upper] >= np.percentile(area[present], 60)]
+    return int(big[0]) + 1 if big.size else middle + 1
 
 
 def _slice_shift(k: int):

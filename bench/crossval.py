@@ -1,0 +1,173 @@
+"""Cross-validation by patient over the shared cases; prints figures, asserts nothing.
+
+    python bench/crossval.py [--folds P1+P6,P2+P4,P3+P5] [--epochs 8 --steps-per-epoch 50]
+                             [--manifest training/default_manifest.csv] [--out runs/crossval]
+
+Each fold holds two patients out, trains from scratch on the other four with the default
+recipe (``TrainConfig`` defaults but for the schedule) and no validation patient (a fixed
+schedule, the last network), then segments each held-out case and scores it against its
+labels: Dice, precision, recall, HD95, plus the robustness variants of ``bench/accuracy.py``.
+Inference settings that need no retraining (``--thresholds``) are scored on the same fold
+networks, so they are judged on unseen patients too.
+
+A partially labelled case (the manifest's ``partial``, e.g. P3's T12 only) is scored inside
+the axial span of its labels; its precision still counts the unlabelled neighbours' bone
+there, so read its recall.
+
+The schedule is the knob that decides whether this fits a session: the default model's 30 x
+100 steps take about 80 min per fold on a 2-core CPU; the default here (8 x 50) is about a
+seventh of it, so the figures estimate a short schedule of the recipe, not the shipped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from accuracy import robustness_variants  # noqa: E402
+
+
+def fold_specs(specs, held_out: set[str]):
+    """The fold's training cases (every patient not held out, split "train") and its test cases."""
+    train = [replace(s, split="train") for s in specs if s.patient not in held_out]
+    test = [s for s in specs if s.patient in held_out]
+    return train, test
+
+
+def scored(seg_mask, truth, spacing, partial: bool) -> dict:
+    import numpy as np
+
+    from spineseg.metrics import evaluate_masks
+
+    if partial:  # only the labelled span along the slice axis can be scored
+        present = np.flatnonzero(truth.any(axis=(0, 1)))
+        span = slice(int(present[0]), int(present[-1]) + 1)
+        seg_mask, truth = seg_mask[:, :, span], truth[:, :, span]
+    m = evaluate_masks(seg_mask, truth, spacing)
+    return {k: float(m[k]) for k in ("dice", "precision", "recall", "hd95_mm")}
+
+
+def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool) -> list[dict]:
+    from spineseg.imaging.io import load_labels, load_volume
+    from spineseg.model.inference import segment
+
+    rows = []
+    base_card = loaded.card
+    for spec in tests:
+        volume = load_volume(Path(spec.ct))
+        truth = load_labels(Path(spec.labels), volume, convention=spec.convention).mask > 0
+        row = {"case": spec.name, "patient": spec.patient, "partial": spec.partial, "by_threshold": {}}
+        for threshold in thresholds:
+            loaded.card = replace(base_card, threshold=threshold)
+            t0 = time.perf_counter()
+            seg = segment(volume, loaded)
+            row["by_threshold"][str(threshold)] = scored(seg.mask, truth, volume.spacing, spec.partial) | {
+                "seconds": time.perf_counter() - t0}
+        loaded.card = base_card
+        if robustness:
+            row["robustness"] = {}
+            for name, variant, variant_truth in robustness_variants(volume, truth.astype("uint8")):
+                seg = segment(variant, loaded)
+                row["robustness"][name] = scored(seg.mask, variant_truth > 0, variant.spacing, spec.partial)
+        rows.append(row)
+    return rows
+
+
+def train_fold(train_specs, out: Path, args) -> tuple[object, float]:
+    from spineseg.model.dataset import build_dataset
+    from spineseg.model.inference import LoadedModel
+    from spineseg.model.train import TrainConfig, save_model_folder, train
+
+    dataset = build_dataset(train_specs, out / "dataset.h5", seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                         warmup_steps=min(100, args.epochs * args.steps_per_epoch // 10))
+    t0 = time.perf_counter()
+    result = train(dataset, config)
+    seconds = time.perf_counter() - t0
+    result.card.id = f"crossval-{out.name}"
+    folder = save_model_folder(result, out / "model")
+    return LoadedModel.from_folder(folder), seconds
+
+
+def summary_lines(results: list[dict], thresholds: list[float]) -> list[str]:
+    lines = []
+    for threshold in thresholds:
+        key = str(threshold)
+        lines.append(f"threshold {threshold}:")
+        lines.append(f"  {'fold':12} {'case':18} {'dice':>6} {'prec':>6} {'recall':>6} {'hd95mm':>7} {'s':>6}")
+        per_metric: dict[str, list[float]] = {"dice": [], "precision": [], "recall": [], "hd95_mm": []}
+        for fold in results:
+            for row in fold["cases"]:
+                m = row["by_threshold"][key]
+                note = "  (partial labels: read recall)" if row["partial"] else ""
+                lines.append(f"  {fold['fold']:12} {row['case']:18} {m['dice']:6.3f} {m['precision']:6.3f} "
+                             f"{m['recall']:6.3f} {m['hd95_mm']:7.2f} {m['seconds']:6.1f}{note}")
+                if not row["partial"]:
+                    for k in per_metric:
+                        per_metric[k].append(m[k])
+        if len(per_metric["dice"]) >= 2:
+            lines.append("  mean +- SD over fully labelled held-out cases: " + ", ".join(
+                f"{k} {statistics.mean(v):.3f} +- {statistics.stdev(v):.3f}" for k, v in per_metric.items()))
+    robust = [row for fold in results for row in fold["cases"] if "robustness" in row]
+    if robust:
+        lines.append("robustness (threshold of the card), Dice / precision / recall:")
+        for row in robust:
+            for name, m in row["robustness"].items():
+                lines.append(f"  {row['case']:18} {name:42} {m['dice']:.3f} / {m['precision']:.3f} / "
+                             f"{m['recall']:.3f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=REPO / "training" / "default_manifest.csv")
+    parser.add_argument("--folds", default="P1+P6,P2+P4,P3+P5", help="held-out patients per fold")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--thresholds", default="0.5", help="comma-separated sigmoid thresholds to score")
+    parser.add_argument("--no-robustness", action="store_true")
+    parser.add_argument("--only-fold", default="", help="run one fold (its name, e.g. P1+P6)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
+    args = parser.parse_args()
+
+    from spineseg.model.dataset import read_manifest
+
+    specs = read_manifest(args.manifest)
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    folds = [f for f in args.folds.split(",") if not args.only_fold or f == args.only_fold]
+    patients = {s.patient for s in specs}
+    results = []
+    print(f"manifest {args.manifest} ({len(specs)} cases, patients {sorted(patients)}); schedule "
+          f"{args.epochs} x {args.steps_per_epoch} steps; folds {folds}", flush=True)
+    for fold in folds:
+        held_out = set(fold.split("+"))
+        if not held_out <= patients:
+            raise SystemExit(f"fold {fold}: unknown patients {sorted(held_out - patients)}")
+        train_specs, test_specs = fold_specs(specs, held_out)
+        out = args.out / fold
+        out.mkdir(parents=True, exist_ok=True)
+        loaded, seconds = train_fold(train_specs, out, args)
+        print(f"fold {fold}: trained on {sorted({s.patient for s in train_specs})} in {seconds / 60:.1f} min",
+              flush=True)
+        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness)
+        results.append({"fold": fold, "train_patients": sorted({s.patient for s in train_specs}),
+                        "train_minutes": seconds / 60, "cases": cases})
+        (out / "results.json").write_text(json.dumps(results[-1], indent=1))
+        print("\n".join(summary_lines(results[-1:], thresholds)), flush=True)
+    print("=== all folds ===")
+    print("\n".join(summary_lines(results, thresholds)))
+    (args.out / "results.json").write_text(json.dumps({"schedule": [args.epochs, args.steps_per_epoch],
+                                                       "manifest": str(args.manifest), "folds": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
