@@ -3,12 +3,11 @@ reader opens every day (512x512x133 and 512x512x300), in Debian's headless Chrom
 
 "Usable" means the viewer says it is ready (``#result[data-viewer-ready=true]``), the canvas
 shows a picture and a keyboard shortcut moves the axial slice within a second. The figures are
-printed (run with ``-s``): ``viewer first view 512x512x300: 6.1 s``."""
+printed (run with ``-s``): ``viewer first view 512x512x300: 6.1 s``. The reading tools and the
+layers are checked on a real case in ``test_viewer_tools.py``."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
@@ -28,7 +26,6 @@ from tests.web.web_helpers import add_user, bearer, make_settings, register_test
 # the issue's target for 512x512x300; a machine shared with other work may set a looser one
 FIRST_VIEW_LIMIT_S = float(os.environ.get("SPINESEG_FIRST_VIEW_LIMIT_S", "10"))
 JOB_TIMEOUT_S = 600
-SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
@@ -132,93 +129,4 @@ def test_time_to_first_usable_view(server, studies, browser, slices: int) -> Non
     print(f"\nviewer first view 512x512x{slices}: {ready:.1f} s (in the page: {timings})")
     if slices == 300:
         assert ready < FIRST_VIEW_LIMIT_S, f"first view took {ready:.1f} s"
-    page.close()
-
-
-def axial_tile_point(page) -> tuple[float, float]:
-    """A point (CSS px) inside the axial tile, a third of the way across and down it."""
-    box = page.evaluate("""() => {
-        const nv = window.spineViewer.nv;
-        const tile = nv.screenSlices.find((s) => s.axCorSag === 0);
-        const [l, t, w, h] = tile.leftTopWidthHeight;
-        const canvas = document.getElementById("viewer");
-        const scale = canvas.getBoundingClientRect().width / canvas.width;
-        const rect = canvas.getBoundingClientRect();
-        return [rect.left + (l + w * 0.5) * scale, rect.top + (t + h * 0.3) * scale];
-    }""")
-    return box[0], box[1]
-
-
-def coloured_pixels(page) -> tuple[int, int]:
-    """(blue, red) pixels of the canvas: the truth's colour (alone or blended under the
-    prediction's) and the prediction's."""
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#viewer").screenshot())).convert("RGB")).astype(int)
-    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
-    blue = int(((b > r + 15) & (b > 100)).sum())  # the truth, and its overlap with the prediction
-    red = int(((r > g + 60) & (r > b + 60)).sum())
-    return blue, red
-
-
-@pytest.mark.xfail(reason="open in issue 13: the truth/prediction pixel check needs a study whose prediction does not "
-                          "cover its truth; this untrained model's does (with levels hidden: 5 truth-coloured pixels, "
-                          "128,862 prediction ones)", strict=False)
-def test_reading_tools_hu_keyboard_layers_legend(server, studies, browser, tmp_path: Path) -> None:
-    live, token = server
-    study_id = studies[133]
-    page, _ready = open_result(browser, live, study_id, {"width": 1280, "height": 800})
-    step = json.loads(page.get_attribute("#result", "data-timings"))["step"]
-
-    # a shortcut moves exactly one slice of the grid shown (every step-th slice in the quick view)
-    before = int(page.get_attribute("#result", "data-axial-slice"))
-    page.focus("#viewer-box")
-    page.keyboard.press("ArrowUp")
-    slice_is = "() => document.getElementById('result').dataset.axialSlice === '{}'"
-    page.wait_for_function(slice_is.format(before + step))
-    page.keyboard.press("PageDown")
-    page.wait_for_function(slice_is.format(before + step - 10 * step))
-
-    # HU under the pointer equals the server's CT at that world position
-    x, y = axial_tile_point(page)
-    page.mouse.move(x, y)
-    page.wait_for_function("() => document.getElementById('readout-cursor').dataset.hu !== undefined")
-    hu = float(page.get_attribute("#readout-cursor", "data-hu"))
-    mm = np.array([float(v) for v in page.get_attribute("#readout-cursor", "data-mm").split(",")])
-    ct_file = tmp_path / "ct.nii.gz"
-    ct_file.write_bytes(httpx.get(f"{live.url}/api/studies/{study_id}/ct.nii.gz", headers=bearer(token)).content)
-    image = nib.load(str(ct_file))
-    ijk = np.linalg.inv(image.affine) @ np.append(mm, 1)
-    np.testing.assert_allclose(ijk[:3], np.rint(ijk[:3]), atol=1e-3)  # a voxel centre
-    assert hu == float(np.asarray(image.dataobj)[tuple(np.rint(ijk[:3]).astype(int))])
-    assert page.inner_text("#readout-window") == "W 1800 / L 400"
-    page.click("[data-window=lung]")
-    assert page.inner_text("#readout-window") == "W 1500 / L -600"
-    assert page.get_attribute("[data-window=lung]", "aria-pressed") == "true"
-    page.click("[data-window=bone]")
-
-    # the legend names every layer (and the overlap colour)
-    legend = page.inner_text("#legend")
-    for name in ("Ground truth", "Prediction", "overlap", "Crosshair"):
-        assert name in legend
-
-    # hiding the truth leaves the prediction drawn (the levels layer, drawn over the prediction's
-    # own voxels in one colour per vertebra, is hidden first when the run has one)
-    levels_box = page.locator("[data-layer=levels] [data-show]")
-    if levels_box.count():
-        levels_box.uncheck()
-        page.wait_for_timeout(300)
-    blue, red = coloured_pixels(page)
-    assert blue > 50 and red > 50, (blue, red)
-    page.uncheck("[data-layer=truth] [data-show]")
-    page.wait_for_function("() => JSON.parse(document.getElementById('result').dataset.layers)[0][1] === false")
-    page.wait_for_timeout(300)
-    blue_after, red_after = coloured_pixels(page)
-    assert blue_after < blue / 20, (blue, blue_after)
-    assert red_after > 50, red_after
-    if SCREENSHOT_DIR:
-        page.check("[data-layer=truth] [data-show]")
-        page.wait_for_timeout(300)
-        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-1280x800.png"))
-        page.set_viewport_size({"width": 1600, "height": 1000})
-        page.wait_for_timeout(800)
-        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-1600x1000.png"))
     page.close()

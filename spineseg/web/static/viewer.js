@@ -15,7 +15,9 @@
   const PRESETS = { bone: [400, 1800], soft: [40, 400], lung: [-600, 1500], brain: [40, 80], mediastinum: [50, 350] };
   const LAYERS = [  // drawn bottom to top: truth under the prediction, as in the overlay image
     { key: "truth", url: d.truthUrl, outlineUrl: d.truthOutlineUrl, name: "Ground truth", rgb: [32, 160, 255], opacity: 1, outline: true, visible: true },
-    { key: "levels", url: d.levelsUrl, tableUrl: d.levelsColoursUrl || d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: true },
+    // levels start hidden beside a truth: comparing prediction and truth comes first (V shows them)
+    { key: "levels", url: d.levelsUrl, outlineUrl: d.levelsUrl && d.levelsUrl.endsWith("/viewer/levels.nii") ? d.levelsUrl.replace(/\.nii$/, "-outline.nii") : undefined,
+      tableUrl: d.levelsColoursUrl || d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: !d.truthUrl },
     { key: "prediction", url: d.maskUrl, outlineUrl: d.maskOutlineUrl, name: "Prediction", rgb: [255, 64, 32], opacity: 0.45, outline: false, visible: true },
   ].filter((layer) => layer.url);
   const CROSSHAIR = [1, 0.85, 0.1, 1];  // yellow: neither the prediction's red nor the truth's blue
@@ -27,7 +29,7 @@
                   rightButton: DRAG_MODE.windowing, centerButton: DRAG_MODE.pan };
   const nv = new niivue.Niivue({
     backColor: [0, 0, 0, 1], crosshairColor: CROSSHAIR, show3Dcrosshair: false, isColorbar: false,
-    multiplanarShowRender: SHOW_RENDER.NEVER, multiplanarLayout: MULTIPLANAR_TYPE.GRID, multiplanarEqualSize: true, is2DSliceShader: new URLSearchParams(location.search).has("slice2d"),
+    multiplanarShowRender: SHOW_RENDER.NEVER, multiplanarLayout: MULTIPLANAR_TYPE.AUTO, multiplanarEqualSize: false, is2DSliceShader: new URLSearchParams(location.search).has("slice2d"),
     dragAndDropEnabled: false, mouseEventConfig: MOUSE, isRadiologicalConvention: true, showLegend: false,
     viewModeHotKey: "None", clipPlaneHotKey: "None", cycleClipPlaneHotKey: "None", measureLineColor: [0, 1, 1, 1],
     measureTextColor: [0, 1, 1, 1], loadingText: "", logLevel: "warn", isOrientationTextVisible: true,
@@ -153,54 +155,120 @@
     return bytes.subarray(Math.round(view.getFloat32(108, true)));
   }
 
-  // The label layers are one drawing on the CT's grid (no per-layer resampling pass): code 1
-  // prediction, 2 truth, 3 both, 10 + v vertebra level v. Each layer's opacity is its colours' alpha.
-  const PRED = 1, TRUTH = 2, BOTH = 3, LEVEL0 = 10;
+  // The label layers are one drawing on the CT's grid (no per-layer resampling pass). Each voxel's
+  // code says which layers it is in: bit 0 prediction, bit 1 truth, bits 2.. the vertebra level's
+  // index (0: none). The colour of every code is the layers it holds stacked bottom to top
+  // (truth, prediction, levels) with each layer's own opacity, so opacity and show/hide change only
+  // the colour table, never the voxels; fill/outline swaps a layer's voxels.
+  const PRED = 1, TRUTH = 2, LEVEL_SHIFT = 2, MAX_LEVELS = 63;
+  const layerOf = (key) => LAYERS.find((l) => l.key === key);
+  const voxelsOf = (layer) => layer && layer.data && (layer.outline && layer.outlineUrl ? layer.data.outline : layer.data.fill);
+  function levelIndex() {  // level value -> 1..63, in the colour table's order, then as met
+    if (state.levelIndex) return state.levelIndex;
+    const index = new Uint8Array(256), values = [];
+    const levels = layerOf("levels");
+    for (const [value] of levels && levels.table ? tableEntries(levels.table) : []) {
+      if (value > 0 && value < 256 && !index[value] && values.length < MAX_LEVELS) { values.push(value); index[value] = values.length; }
+    }
+    state.levelIndex = { index, values };
+    return state.levelIndex;
+  }
   function compose() {
     const bitmap = nv.drawBitmap;
-    const pick = (key) => {
-      const layer = LAYERS.find((l) => l.key === key);
-      if (!layer || !layer.visible) return null;
-      return layer.outline && layer.outlineUrl ? layer.data.outline : layer.data.fill;
-    };
-    const pred = pick("prediction"), truth = pick("truth"), levels = pick("levels");
+    const pred = voxelsOf(layerOf("prediction")), truth = voxelsOf(layerOf("truth")), levels = voxelsOf(layerOf("levels"));
+    const { index, values } = levelIndex();
     for (let n = 0; n < bitmap.length; n++) {
       let code = (pred && pred[n] ? PRED : 0) | (truth && truth[n] ? TRUTH : 0);
-      if (levels && levels[n] && code !== TRUTH && code !== BOTH) code = LEVEL0 + levels[n];
+      const level = levels ? levels[n] : 0;
+      if (level) {
+        if (!index[level] && values.length < MAX_LEVELS) { values.push(level); index[level] = values.length; }
+        code |= index[level] << LEVEL_SHIFT;
+      }
       bitmap[n] = code;
     }
     mark("composed");
-    nv.drawLut = niivue.cmapper.makeDrawLut(drawColours());
-    // NiiVue draws the labels with one opacity: the prediction's (the truth's when it is alone)
-    const shown = LAYERS.filter((l) => l.visible);
-    const lead = shown.find((l) => l.key === "prediction") || shown[0];
-    nv.setDrawOpacity(lead ? lead.opacity : 0);
-    mark("lut");
-    nv.refreshDrawing(true);
+    nv.refreshDrawing(false);
+    applyColours();
     mark("drawing uploaded");
+  }
+  function applyColours() {
+    nv.drawLut = niivue.cmapper.makeDrawLut(drawColours());
+    nv.refreshColormaps();  // the drawing's colours are the last row of the colour-map texture
+    nv.setDrawOpacity(state.view === "render" && nv.meshes.length ? 0 : 1);  // the alpha is in each code's colour; draws
+    showLegendColours();
+  }
+  // "over": colour c at alpha a on top of acc; acc is [r, g, b, alpha]
+  function over(acc, rgb, alpha) {
+    const out = alpha + acc[3] * (1 - alpha);
+    if (!out) return [0, 0, 0, 0];
+    return [...rgb.map((c, i) => (c * alpha + acc[i] * acc[3] * (1 - alpha)) / out), out];
+  }
+  function levelRgb(value) {
+    const entry = new Map(tableEntries(layerOf("levels").table || {})).get(value);
+    return (entry && (entry.rgb || entry.color)) || [200, 200, 200];
+  }
+  // The colour of one code: the layers it holds, a filled truth under the prediction (as in the
+  // overlay image), the truth's outline over it (a contour hides only its one-voxel line); a level
+  // is the prediction's voxel named, so where levels are shown their colour takes the prediction's place.
+  function codeColour(code) {
+    const truth = layerOf("truth"), pred = layerOf("prediction"), levels = layerOf("levels");
+    const levelValue = levelIndex().values[(code >> LEVEL_SHIFT) - 1];
+    const levelShown = levelValue && levels && levels.visible;
+    let acc = [0, 0, 0, 0];
+    const truthShown = code & TRUTH && truth && truth.visible;
+    if (truthShown && !truth.outline) acc = over(acc, truth.rgb, truth.opacity);
+    if (code & PRED && pred && pred.visible && !levelShown) acc = over(acc, pred.rgb, pred.opacity);
+    if (levelShown) acc = over(acc, levelRgb(levelValue), levels.opacity);
+    if (truthShown && truth.outline) acc = over(acc, truth.rgb, truth.opacity);
+    return acc;
   }
   function drawColours() {
     const size = 256;
     const map = { R: Array(size).fill(0), G: Array(size).fill(0), B: Array(size).fill(0), A: Array(size).fill(0), labels: Array(size).fill("") };
-    const set = (code, rgb, alpha, name) => { [map.R[code], map.G[code], map.B[code]] = rgb.map(Math.round); map.A[code] = alpha > 0 ? 255 : 0; map.labels[code] = name; };
-    const layer = (key) => LAYERS.find((l) => l.key === key);
-    const pred = layer("prediction"), truth = layer("truth"), levels = layer("levels");
-    if (pred) set(PRED, pred.rgb, pred.opacity, pred.name);
-    if (truth) set(TRUTH, truth.rgb, truth.opacity, truth.name);
-    if (pred && truth) {  // the prediction drawn over the truth, as two stacked layers would be
-      const a = pred.opacity, b = truth.opacity, alpha = 1 - (1 - a) * (1 - b);
-      const rgb = pred.rgb.map((p, i) => alpha ? (p * a + truth.rgb[i] * b * (1 - a)) / alpha : 0);
-      set(BOTH, rgb, alpha, "Both");
-      state.overlapRgb = rgb;
-    }
-    if (levels && levels.table) {
-      for (const [value, entry] of tableEntries(levels.table)) {
-        const code = LEVEL0 + Number(value);
-        if (code < size) set(code, entry.rgb || entry.color || [200, 200, 200], levels.opacity, entry.name || value);
-      }
+    const levelCount = levelIndex().values.length;
+    for (let code = 1; code < Math.min(size, (levelCount + 1) << LEVEL_SHIFT); code++) {
+      const [r, g, b, a] = codeColour(code);
+      [map.R[code], map.G[code], map.B[code], map.A[code]] = [r, g, b, a * 255].map(Math.round);
     }
     return map;
   }
+  const css = ([r, g, b, a = 1]) => `rgba(${Math.round(r)}, ${Math.round(g)}, ${Math.round(b)}, ${a.toFixed(2)})`;
+  // The legend's swatches show the colours as drawn now (each layer's opacity over black).
+  function showLegendColours() {
+    const GREY = 80;  // soft tissue in the bone window: the swatch shows the colour as it lands on the CT
+    const onGrey = ([r, g, b, a]) => css([r * a + GREY * (1 - a), g * a + GREY * (1 - a), b * a + GREY * (1 - a)]);
+    const colour = (code) => onGrey(codeColour(code));
+    for (const item of document.querySelectorAll("#legend [data-legend]")) {
+      const layer = layerOf(item.dataset.legend);
+      const swatch = item.querySelector(".swatch");
+      if (item.dataset.legend === "both") {
+        const truth = layerOf("truth");
+        swatch.style.background = colour(PRED | TRUTH);
+        item.querySelector(".what").textContent = truth.outline ? "Ground truth's outline where it crosses the prediction"
+          : "Prediction over ground truth (their overlap)";
+        item.classList.toggle("off", !(truth.visible && layerOf("prediction").visible));
+        item.hidden = swatch.style.background === colour(TRUTH);  // an opaque outline: nothing of its own to explain
+      } else if (layer && layer.key !== "levels") {
+        swatch.style.background = colour(layer.key === "truth" ? TRUTH : PRED);
+        if (layer.key === "truth") {
+          item.querySelector(".what").textContent = "Ground truth (" + (layer.outline ? "outline, drawn over the prediction)" : "filled, drawn under the prediction)");
+        }
+        item.classList.toggle("off", !layer.visible);
+      } else if (layer) {
+        item.classList.toggle("off", !layer.visible);
+        const chips = item.querySelector(".level-chips");
+        const { values } = levelIndex();
+        if (chips && chips.childElementCount !== values.length) {
+          chips.innerHTML = values.map((v) => `<span class="level-chip" data-level="${v}"><span class="swatch"></span>${escapeHtml(layerName(layer, v))}</span>`).join(" ");
+        }
+        for (const chip of chips ? chips.children : []) {
+          const rgb = levelRgb(Number(chip.dataset.level));
+          chip.querySelector(".swatch").style.background = onGrey([...rgb, layer.opacity]);
+        }
+      }
+    }
+  }
+  function escapeHtml(text) { return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
 
   const marks = [];
   function mark(what) { marks.push([what, Math.round(performance.now())]); root.dataset.marks = JSON.stringify(marks); }
@@ -236,8 +304,9 @@
     if (!meshes.loaded && d.surfaceUrl) {
       meshes.loaded = true;
       status.textContent = "loading the spine surface…";
-      const list = [{ url: d.surfaceUrl, name: "prediction.stl", rgba255: [255, 64, 32, 255] }];
-      if (d.truthSurfaceUrl) list.push({ url: d.truthSurfaceUrl, name: "truth.stl", rgba255: [32, 160, 255, 110] });
+      const list = [{ url: d.surfaceUrl, name: "prediction.stl", rgba255: [255, 64, 32, 255], layer: "prediction" }];
+      if (d.truthSurfaceUrl) list.push({ url: d.truthSurfaceUrl, name: "truth.stl", rgba255: [32, 160, 255, 110], layer: "truth" });
+      meshes.layers = list.map((m) => m.layer);
       try {
         await nv.loadMeshes(list);
         nv.setMeshThicknessOn2D(0);
@@ -247,10 +316,19 @@
     applyVolumeVisibility();
   }
   function leave3D() { applyVolumeVisibility(); }
+  function showMeshes() {  // each surface follows its layer's show/hide and opacity
+    (meshes.layers || []).forEach((key, n) => {
+      const layer = layerOf(key), mesh = nv.meshes[n];
+      if (!layer || !mesh) return;
+      nv.setMeshProperty(mesh.id, "visible", layer.visible);
+      nv.setMeshProperty(mesh.id, "opacity", key === "truth" ? 0.45 * layer.opacity : Math.min(1, layer.opacity / 0.45));
+    });
+  }
   function applyVolumeVisibility() {
     const render = state.view === "render";
     ct().opacity = render && !meshes.ctRender ? 0 : 1;
-    if (render && nv.meshes.length) nv.setDrawOpacity(0); else compose();
+    applyColours();
+    showMeshes();
     nv.updateGLVolume();
   }
 
@@ -371,11 +449,12 @@
       [layer.data[wanted]] = await fetchAll([{ url: withStep(layer.outline ? layer.outlineUrl : layer.url), name: layer.name, raw: true }]);
       progress(1, layer.name + " shown as " + (layer.outline ? "outline" : "fill"));
     }
-    compose();
+    if ("outline" in changes) compose(); else applyColours();
+    if (state.view === "render") showMeshes();
     syncLayerControls();
-    root.dataset.layers = JSON.stringify(LAYERS.map((l) => [l.key, l.visible, l.opacity, l.outline]));
   }
   function syncLayerControls() {
+    root.dataset.layers = JSON.stringify(LAYERS.map((l) => [l.key, l.visible, l.opacity, l.outline]));
     for (const layer of LAYERS) {
       const row = document.querySelector(`[data-layer="${layer.key}"]`);
       if (!row) continue;
@@ -404,15 +483,15 @@
     for (const layer of LAYERS) {
       const item = document.createElement("li");
       item.dataset.legend = layer.key;
-      item.innerHTML = `<span class="swatch swatch-${layer.key}"></span> ${layer.name}`
-        + (layer.key === "levels" ? " (one colour per vertebra; hover to name it)" : layer.key === "truth" ? " (drawn under the prediction)" : "");
+      item.innerHTML = layer.key === "levels" ? `${layer.name} (the prediction per vertebra, in place of its colour; hover a voxel to name it): <span class="level-chips"></span>`
+        : `<span class="swatch swatch-${layer.key}"></span> <span class="what">${layer.name}</span>`;
       legend.appendChild(item);
-    }
-    if (LAYERS.some((l) => l.key === "truth") && LAYERS.some((l) => l.key === "prediction")) {
-      const both = document.createElement("li");
-      both.dataset.legend = "both";
-      both.innerHTML = `<span class="swatch swatch-both"></span> Prediction and truth overlap`;
-      legend.appendChild(both);
+      if (layer.key === "truth" && layerOf("prediction")) {
+        const both = document.createElement("li");
+        both.dataset.legend = "both";
+        both.innerHTML = `<span class="swatch swatch-both"></span> <span class="what">Prediction over ground truth (their overlap)</span>`;
+        legend.appendChild(both);
+      }
     }
     const cross = document.createElement("li");
     cross.innerHTML = `<span class="swatch swatch-crosshair"></span> Crosshair · <span class="swatch swatch-measure"></span> Measurement`;
@@ -473,6 +552,19 @@
   document.getElementById("help-open").addEventListener("click", () => help(true));
   document.getElementById("help-close").addEventListener("click", () => help(false));
   document.getElementById("ct-render")?.addEventListener("change", (event) => { meshes.ctRender = event.target.checked; applyVolumeVisibility(); });
+
+  // The viewer takes the window's height below its top (at least 360 px), whatever the toolbar's rows.
+  function fitHeight() {
+    if (document.fullscreenElement) { box.style.height = ""; return; }
+    const top = box.getBoundingClientRect().top + window.scrollY;
+    const height = Math.max(360, Math.round(window.innerHeight - top - 16));
+    box.style.height = height + "px";
+    const side = document.querySelector(".viewer-side");  // beside the canvas it scrolls within its height
+    side.style.maxHeight = Math.abs(side.getBoundingClientRect().top - box.getBoundingClientRect().top) < 40 ? height + "px" : "";
+  }
+  fitHeight();
+  window.addEventListener("resize", fitHeight);
+  document.addEventListener("fullscreenchange", fitHeight);
 
   buildLayerControls();
   window.spineViewer = { nv, state, setView, preset, moveSlice, layers: LAYERS };
