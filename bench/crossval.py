@@ -7,8 +7,9 @@ Each fold holds two patients out, trains from scratch on the other four with the
 recipe (``TrainConfig`` defaults but for the schedule) and no validation patient (a fixed
 schedule, the last network), then segments each held-out case and scores it against its
 labels: Dice, precision, recall, HD95, plus the robustness variants of ``bench/accuracy.py``.
-Inference settings that need no retraining (``--thresholds``) are scored on the same fold
-networks, so they are judged on unseen patients too.
+Inference settings that need no retraining (``--thresholds``, ``--postprocess``) are scored on
+the same fold networks, so they are judged on unseen patients too; ``--saved`` scores the
+networks an earlier run kept in ``--out`` without training again.
 
 A partially labelled case (the manifest's ``partial``, e.g. P3's T12 only) is scored inside
 the axial span of its labels; its precision still counts the unlabelled neighbours' bone
@@ -55,7 +56,29 @@ def scored(seg_mask, truth, spacing, partial: bool) -> dict:
     return {k: float(m[k]) for k in ("dice", "precision", "recall", "hd95_mm")}
 
 
-def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool) -> list[dict]:
+def post_processed(mask, volume, steps: str):
+    """``mask`` (input grid) after the post-processing ``steps`` ("none", "fill", "grow",
+    "fill+grow"), applied on the RAS view of the input grid (axes 0, 1 in-plane)."""
+    import numpy as np
+
+    from spineseg.imaging.resample import canonical_view, from_canonical, to_canonical
+    from spineseg.model.postprocess import fill_enclosed, grow_to_bone_edge
+
+    if steps == "none":
+        return mask
+    canonical, ornt = to_canonical(volume)
+    out = canonical_view(mask, ornt).astype(bool)
+    for step in steps.split("+"):
+        if step == "fill":
+            out = fill_enclosed(out)
+        elif step == "grow":
+            out = grow_to_bone_edge(out, canonical.array, canonical.spacing)
+        else:
+            raise SystemExit(f"unknown post-processing step {step!r}")
+    return np.ascontiguousarray(from_canonical(out.astype(np.uint8), ornt))
+
+
+def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, posts: list[str]) -> list[dict]:
     from spineseg.imaging.io import load_labels, load_volume
     from spineseg.model.inference import segment
 
@@ -69,8 +92,13 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool) -> l
             loaded.card = replace(base_card, threshold=threshold)
             t0 = time.perf_counter()
             seg = segment(volume, loaded)
-            row["by_threshold"][str(threshold)] = scored(seg.mask, truth, volume.spacing, spec.partial) | {
-                "seconds": time.perf_counter() - t0}
+            seconds = time.perf_counter() - t0
+            for post in posts:
+                t0 = time.perf_counter()
+                mask = post_processed(seg.mask, volume, post)
+                key = str(threshold) if post == "none" else f"{threshold} {post}"
+                row["by_threshold"][key] = scored(mask, truth, volume.spacing, spec.partial) | {
+                    "seconds": seconds + time.perf_counter() - t0}
         loaded.card = base_card
         if robustness:
             row["robustness"] = {}
@@ -97,11 +125,11 @@ def train_fold(train_specs, out: Path, args) -> tuple[object, float]:
     return LoadedModel.from_folder(folder), seconds
 
 
-def summary_lines(results: list[dict], thresholds: list[float]) -> list[str]:
+def summary_lines(results: list[dict]) -> list[str]:
     lines = []
-    for threshold in thresholds:
-        key = str(threshold)
-        lines.append(f"threshold {threshold}:")
+    keys = list(results[0]["cases"][0]["by_threshold"]) if results and results[0]["cases"] else []
+    for key in keys:
+        lines.append(f"threshold {key}:")
         lines.append(f"  {'fold':12} {'case':18} {'dice':>6} {'prec':>6} {'recall':>6} {'hd95mm':>7} {'s':>6}")
         per_metric: dict[str, list[float]] = {"dice": [], "precision": [], "recall": [], "hd95_mm": []}
         for fold in results:
@@ -134,6 +162,9 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", default="0.5", help="comma-separated sigmoid thresholds to score")
+    parser.add_argument("--postprocess", default="none",
+                        help="comma-separated post-processing to score: none, fill, grow, fill+grow")
+    parser.add_argument("--saved", action="store_true", help="score the fold networks kept in --out (no training)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--only-fold", default="", help="run one fold (its name, e.g. P1+P6)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
@@ -143,6 +174,7 @@ def main() -> None:
 
     specs = read_manifest(args.manifest)
     thresholds = [float(t) for t in args.thresholds.split(",")]
+    posts = args.postprocess.split(",")
     folds = [f for f in args.folds.split(",") if not args.only_fold or f == args.only_fold]
     patients = {s.patient for s in specs}
     results = []
@@ -155,16 +187,21 @@ def main() -> None:
         train_specs, test_specs = fold_specs(specs, held_out)
         out = args.out / fold
         out.mkdir(parents=True, exist_ok=True)
-        loaded, seconds = train_fold(train_specs, out, args)
+        if args.saved:  # score the networks a previous run of this script trained and kept
+            from spineseg.model.inference import LoadedModel
+
+            loaded, seconds = LoadedModel.from_folder(out / "model"), float("nan")
+        else:
+            loaded, seconds = train_fold(train_specs, out, args)
         print(f"fold {fold}: trained on {sorted({s.patient for s in train_specs})} in {seconds / 60:.1f} min",
               flush=True)
-        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness)
+        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness, posts)
         results.append({"fold": fold, "train_patients": sorted({s.patient for s in train_specs}),
                         "train_minutes": seconds / 60, "cases": cases})
         (out / "results.json").write_text(json.dumps(results[-1], indent=1))
-        print("\n".join(summary_lines(results[-1:], thresholds)), flush=True)
+        print("\n".join(summary_lines(results[-1:])), flush=True)
     print("=== all folds ===")
-    print("\n".join(summary_lines(results, thresholds)))
+    print("\n".join(summary_lines(results)))
     (args.out / "results.json").write_text(json.dumps({"schedule": [args.epochs, args.steps_per_epoch],
                                                        "manifest": str(args.manifest), "folds": results}, indent=1))
 

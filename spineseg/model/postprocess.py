@@ -152,3 +152,48 @@ def clear_outside(probabilities: np.ndarray, keep: np.ndarray) -> None:
     inside = probabilities[box] * ndimage.binary_dilation(keep[box], iterations=1)
     probabilities[...] = 0.0
     probabilities[box] = inside
+
+
+def fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (bool or 0/1) with its 3D cavities filled: background wholly enclosed by the mask.
+
+    A vertebral body whose cancellous bone is dark (osteoporotic) comes out of the network as a
+    cortical shell; its interior is closed above and below by the endplates, so it is a cavity.
+    The spinal canal never is: it runs through every vertebra and leaves through the foramina
+    and the ends of the scan, so a 3D fill leaves it open where a slice-by-slice fill would
+    close it. Works inside the mask's bounding box grown by one voxel, which keeps anything
+    touching the box's faces (e.g. the canal at the scan's ends) outside.
+    """
+    out = np.asarray(mask).astype(bool, copy=True)
+    box = _bounding_box(out)
+    if box is None:
+        return out
+    box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, out.shape, strict=True))
+    inner = np.pad(out[box], 1)  # a scan cut through the spine leaves the cut faces open
+    out[box] = ndimage.binary_fill_holes(inner)[1:-1, 1:-1, 1:-1]
+    return out
+
+
+def grow_to_bone_edge(
+    mask: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float], *, min_hu: float = 200.0,
+    reach_mm: float = 1.5,
+) -> np.ndarray:
+    """``mask`` grown in-plane, by up to ``reach_mm``, into voxels of bone density (``hu >=
+    min_hu``) next to it: the outermost voxels of the cortex that a mask predicted on a coarser
+    grid and thresholded after interpolation leaves out. Voxels are added one ring at a time, each
+    ring only where the CT is bone, so soft tissue next to the spine is never taken. A grid as
+    coarse as ``reach_mm`` (or coarser) is returned unchanged."""
+    out = np.asarray(mask).astype(bool, copy=True)
+    rings = int(reach_mm // min(spacing[0], spacing[1]))
+    box = _bounding_box(out)
+    if box is None or rings < 1:
+        return out
+    box = tuple(slice(max(s.start - rings, 0), min(s.stop + rings, n)) if axis < 2 else s
+                for axis, (s, n) in enumerate(zip(box, out.shape, strict=True)))
+    inner, bone = out[box], hu[box] >= min_hu
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[:, :, 1] = True  # one in-plane ring of the 8 neighbours per step
+    for _ in range(rings):
+        inner = inner | (ndimage.binary_dilation(inner, structure=plane) & bone)
+    out[box] = inner
+    return out
