@@ -97,6 +97,20 @@ def make_model_folder(folder: Path, *, model_id: str = "tiny-untrained", seed: i
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Derived files (ONNX graphs, the runtime choice) go to one folder per test session, not
+    the user's cache; servers the tests start inherit it."""
+    folder = tmp_path_factory.mktemp("spineseg-cache")
+    previous = os.environ.get("SPINESEG_CACHE_DIR")
+    os.environ["SPINESEG_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SPINESEG_CACHE_DIR", None)
+    else:
+        os.environ["SPINESEG_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     return make_model_folder(tmp_path / "tiny-model")

@@ -14,11 +14,11 @@ the model-grid values are non-zero and writes each slab into the caller's array.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
+from scipy import sparse
 
 from spineseg.imaging.volume import Volume
 
@@ -74,7 +74,7 @@ def resample_array(
     """Linear resampling of a 3D array (any dtype, any strides: a reoriented view is fine) to
     ``out_shape`` (box-voxel convention); returns float32 ``out_shape``.
 
-    In-plane (axes 0, 1): bilinear, with antialiasing when shrinking (``F.interpolate``, one
+    In-plane (axes 0, 1): bilinear, with antialiasing when shrinking (``plane_weights``, one
     slab of input slices at a time); then the slice axis (2): linear (``linear_taps``). Works
     in slabs of ``slab`` output slices, so neither the input nor an in-plane-resampled copy of
     all its slices is ever held: memory is the output plus one slab.
@@ -91,13 +91,48 @@ def resample_array(
 
 
 def _resample_planes(block: np.ndarray, size: tuple[int, int], antialias: bool) -> np.ndarray:
-    """Each axial plane of ``block`` (I, J, s) resampled to ``size``: float32 (I', J', s)."""
-    if tuple(block.shape[:2]) == tuple(size):
+    """Each axial plane of ``block`` (I, J, s) resampled to ``size``: float32 (I', J', s).
+
+    Separable: a sparse (I', I) weight matrix along axis 0, then (J', J) along axis 1
+    (``plane_weights``; the weights of ``F.interpolate(mode="bilinear", align_corners=False,
+    antialias=...)``, equal to it to float32 rounding), so no torch is needed to prepare a CT.
+    """
+    n_i, n_j, s = block.shape
+    if (n_i, n_j) == tuple(size):
         return np.asarray(block, dtype=np.float32)
-    planes = np.ascontiguousarray(np.moveaxis(block, 2, 0), dtype=np.float32)  # (s, I, J)
-    resized = F.interpolate(torch.from_numpy(planes).unsqueeze(1), size=size, mode="bilinear",
-                            align_corners=False, antialias=antialias)  # (s, 1, I', J')
-    return resized[:, 0].permute(1, 2, 0).numpy()
+    x = np.asarray(block, dtype=np.float32).reshape(n_i, n_j * s)
+    a = (plane_weights(n_i, size[0], antialias) @ x).reshape(size[0], n_j, s)  # (I', J, s)
+    a = np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(n_j, size[0] * s)
+    b = (plane_weights(n_j, size[1], antialias) @ a).reshape(size[1], size[0], s)  # (J', I', s)
+    return b.transpose(1, 0, 2)
+
+
+@lru_cache(maxsize=32)
+def plane_weights(n_in: int, n_out: int, antialias: bool = True) -> sparse.csr_matrix:
+    """Linear interpolation from ``n_in`` to ``n_out`` samples as a sparse float32 (n_out, n_in)
+    matrix, box-voxel convention. With ``antialias`` and shrinking, the triangle filter is
+    widened by the scale (each output averages the inputs it covers), as PyTorch's antialiased
+    bilinear mode does; otherwise plain two-tap linear interpolation with clamped edges."""
+    scale = n_in / n_out
+    if not antialias or scale < 1.0:
+        i0, i1, w = linear_taps(n_in, n_out)
+        rows = np.repeat(np.arange(n_out), 2)
+        cols = np.stack([i0, i1], axis=1).ravel()
+        vals = np.stack([1.0 - w, w], axis=1).ravel()
+        return sparse.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n_out, n_in))
+    rows, cols, vals = [], [], []
+    for o in range(n_out):
+        centre = scale * (o + 0.5)
+        lo = max(int(centre - scale + 0.5), 0)
+        hi = min(int(centre + scale + 0.5), n_in)
+        taps = np.arange(lo, hi)
+        weights = np.maximum(0.0, 1.0 - np.abs((taps - centre + 0.5) / scale))
+        total = weights.sum()
+        rows.append(np.full(taps.size, o))
+        cols.append(taps)
+        vals.append(weights / total if total > 0 else weights)
+    return sparse.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(n_out, n_in))
 
 
 def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

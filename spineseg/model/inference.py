@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
-from spineseg.model.network import build_network, load_weights, pick_device, size_multiple
+from spineseg.model.onnx_export import file_sha256, onnx_cache_path
 from spineseg.model.postprocess import clear_outside, plausible_spine
-from spineseg.model.precision import FLOAT32, Precision, choose_precision
+from spineseg.model.precision import FLOAT32, Precision
 from spineseg.model.preprocess import (
     PreparedVolume,
     back_to_input_grid,
@@ -31,6 +32,23 @@ from spineseg.model.preprocess import (
     prepare_volume,
     slice_stack,
 )
+from spineseg.model.runtime import (
+    ORT,
+    PROBE_SHAPE,
+    TORCH,
+    OrtNetwork,
+    Runtime,
+    cached_choice,
+    choice_key,
+    choose_runtime,
+    gpu_present,
+    package_version,
+    sigmoid,
+    time_call,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +56,151 @@ BODY_HU = -300.0  # denser than this is body (or table), lighter is air
 EDGE_MARGIN = 16  # voxels of air around every slice before the network (see pad_to_multiple)
 
 Progress = Callable[[float, str], None]
+TORCH_RUNTIME = Runtime(TORCH, "torch")
 
 
-@dataclass
 class LoadedModel:
-    """A network with its card, ready on a device, and the number format its forward pass runs
-    in (chosen at load by ``choose_precision``: the card's ``inference_dtype`` is honoured only
-    where the machine runs it fast)."""
+    """A network with its card, ready on a device, the number format its forward pass runs in
+    (chosen at load by ``choose_precision``: the card's ``inference_dtype`` is honoured only
+    where the machine runs it fast) and the runtime that runs it (``choose_runtime``: torch, or
+    an ONNX Runtime session of the same weights where the probe finds it faster and agreeing).
 
-    network: torch.nn.Module
-    card: ModelCard
-    device: torch.device
-    precision: Precision = FLOAT32
+    ``network`` is the torch module; when ONNX Runtime runs the model it is built from the
+    weights only if asked for (so inference need not import torch). Setting ``network``
+    replaces the model and drops the ONNX Runtime session (which ran the old one)."""
+
+    def __init__(self, network: torch.nn.Module | None, card: ModelCard, device: torch.device | str,
+                 precision: Precision = FLOAT32, runtime: Runtime = TORCH_RUNTIME,
+                 session: OrtNetwork | None = None, folder: Path | None = None) -> None:
+        self._network = network
+        self.card = card
+        self.device = device
+        self.precision = precision
+        self.runtime = runtime if session is not None or runtime.name == TORCH else TORCH_RUNTIME
+        self.session = session
+        self.folder = folder
+
+    @property
+    def network(self) -> torch.nn.Module:
+        if self._network is None:
+            from spineseg.model.network import build_network, load_weights
+
+            if self.folder is None:
+                raise ValueError("this model has no torch network and no weights folder to build it from")
+            self._network = load_weights(build_network(self.card.architecture), self.folder / WEIGHTS_FILE).eval()
+        return self._network
+
+    @network.setter
+    def network(self, network: torch.nn.Module) -> None:
+        self._network = network
+        self.session, self.runtime = None, TORCH_RUNTIME
+
+    @property
+    def inference(self) -> dict[str, object]:
+        """How the network runs: ``device``, ``dtype``, ``reason`` (for the dtype), ``runtime``
+        and ``runtime_reason``."""
+        return {"device": str(self.device), "dtype": self.precision.name, "reason": self.precision.reason,
+                "runtime": self.runtime.name, "runtime_reason": self.runtime.reason}
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Sigmoid outputs (float32 (B, out, H, W)) for a float32 batch (B, C, H, W)."""
+        if self.session is not None:
+            return sigmoid(self.session(batch))
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            precision = self.precision
+            with torch.autocast(x.device.type, dtype=precision.dtype, enabled=precision.reduced):
+                logits = self.network(x)
+            return torch.sigmoid(logits.float()).cpu().numpy()
 
     @classmethod
-    def from_folder(cls, folder: Path, device: str = "auto") -> LoadedModel:
+    def from_folder(cls, folder: Path, device: str = "auto", runtime: str | None = None) -> LoadedModel:
+        """Load a model folder (card + weights) for ``device``; ``runtime`` (default
+        ``SPINESEG_RUNTIME`` or ``auto``) as in ``spineseg.model.runtime``."""
         folder = Path(folder)
         card = ModelCard.read(folder / CARD_FILE)
-        network = load_weights(build_network(card.architecture), folder / WEIGHTS_FILE)
+        preference = runtime or os.environ.get("SPINESEG_RUNTIME", "auto")
+        weights = folder / WEIGHTS_FILE
+        fast = _load_without_torch(folder, card, device, preference)
+        if fast is not None:
+            return fast
+        from spineseg.model.network import build_network, load_weights, pick_device
+        from spineseg.model.precision import choose_precision
+
+        network = load_weights(build_network(card.architecture), weights)
         target = pick_device(device)
         network = network.to(target).eval()
         precision = choose_precision(network, target, card.inference_dtype, card.architecture)
-        return cls(network, card, target, precision)
+        loaded = cls(network, card, target, precision, folder=folder)
+        sha = _weights_sha(weights)
+        key = choice_key(sha, card.architecture)
+        choice = choose_runtime(preference, target.type, key, lambda: _probe(loaded, sha))
+        if choice.name == ORT:
+            try:
+                loaded.session = OrtNetwork(_onnx_file(loaded.network, card, sha))
+                loaded.runtime = choice
+            except Exception as exc:  # a broken graph or session: torch runs it
+                log.warning("onnxruntime unusable (%s: %s); torch runs the model", type(exc).__name__, exc)
+        return loaded
+
+
+
+def _weights_sha(weights: Path) -> str:
+    return file_sha256(weights) if weights.exists() else "none"
+
+
+def _load_without_torch(folder: Path, card: ModelCard, device: str, preference: str) -> LoadedModel | None:
+    """The model on ONNX Runtime without importing torch, when this machine's runtime choice is
+    already known to be ONNX Runtime (or it is requested), the graph is in the cache and no GPU
+    can be meant; otherwise ``None``."""
+    if device not in ("auto", "cpu") or (device == "auto" and gpu_present()) or preference not in ("auto", ORT):
+        return None
+    if package_version("onnxruntime") is None or package_version("torch") is None:
+        return None
+    weights = folder / WEIGHTS_FILE
+    sha = _weights_sha(weights)
+    path = onnx_cache_path(sha, package_version("torch") or "")
+    if not path.exists():
+        return None
+    choice = (choose_runtime(ORT, "cpu", "", lambda: {}) if preference == ORT
+              else cached_choice(choice_key(sha, card.architecture)))
+    if choice is None or choice.name != ORT:
+        return None
+    try:
+        session = OrtNetwork(path)
+    except Exception as exc:  # a damaged cache file: the full load rebuilds it
+        log.warning("cached ONNX graph %s unusable (%s); loading with torch", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+    reason = "onnxruntime runs float32 (no reduced format is used with it)"
+    return LoadedModel(None, card, "cpu", Precision("float32", reason), choice, session, folder)
+
+
+def _onnx_file(network: torch.nn.Module, card: ModelCard, sha: str) -> Path:
+    """The network's ONNX graph from the cache, exported there first when missing."""
+    from spineseg.model.onnx_export import export_onnx
+
+    path = onnx_cache_path(sha, package_version("torch") or "")
+    if not path.exists():
+        t0 = time.perf_counter()
+        export_onnx(network, int(card.architecture["in_channels"]), path)
+        log.info("exported the network to %s in %.1fs", path, time.perf_counter() - t0)
+    return path
+
+
+def _probe(loaded: LoadedModel, sha: str) -> dict[str, float]:
+    """The runtime probe: seconds per probe batch for torch (in its chosen format) and ONNX
+    Runtime, and their largest probability difference."""
+    rng = np.random.default_rng(0)
+    batch = rng.random((PROBE_SHAPE[0], int(loaded.card.architecture["in_channels"]), *PROBE_SHAPE[1:]),
+                       dtype=np.float32)
+    session = OrtNetwork(_onnx_file(loaded.network, loaded.card, sha))
+    torch_s = time_call(lambda: loaded.probabilities(batch))
+    ort_s = time_call(lambda: session(batch))
+    diff = float(np.abs(loaded.probabilities(batch) - sigmoid(session(batch))).max())
+    return {TORCH: torch_s, ORT: ort_s, "max_diff": diff}
 
 
 @dataclass
@@ -125,7 +266,6 @@ def _model_folder(model: str | Path | None) -> Path:
     return Path(getattr(resolved, "path", resolved))
 
 
-@torch.inference_mode()
 def predict_model_grid(
     loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None
 ) -> np.ndarray:
@@ -134,17 +274,13 @@ def predict_model_grid(
     card = loaded.card
     n_slices = image.shape[2]
     out = np.empty(image.shape, dtype=np.float32)
-    multiple = size_multiple(card.architecture)
-    precision = loaded.precision
+    multiple = int(np.prod([int(v) for v in card.architecture["strides"]]))  # see network.size_multiple
     for start in range(0, n_slices, batch_size):
         indices = np.arange(start, min(start + batch_size, n_slices))
         stack = slice_stack(image, indices, card.context_slices)
         batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
-        batch = batch.to(loaded.device)
-        with torch.autocast(loaded.device.type, dtype=precision.dtype, enabled=precision.reduced):
-            logits = loaded.network(batch)
         m = EDGE_MARGIN
-        probs = torch.sigmoid(logits.float())[:, 0, m:m + h, m:m + w].cpu().numpy()
+        probs = loaded.probabilities(batch)[:, 0, m:m + h, m:m + w]
         out[:, :, indices] = probs.transpose(1, 2, 0)
         if progress:
             progress(float(indices[-1] + 1) / n_slices, "model")
@@ -189,7 +325,8 @@ def segment(
     mask = mask_on_input_grid(probs_model, prepared, card.threshold)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    inference = {"device": str(loaded.device), "dtype": loaded.precision.name, "reason": loaded.precision.reason}
-    log.info("segmented %s with %s in %.2fs (%s, %s)", Path(volume.provenance.source).name or "a volume",
-             card.id or "the model being trained", timings["total"], loaded.device, loaded.precision.name)
+    inference = loaded.inference
+    log.info("segmented %s with %s in %.2fs (%s, %s, %s)", Path(volume.provenance.source).name or "a volume",
+             card.id or "the model being trained", timings["total"], loaded.device, loaded.precision.name,
+             loaded.runtime.name)
     return Segmentation(mask, volume, card.id, timings, inference, probs_model, prepared)

@@ -25,13 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a format is used: ONNX Runtime inference needs none of it
+    import torch
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PREFERENCES = (*DTYPES, "auto")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+PREFERENCES = (*DTYPE_NAMES, "auto")
 MIN_SPEEDUP = 1.15  # a reduced format must beat float32 by this factor in the probe
 PROBE_SHAPE = (4, 160, 160)  # batch, height, width of the probe input (channels from the card)
 CPUINFO = Path("/proc/cpuinfo")
@@ -39,7 +41,7 @@ CPUINFO = Path("/proc/cpuinfo")
 
 @dataclass(frozen=True)
 class Precision:
-    """The format of the forward pass: ``name`` (a key of ``DTYPES``), why, and the probe's
+    """The format of the forward pass: ``name`` (one of ``DTYPE_NAMES``), why, and the probe's
     timings (seconds per probe batch, by format; empty when no probe ran)."""
 
     name: str
@@ -48,7 +50,7 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.name]
+        return torch_dtype(self.name)
 
     @property
     def reduced(self) -> bool:
@@ -59,6 +61,13 @@ class Precision:
 
 
 FLOAT32 = Precision("float32", "float32 requested")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of format ``name`` (a key of ``DTYPE_NAMES``)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 @lru_cache(maxsize=1)
@@ -81,6 +90,8 @@ def native_support(name: str, device: torch.device, flags: frozenset[str] | None
     if name == "float32":
         return True, "float32 is native everywhere"
     if device.type == "cuda":
+        import torch
+
         major, minor = torch.cuda.get_device_capability(device)
         need = (8, 0) if name == "bfloat16" else (7, 0)
         ok = (major, minor) >= need
@@ -100,6 +111,8 @@ def native_support(name: str, device: torch.device, flags: frozenset[str] | None
 
 def _time_forward(network: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype, repeats: int = 2) -> float:
     """Seconds per forward pass of ``batch`` under autocast to ``dtype`` (after a warm-up)."""
+    import torch
+
     device = batch.device
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         network(batch)
@@ -115,10 +128,12 @@ def _time_forward(network: torch.nn.Module, batch: torch.Tensor, dtype: torch.dt
 
 def probe_batch(architecture: dict, device: torch.device) -> torch.Tensor:
     """A random input (``PROBE_SHAPE[0]``, in_channels, ``PROBE_SHAPE[1:]``) on ``device``."""
+    import torch
+
     return torch.rand(PROBE_SHAPE[0], int(architecture["in_channels"]), *PROBE_SHAPE[1:], device=device)
 
 
-Timer = Callable[[torch.nn.Module, torch.Tensor, torch.dtype], float]
+Timer = Callable[["torch.nn.Module", "torch.Tensor", "torch.dtype"], float]
 _CACHE: dict[tuple[str, str, str], Precision] = {}
 
 
@@ -161,9 +176,9 @@ def _decide(network: torch.nn.Module, device: torch.device, preference: str, arc
         return Precision("float32", "; ".join(refusals))
     batch = probe_batch(architecture, device)
     try:
-        timings = {"float32": timer(network, batch, torch.float32)}
+        timings = {"float32": timer(network, batch, torch_dtype("float32"))}
         for name in candidates:
-            timings[name] = timer(network, batch, DTYPES[name])
+            timings[name] = timer(network, batch, torch_dtype(name))
     except RuntimeError as exc:  # an operator without a kernel for the format
         return Precision("float32", f"probe of {', '.join(candidates)} failed ({str(exc).splitlines()[0]})")
     probe = tuple(timings.items())

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from spineseg.imaging.resample import (
     canonical_transform,
@@ -107,16 +105,16 @@ def mask_on_input_grid(model_grid: np.ndarray, prepared: PreparedVolume, thresho
     return out
 
 
-def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> torch.Tensor:
+def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> np.ndarray:
     """Axial slices ``indices`` of ``image`` (I, J, K), each with ``context`` neighbours on both
-    sides (edges replicate), as a tensor (B, 2*context+1, I, J)."""
+    sides (edges replicate), as a contiguous array (B, 2*context+1, I, J)."""
     offsets = np.arange(-context, context + 1)
     k = np.clip(indices[:, None] + offsets[None, :], 0, image.shape[2] - 1)  # (B, C)
     stack = image[:, :, k]  # (I, J, B, C)
-    return torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 3, 0, 1)))
+    return np.ascontiguousarray(stack.transpose(2, 3, 0, 1))
 
 
-def pad_to_multiple(batch: torch.Tensor, multiple: int, margin: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to_multiple(batch: np.ndarray, multiple: int, margin: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
     """Pad the last two dims with ``margin`` voxels of air (0) on every side, then up to a
     multiple of ``multiple``; returns the padded batch and the original (H, W). The image sits
     at ``[margin:margin + H, margin:margin + W]``.
@@ -128,5 +126,7 @@ def pad_to_multiple(batch: torch.Tensor, multiple: int, margin: int = 0) -> tupl
     h, w = batch.shape[-2:]
     ph, pw = (-(h + 2 * margin)) % multiple, (-(w + 2 * margin)) % multiple
     if margin or ph or pw:
-        batch = F.pad(batch, (margin, margin + pw, margin, margin + ph))
+        padded = np.zeros((*batch.shape[:-2], h + 2 * margin + ph, w + 2 * margin + pw), dtype=batch.dtype)
+        padded[..., margin:margin + h, margin:margin + w] = batch
+        batch = padded
     return batch, (h, w)

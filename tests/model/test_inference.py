@@ -52,7 +52,7 @@ def test_probabilities_return_to_the_voxels_they_came_from(tiny_model: Path) -> 
 
 def test_slice_stack_replicates_edges_and_orders_channels() -> None:
     image = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
-    stack = slice_stack(image, np.array([0, 2]), context=1).numpy()
+    stack = slice_stack(image, np.array([0, 2]), context=1)
     assert stack.shape == (2, 3, 2, 2)
     np.testing.assert_array_equal(stack[0, 0], image[:, :, 0])  # below slice 0: replicated
     np.testing.assert_array_equal(stack[0, 2], image[:, :, 1])
@@ -60,9 +60,9 @@ def test_slice_stack_replicates_edges_and_orders_channels() -> None:
 
 
 def test_pad_to_multiple() -> None:
-    padded, size = pad_to_multiple(torch.ones(1, 3, 17, 32), 16)
+    padded, size = pad_to_multiple(np.ones((1, 3, 17, 32), np.float32), 16)
     assert padded.shape == (1, 3, 32, 32) and size == (17, 32)
-    padded, size = pad_to_multiple(torch.ones(1, 3, 17, 32), 16, margin=5)
+    padded, size = pad_to_multiple(np.ones((1, 3, 17, 32), np.float32), 16, margin=5)
     assert padded.shape == (1, 3, 32, 48) and size == (17, 32)
     assert padded[0, 0, 5:22, 5:37].min() == 1 and padded.sum() == 3 * 17 * 32
 

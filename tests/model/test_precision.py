@@ -80,7 +80,8 @@ def test_a_bf16_card_on_this_machine_never_runs_slower_than_float32(tiny_model: 
     else:
         assert loaded.precision.name == "float32"
     seg = segment(make_phantom()[0], loaded)
-    assert seg.inference == {"device": "cpu", "dtype": loaded.precision.name, "reason": loaded.precision.reason}
+    assert seg.inference == {"device": "cpu", "dtype": loaded.precision.name, "reason": loaded.precision.reason,
+                             "runtime": loaded.runtime.name, "runtime_reason": loaded.runtime.reason}
 
 
 def test_the_real_probe_times_both_formats(tiny_model: Path) -> None:
