@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.levels and args.output_dir:
         raise InputError("--levels", "--levels names one file: use it with -o for a single input")
     # Read every input before writing anything, so a bad file costs no half-written outputs.
+    # An int16 NIfTI stays int16 (half the memory of float32; segment converts slab by slab).
     volumes, read_s = [], []
     for path in args.inputs:
         started = time.perf_counter()
-        volumes.append(load_volume(path, series_uid=args.series_uid))
+        volumes.append(load_volume(path, series_uid=args.series_uid, keep_integers=True))
         read_s.append(time.perf_counter() - started)
     model = resolve_loaded_model(args.model, args.device)
     names: dict[str, int] = {}
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             if args.overlays:
                 from spineseg.imaging.overlay import write_overlays
 
-                write_overlays(volume, seg.mask, args.overlays, fmt=args.overlay_format)
+                write_overlays(_as_float(volume), seg.mask, args.overlays, fmt=args.overlay_format)
             if args.levels:
                 names = ", ".join(v["name"] for v in extra["vertebrae"]) or "none"
                 sys.stdout.write(f"{path}: vertebrae {names} -> {args.levels}\n")
@@ -98,12 +99,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_float(volume):
+    """``volume`` with float32 voxels (what overlays and levels were written for)."""
+    import numpy as np
+
+    return volume if volume.array.dtype == np.float32 else volume.with_array(volume.array.astype(np.float32))
+
+
 def _write_levels(seg, path: Path, convention: str, timings: dict[str, float]) -> dict[str, object]:
     """Split, name and measure the vertebrae of ``seg``; write the label map; the summary part."""
     from spineseg.services.levels import compute_levels, levels_summary, write_levels_nifti
 
     started = time.perf_counter()
-    levels, rows = compute_levels(seg.mask, seg.volume.array, seg.volume.affine)
+    levels, rows = compute_levels(seg.mask, _as_float(seg.volume).array, seg.volume.affine)
     write_levels_nifti(levels, seg.volume.affine, path, convention)
     timings["levels"] = round(time.perf_counter() - started, 4)
     return levels_summary(levels, rows) | {"levels_convention": convention}

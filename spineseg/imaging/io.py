@@ -72,16 +72,18 @@ def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
     return any(name.endswith(s) for s in suffixes)
 
 
-def load_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+def load_volume(path: str | Path, *, series_uid: str | None = None, keep_integers: bool = False) -> Volume:
     """Read a CT from a DICOM folder, a .zip of DICOM, a NIfTI file, an image slice or a
     NumPy array, returning a ``Volume`` in HU (or paper-scaled grey levels, see provenance).
-    Any failure of a parser is an ``InputError`` naming the file (``refusing_unreadable``)."""
+    ``keep_integers``: an unscaled integer NIfTI keeps its stored type instead of float32
+    (``read_nifti_volume``). Any failure of a parser is an ``InputError`` naming the file
+    (``refusing_unreadable``)."""
     path = Path(path)
     with refusing_unreadable(path):
-        return _load_volume(path, series_uid)
+        return _load_volume(path, series_uid, keep_integers)
 
 
-def _load_volume(path: Path, series_uid: str | None) -> Volume:
+def _load_volume(path: Path, series_uid: str | None, keep_integers: bool = False) -> Volume:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
@@ -93,7 +95,7 @@ def _load_volume(path: Path, series_uid: str | None) -> Volume:
     if _has_suffix(path, NIFTI_SUFFIXES):
         from spineseg.imaging.nifti import read_nifti_volume
 
-        return read_nifti_volume(path)
+        return read_nifti_volume(path, keep_integers=keep_integers)
     if path.name.lower().endswith(".zip"):
         from spineseg.imaging.dicom import read_dicom_zip
 
