@@ -49,13 +49,26 @@ def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     return sum((g * s / max(radius_mm, 1e-6)) ** 2 for g, s in zip(grid, spacing, strict=True)) <= 1.0
 
 
+def _open_by_ball(region: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Opening of ``region`` by the ball of ``radius_mm`` (``_ball``; outside the grid counts as
+    background), through two distance transforms instead of a erosion and a dilation with a
+    large structure: a voxel survives the erosion when no background voxel lies within the
+    radius, and the dilation keeps the voxels within the radius of a survivor."""
+    padded = np.pad(region, 1)
+    eroded = ndi.distance_transform_edt(padded, sampling=spacing) > radius_mm
+    if not eroded.any():
+        return np.zeros(region.shape, dtype=bool)
+    opened = ndi.distance_transform_edt(~eroded, sampling=spacing) <= radius_mm
+    return opened[1:-1, 1:-1, 1:-1]
+
+
 def vertebral_body(region: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """The body of one vertebra (bool): opening removes the posterior elements."""
     depth = ndi.distance_transform_edt(region, sampling=spacing)
     radius = OPENING_SHARE * float(depth.max())
     if radius < spacing.max():
         return region.copy()
-    opened = ndi.binary_opening(region, structure=_ball(radius, spacing))
+    opened = _open_by_ball(region, radius, spacing)
     labels, n = ndi.label(opened)
     if n == 0:
         return region.copy()

@@ -45,10 +45,22 @@ class SegmentFeatures:
     sacrum_like: bool
 
 
+def extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) index of ``mask``'s nonzero voxels per axis (it must hold one): from the
+    axis projections, without listing every voxel."""
+    axes = range(mask.ndim)
+    lo, hi = [], []
+    for axis in axes:
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in axes if a != axis)))
+        lo.append(hit[0])
+        hi.append(hit[-1])
+    return np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+
+
 def _crop(shape: tuple[int, ...], mask: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin_vox, 0)
-    hi = np.minimum(idx.max(axis=0) + margin_vox + 1, shape)
+    first, last = extent(mask)
+    lo = np.maximum(first - margin_vox, 0)
+    hi = np.minimum(last + margin_vox + 1, shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
@@ -76,15 +88,16 @@ def lateral_contact(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
     shell[near] = bone[near] & (dist <= CONTACT_MM)
     if not shell.any():
         return out
-    # How far each bone piece reaches to the side of the curve (curve x interpolated by height).
-    pieces, _ = ndi.label(bone)
+    # How far each bone piece reaches to the side of the curve (curve x interpolated by height):
+    # the largest |x - curve x| over its voxels, gathered over the bone voxels only.
+    pieces, n_pieces = ndi.label(bone)
     order = np.argsort(curve.points[:, 2])
     z_mm = (np.arange(seg_b.shape[2]) * sp[2]) + offset[2]
     x_curve = np.interp(z_mm, curve.points[order, 2], curve.points[order, 0])
-    x_mm = (np.arange(seg_b.shape[0]) * sp[0])[:, None, None] + offset[0]
-    reach_field = np.abs(x_mm - x_curve[None, None, :])
-    reach = ndi.maximum(np.broadcast_to(reach_field, seg_b.shape), pieces, index=np.arange(pieces.max() + 1))
-    reach = np.asarray(reach, dtype=np.float64)
+    x_mm = (np.arange(seg_b.shape[0]) * sp[0]) + offset[0]
+    bi, bj, bk = np.nonzero(bone)
+    reach = np.zeros(n_pieces + 1, dtype=np.float64)
+    np.maximum.at(reach, pieces[bi, bj, bk], np.abs(x_mm[bi] - x_curve[bk]))
     pos = np.argwhere(shell)
     far = reach[pieces[shell]] >= RIB_REACH_MM
     owner = seg_b[near][tuple(nearest[:, shell[near]])]

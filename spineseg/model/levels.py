@@ -27,9 +27,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from spineseg.model.level_anchors import SegmentFeatures, segment_features
+from spineseg.model.level_anchors import SegmentFeatures, extent, segment_features
 from spineseg.model.level_ids import NAME_BY_VERSE, UNNAMED_BASE, VERSE_BY_NAME, label_name, totalsegmentator_id
-from spineseg.model.spine_curve import STEP_MM, fit_curve, project_voxels
+from spineseg.model.spine_curve import STEP_MM, fit_curve_projected
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,10 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
     The distance transforms and the watershed run in the mask's own in-plane box (one voxel of
     background kept round it), not in the caller's wider box: the same result, since every
     distance they take is to a voxel inside that box, at a third of the cost on a chest CT."""
-    found = np.argwhere(mask)
-    if found.size:
-        lo = np.maximum(found.min(axis=0) - 1, 0)
-        hi = np.minimum(found.max(axis=0) + 2, mask.shape)
+    if mask.any():
+        first, last = extent(mask)
+        lo = np.maximum(first - 1, 0)
+        hi = np.minimum(last + 2, mask.shape)
         lo[2], hi[2] = 0, mask.shape[2]
         if np.any(lo > 0) or np.any(hi < mask.shape):
             box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
@@ -141,13 +141,13 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
                 curve = dataclasses.replace(curve, points=curve.points + lo * np.asarray(spacing, dtype=np.float64))
             return out, pieces, curve
     sp = np.asarray(spacing, dtype=np.float64)
-    curve = fit_curve(mask, spacing, hu)
+    depth = ndi.distance_transform_edt(mask, sampling=sp)  # for the curve and the watershed alike
+    curve, projection = fit_curve_projected(mask, spacing, hu, depth)
     out = np.zeros(mask.shape, dtype=np.int32)
     if curve is None:
         return out, [], None
     pieces = _segments(curve.length, curve.gaps)
-    coords = np.argwhere(mask)
-    index, dist = project_voxels(coords * sp, curve.points)
+    coords, index, dist = projection.voxels, projection.index, projection.dist
     s = index * STEP_MM
     seeds = np.zeros(mask.shape, dtype=np.int32)
     core = dist <= curve.core_radius
@@ -155,7 +155,6 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
         margin = min(1.5, 0.2 * (b - a))
         pick = core & (s >= a + margin) & (s < b - margin)
         seeds[tuple(coords[pick].T)] = n
-    depth = ndi.distance_transform_edt(mask, sampling=sp)
     grown = watershed(-depth, seeds, mask=mask)
     leftover = mask & (grown == 0)
     if leftover.any() and (grown > 0).any():  # islands the seeds cannot reach: nearest vertebra
@@ -287,9 +286,11 @@ def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Lev
     voxel_ml = float(np.prod(spacing)) / 1000.0
     vertebrae: list[VertebraLevel] = []
     unnamed = 0
+    objects = ndi.find_objects(seg, max_label=len(features))  # each vertebra's box: no full-box pass per label
     for i, feat in enumerate(features):
-        region = seg == i + 1
-        count = int(region.sum())
+        box = objects[i]
+        region = seg[box] == i + 1 if box is not None else None
+        count = 0 if region is None else int(region.sum())
         if count == 0:
             continue
         if names[i] is None:
@@ -298,8 +299,9 @@ def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Lev
         else:
             verse_id = VERSE_BY_NAME[names[i]]
             label, name = verse_id, names[i]
-        labels_c[region] = label
-        centroid = can_affine @ np.r_[np.argwhere(region).mean(axis=0) + origin, 1.0]
+        labels_c[box][region] = label
+        corner = np.array([b.start for b in box])
+        centroid = can_affine @ np.r_[(np.argwhere(region) + corner).mean(axis=0) + origin, 1.0]
         vertebrae.append(VertebraLevel(label, name, verse_id, float(conf[i]), count, count * voxel_ml,
                                        tuple(float(c) for c in centroid[:3]), not feat.touches_edge, feat))
     if named and unnamed:
@@ -315,9 +317,9 @@ def _work_box(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[sl
     sp = np.asarray(spacing)
     margin = np.ceil((MARGIN_MM + 5.0) / sp).astype(int)
     margin[0] = int(np.ceil((LATERAL_BOX_MM + 5.0) / sp[0]))
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)
+    first, last = extent(mask)
+    lo = np.maximum(first - margin, 0)
+    hi = np.minimum(last + margin + 1, mask.shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 

@@ -92,15 +92,32 @@ def _resample_by_arc(points: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(samples, arc, points[:, d]) for d in range(3)], axis=1)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """Every mask voxel (M, 3 indices, C order), its nearest curve sample and the distance (mm)."""
+
+    voxels: np.ndarray
+    index: np.ndarray
+    dist: np.ndarray
+
+
 def fit_curve(mask: np.ndarray, spacing: tuple[float, float, float], hu: np.ndarray | None = None) -> SpineCurve | None:
     """The spinal curve and disc gaps of ``mask`` (bool, canonical grid); ``None`` when the mask
     is empty or has no slice thick enough to hold a vertebral body. With ``hu`` (the CT, same
     grid) the profile counts only the denser part of the body column (see ``body_profile``)."""
+    return fit_curve_projected(mask, spacing, hu)[0]
+
+
+def fit_curve_projected(mask: np.ndarray, spacing: tuple[float, float, float], hu: np.ndarray | None = None,
+                        depth: np.ndarray | None = None) -> tuple[SpineCurve | None, Projection | None]:
+    """``fit_curve``, and the mask's voxels projected onto the curve (computed once for the
+    profile; the separation reuses it). ``depth``: the mask's distance transform at ``spacing``,
+    when the caller has it already."""
     sp = np.asarray(spacing, dtype=np.float64)
-    edt = ndi.distance_transform_edt(mask, sampling=sp)
+    edt = ndi.distance_transform_edt(mask, sampling=sp) if depth is None else depth
     table, keep = _slice_centres(edt, sp)
     if keep.sum() < 1:
-        return None
+        return None, None
     z_all = table[:, 0]
     z_grid = np.arange(z_all.min(), z_all.max() + 1e-6, sp[2])
     kept = table[keep]
@@ -121,13 +138,16 @@ def fit_curve(mask: np.ndarray, spacing: tuple[float, float, float], hu: np.ndar
     core_radius = float(np.clip(np.median(kept[:, 3]), 2.0 * sp.min(), 14.0))
     # The mask's own gaps first; only a mask that bridges the discs (pieces far longer than any
     # vertebra) is read again with the CT's density (``body_profile`` with ``hu``).
-    profile = body_profile(mask, sp, points, core_radius)
+    voxels = np.argwhere(mask)
+    index, dist = project_voxels(voxels * sp, points)
+    projection = Projection(voxels, index, dist)
+    profile = body_profile(mask, sp, points, core_radius, projection=projection)
     gaps = find_gaps(profile)
     if hu is not None and len(profile) * STEP_MM / (len(gaps) + 1) > BRIDGED_MEAN_PIECE_MM:
-        profile = body_profile(mask, sp, points, core_radius, hu)
+        profile = body_profile(mask, sp, points, core_radius, hu, projection=projection)
         gaps = find_gaps(profile)
     gaps = split_long_segments(profile, gaps)
-    return SpineCurve(points, tangents, core_radius, profile, gaps)
+    return SpineCurve(points, tangents, core_radius, profile, gaps), projection
 
 
 def project_voxels(coords_mm: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +158,18 @@ def project_voxels(coords_mm: np.ndarray, points: np.ndarray) -> tuple[np.ndarra
 
 
 def body_profile(mask: np.ndarray, sp: np.ndarray, points: np.ndarray, core_radius: float,
-                 hu: np.ndarray | None = None) -> np.ndarray:
-    """Cross-section (mm²) of the mask within ``core_radius`` of the curve, per 1 mm of arc.
+                 hu: np.ndarray | None = None, *, projection: Projection | None = None) -> np.ndarray:
+    """Cross-section (mm²) of the mask within ``core_radius`` of the curve, per 1 mm of arc
+    (``projection``: the mask's voxels already projected onto ``points``).
 
     A mask that bridges the discs (a network may include them) has no gaps in that count, so
     with ``hu`` only voxels denser than the column's ``DISC_PERCENTILE`` percentile count: the
     discs (70-110 HU) fall below the bone of the bodies and their endplates."""
-    voxels = np.argwhere(mask)
-    coords = voxels * sp
-    index, dist = project_voxels(coords, points)
+    if projection is None:
+        voxels = np.argwhere(mask)
+        index, dist = project_voxels(voxels * sp, points)
+    else:
+        voxels, index, dist = projection.voxels, projection.index, projection.dist
     near = dist <= core_radius
     if hu is not None and near.any():
         values = hu[tuple(voxels[near].T)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from spineseg.errors import InputError
 from spineseg.imaging.nifti import write_nifti
@@ -45,12 +46,13 @@ def _rounded(value: float | None, digits: int = 1) -> float | None:
 def measurements(levels: Levels, ct: np.ndarray, affine: np.ndarray) -> list[dict[str, Any]]:
     """One row per vertebra (top to bottom): density and heights, flags, on the levels' grid."""
     rows, heights = [], []
+    top = max((v.label for v in levels.vertebrae), default=0)
+    boxes = ndi.find_objects(levels.labels, max_label=top)  # each vertebra's box in one pass
     for v in levels.vertebrae:
-        region = levels.labels == v.label
-        box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(region))
+        box = boxes[v.label - 1]
         shift = np.eye(4)
         shift[:3, 3] = [b.start for b in box]
-        m = measure_vertebra(region[box], ct[box], affine @ shift)
+        m = measure_vertebra(levels.labels[box] == v.label, ct[box], affine @ shift)
         heights.append(m.heights_mm)
         rows.append({"name": v.name, "verse_id": v.verse_id, "confidence": round(v.confidence, 3),
                      "complete": v.complete, "volume_ml": round(v.volume_ml, 2),

@@ -85,3 +85,23 @@ def test_genant_and_pickhardt_thresholds():
     assert density_flag("L1", 150.0).startswith("low")
     assert density_flag("L1", 200.0) is None
     assert density_flag("L2", 80.0) is None  # the thresholds were defined at L1 only
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.703125, 0.703125, 2.5), (0.8, 0.6, 1.5)])
+def test_opening_by_distance_transforms_equals_the_ball_opening(spacing):
+    """The body's opening is taken through two distance transforms (speed); it must equal the
+    opening by the ball structure, including at the grid's edges (a vertebra's tight box)."""
+    from scipy import ndimage as ndi
+
+    from spineseg.metrics.vertebra_measures import _ball, _open_by_ball
+
+    region, _, _ = vertebra(18.0, 26.0)
+    region = region[::2, ::2, ::2]  # a smaller grid: the ball opening itself is slow
+    rng = np.random.default_rng(7)
+    rough = region ^ (rng.random(region.shape) < 0.005)  # ragged borders, holes, specks
+    sp = np.asarray(spacing)
+    box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(region))
+    for mask in (rough, rough[box]):
+        for radius in (1.6, 3.2, 4.6):
+            expected = ndi.binary_opening(mask, structure=_ball(radius, sp))
+            assert np.array_equal(_open_by_ball(mask, radius, sp), expected), (spacing, radius, mask.shape)
