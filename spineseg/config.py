@@ -43,6 +43,12 @@ SPINESEG_DICOM_SERIES_IDLE_S   a received series with no new instance for this l
 SPINESEG_DICOM_DESTINATION     where the listener sends each SEG by C-STORE:
                                ``AE_TITLE@host:port``; unset: not sent
 SPINESEG_DICOM_OWNER           the user that owns studies received by the listener
+SPINESEG_RUNTIME               ``auto`` (default: ONNX Runtime where a probe at load finds it
+                               faster than torch and agreeing), ``torch`` or ``onnxruntime``;
+                               read by ``spineseg.model.runtime`` when a model loads
+SPINESEG_CACHE_DIR             derived files: the network's ONNX graph and the runtime chosen
+                               on this machine (default ``$XDG_CACHE_HOME/spineseg`` or
+                               ``~/.cache/spineseg``)
 =============================  ==========================================================
 """
 

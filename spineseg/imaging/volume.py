@@ -40,7 +40,8 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Volume:
-    """A 3D image: ``array`` (float32, shape (I, J, K)), ``affine`` (4x4, voxel -> RAS+ mm)."""
+    """A 3D image: ``array`` (float32, shape (I, J, K); an unscaled integer NIfTI read with
+    ``keep_integers`` keeps its stored int16/uint8 type), ``affine`` (4x4, voxel -> RAS+ mm)."""
 
     array: np.ndarray
     affine: np.ndarray
