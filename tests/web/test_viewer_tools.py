@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.web.web_helpers import add_user, bearer, make_settings
 JOB_TIMEOUT_S = 300  # the shipped model on 30 slices: ~20 s on 2 busy cores
 CASE = CASES / "ts-abdomen-small"
 TRUTH_RGB, PRED_RGB = np.array([32, 160, 255]), np.array([255, 64, 32])
+SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")  # docs/screenshots/result-<size>.png when set
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
@@ -111,13 +113,18 @@ def set_layer(page, key: str, *, show: bool | None = None, opacity: float | None
     }""", arg=[key, show, opacity, outline])
 
 
-def test_reading_tools_layers_and_legend(server, study, browser, tmp_path: Path) -> None:
-    live, token = server
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+def open_result(browser, live: LiveServer, study: str, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height})
     log_in(page, live, "carla")
     page.wait_for_url("**/upload")
     page.goto(f"{live.url}/studies/{study}")
     page.wait_for_selector("#result[data-viewer-ready=true]", timeout=120_000)
+    return page
+
+
+def test_reading_tools_layers_and_legend(server, study, browser, tmp_path: Path) -> None:
+    live, token = server
+    page = open_result(browser, live, study, 1280, 800)
     step = json.loads(page.get_attribute("#result", "data-timings"))["step"]
 
     # a shortcut moves exactly one slice of the grid shown; Page Down ten
@@ -203,3 +210,10 @@ def test_reading_tools_layers_and_legend(server, study, browser, tmp_path: Path)
     assert drawn, ("no vertebra colour on the canvas", colours["labels"])
     assert near(shot, PRED_RGB) < opaque_pred / 4, "the prediction's colour shows where the levels name its voxels"
     page.close()
+
+    if SCREENSHOT_DIR:  # the page as it opens, at both sizes
+        for width, height in ((1600, 1000), (1280, 800)):
+            page = open_result(browser, live, study, width, height)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"result-{width}x{height}.png"))
+            page.close()

@@ -31,8 +31,10 @@
     backColor: [0, 0, 0, 1], crosshairColor: CROSSHAIR, show3Dcrosshair: false, isColorbar: false,
     multiplanarShowRender: SHOW_RENDER.NEVER, multiplanarLayout: MULTIPLANAR_TYPE.AUTO, multiplanarEqualSize: false, is2DSliceShader: new URLSearchParams(location.search).has("slice2d"),
     dragAndDropEnabled: false, mouseEventConfig: MOUSE, isRadiologicalConvention: true, showLegend: false,
-    viewModeHotKey: "None", clipPlaneHotKey: "None", cycleClipPlaneHotKey: "None", measureLineColor: [0, 1, 1, 1],
+    viewModeHotKey: "None", clipPlaneHotKey: "None", cycleClipPlaneHotKey: "None", measureLineColor: [0, 1, 1, 1], rulerColor: [0, 1, 1, 1],  // the measured line: cyan, no layer's colour
+   
     measureTextColor: [0, 1, 1, 1], loadingText: "", logLevel: "warn", isOrientationTextVisible: true,
+    showAllOrientationMarkers: true, sagittalNoseLeft: true, tileMargin: 6,  // as PACS viewers show them: the face to the left
   });
   const VIEWS = { multi: SLICE_TYPE.MULTIPLANAR, axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL,
                   sagittal: SLICE_TYPE.SAGITTAL, render: SLICE_TYPE.RENDER };
@@ -99,7 +101,7 @@
     });
     nv.createEmptyDrawing();
     compose();
-    if (!state.ready) nv.setSliceType(SLICE_TYPE.MULTIPLANAR);
+    if (!state.ready) { nv.setSliceType(SLICE_TYPE.MULTIPLANAR); layOut(); }
     if (keep && keep.pos) { nv.scene.crosshairPos = nv.mm2frac(keep.pos); nv.drawScene(); } else centreOnSpine();
     const pixel = new Uint8Array(4);
     nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, pixel);  // waits for the GPU
@@ -247,7 +249,7 @@
         item.querySelector(".what").textContent = truth.outline ? "Ground truth's outline where it crosses the prediction"
           : "Prediction over ground truth (their overlap)";
         item.classList.toggle("off", !(truth.visible && layerOf("prediction").visible));
-        item.hidden = swatch.style.background === colour(TRUTH);  // an opaque outline: nothing of its own to explain
+        item.hidden = colour(PRED | TRUTH) === colour(TRUTH);  // an opaque outline: nothing of its own to explain
       } else if (layer && layer.key !== "levels") {
         swatch.style.background = colour(layer.key === "truth" ? TRUTH : PRED);
         if (layer.key === "truth") {
@@ -293,10 +295,47 @@
     const render = view === "render";
     if (render) show3D(); else leave3D();
     nv.setSliceType(VIEWS[view]);
+    layOut();
     for (const button of document.querySelectorAll("[data-view]")) button.setAttribute("aria-pressed", String(button.dataset.view === view));
     if (view !== "multi" && view !== "render") state.hoverTile = view;
     updateReadouts();
   }
+
+  // The multi-plane layout: of a few arrangements (a row, a column, axial beside or above the other
+  // two, at several splits) the one whose three planes, each fitted to its tile, have the largest
+  // geometric mean of drawn area, the axial (the reading plane) counted twice. A 20-slice series gets wide strips for coronal and sagittal, a
+  // tall one a row or a grid: each plane a fair share whatever the shape of the series.
+  function bestLayout(width, height) {
+    const v = ct();
+    const [x, y, z] = [1, 2, 3].map((n) => v.hdr.dims[n] * v.hdr.pixDims[n]);
+    const planes = [[x, y], [x, z], [y, z]];  // axial, coronal, sagittal: width x height in mm
+    const gap = 0.006;
+    const candidates = [];
+    const row = (widths) => { let at = 0; return widths.map((w) => { const tile = [at, 0, w - gap, 1]; at += w; return tile; }); };
+    const column = (heights) => { let at = 0; return heights.map((h) => { const tile = [0, at, 1, h - gap]; at += h; return tile; }); };
+    candidates.push(row([x, x, y].map((w) => w / (2 * x + y))), column([y, z, z].map((h) => h / (y + 2 * z))));
+    for (let f = 0.3; f <= 0.75; f += 0.05) {
+      for (let g = 0.2; g <= 0.8; g += 0.1) {
+        candidates.push([[0, 0, f - gap, 1], [f, 0, 1 - f, g - gap], [f, g, 1 - f, 1 - g]]);  // axial left
+        candidates.push([[0, 0, 1, f - gap], [0, f, g - gap, 1 - f], [g, f, 1 - g, 1 - f]]);  // axial on top
+      }
+    }
+    let best = null, bestScore = -Infinity;
+    for (const tiles of candidates) {
+      let score = 0;
+      tiles.forEach(([, , w, h], n) => {
+        const scale = Math.min(w * width / planes[n][0], h * height / planes[n][1]);
+        score += (n === 0 ? 2 : 1) * Math.log(Math.max(scale, 1e-6) ** 2 * planes[n][0] * planes[n][1]);
+      });
+      if (score > bestScore) { bestScore = score; best = tiles; }
+    }
+    return best.map((position, n) => ({ sliceType: [SLICE_TYPE.AXIAL, SLICE_TYPE.CORONAL, SLICE_TYPE.SAGITTAL][n], position }));
+  }
+  function layOut() {
+    if (!nv.volumes.length) return;
+    if (state.view === "multi") nv.setCustomLayout(bestLayout(canvas.width, canvas.height)); else nv.clearCustomLayout();
+  }
+  window.addEventListener("resize", () => setTimeout(layOut, 50));  // after NiiVue has resized the canvas
 
   // 3D: the surfaces of the prediction (and truth) instead of a volume render of the whole CT.
   const meshes = { loaded: false, ctRender: false };
@@ -388,7 +427,7 @@
     if (vox.some((v, n) => v < 0 || v >= dims[n + 1])) { readout.cursor.textContent = "outside the image"; return; }
     const centre = ct().vox2mm(vox, ct().matRAS);
     const hu = ct().getValue(vox[0], vox[1], vox[2]);
-    readout.cursor.textContent = "HU " + Math.round(hu) + " at (" + centre.slice(0, 3).map((v) => v.toFixed(1)).join(", ") + ") mm";
+    readout.cursor.textContent = "HU " + Math.round(hu) + " at (" + Array.from(centre.slice(0, 3), (v) => v.toFixed(1)).join(", ") + ") mm";
     readout.cursor.dataset.hu = String(hu);
     readout.cursor.dataset.mm = centre.slice(0, 3).join(",");
     const names = labelsAt(vox);
@@ -510,7 +549,11 @@
     d: () => toggleMeasure(), f: fullscreen, "?": () => help(true), h: () => help(true), Escape: () => help(false),
   };
   function toggleLayer(key) { const layer = LAYERS.find((l) => l.key === key); if (layer) setLayer(layer, { visible: !layer.visible }); }
-  function help(open) { document.getElementById("viewer-help").hidden = !open; if (open) document.getElementById("help-close").focus(); else box.focus(); }
+  function help(open) {
+    const dialog = document.getElementById("viewer-help");
+    dialog.hidden = !open;
+    if (open) { dialog.scrollTop = 0; dialog.focus({ preventScroll: true }); } else box.focus();  // read from the top; Tab reaches Close
+  }
 
   box.addEventListener("keydown", (event) => {
     if (!state.ready || event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
