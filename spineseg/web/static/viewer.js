@@ -43,6 +43,7 @@
     bar.hidden = fraction >= 1;
     bar.value = Math.round(fraction * 100);
     status.textContent = text;
+    if (fraction >= 1) state.statusText = text;  // what the 2D views say again after the 3D view's hint
   }
 
   // Fetch every file with a byte count (the server sends the inflated size) -> blob URLs.
@@ -293,7 +294,7 @@
   function setView(view) {
     state.view = view;
     const render = view === "render";
-    if (render) show3D(); else leave3D();
+    if (render) show3D(); else { leave3D(); if (state.statusText) status.textContent = state.statusText; }
     nv.setSliceType(VIEWS[view]);
     layOut();
     for (const button of document.querySelectorAll("[data-view]")) button.setAttribute("aria-pressed", String(button.dataset.view === view));
@@ -349,9 +350,9 @@
       try {
         await nv.loadMeshes(list);
         nv.setMeshThicknessOn2D(0);
-        status.textContent = "3D: drag to rotate, wheel to zoom; the CT render is an option";
-      } catch (err) { status.textContent = "the surface could not be shown: " + err; }
+      } catch (err) { meshes.error = "the surface could not be shown: " + err; }
     }
+    if (state.view === "render") status.textContent = meshes.error || "3D: drag to rotate, wheel to zoom; the CT render is an option";
     applyVolumeVisibility();
   }
   function leave3D() { applyVolumeVisibility(); }
