@@ -166,9 +166,16 @@ def main() -> None:
                         help="comma-separated post-processing to score: none, fill, grow, fill+grow")
     parser.add_argument("--saved", action="store_true", help="score the fold networks kept in --out (no training)")
     parser.add_argument("--no-robustness", action="store_true")
+    parser.add_argument("--summarise", action="store_true",
+                        help="print the table of the folds' results.json in --out (folds run as separate processes)")
     parser.add_argument("--only-fold", default="", help="run one fold (its name, e.g. P1+P6)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
     args = parser.parse_args()
+
+    if args.summarise:
+        results = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/results.json"))]
+        print("\n".join(summary_lines(results)))
+        return
 
     from spineseg.model.dataset import read_manifest
 
