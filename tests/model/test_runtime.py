@@ -80,6 +80,7 @@ def test_onnxruntime_and_torch_give_the_same_segmentation(tiny_model: Path) -> N
     assert on_torch.session is None and on_ort.session is not None
     a, b = segment(phantom, on_torch), segment(phantom, on_ort)
     assert b.inference["runtime"] == ORT and a.inference["runtime"] == TORCH
+    assert b.inference["dtype"] == "float32" and "onnxruntime" in b.inference["reason"]
     assert np.abs(a.model_grid - b.model_grid).max() < 1e-4
     np.testing.assert_array_equal(a.mask, b.mask)
 
