@@ -513,7 +513,7 @@
       const swatch = `<span class="swatch swatch-${layer.key}"></span>`;
       row.innerHTML = `${swatch}<label><input type="checkbox" data-show checked> ${layer.name}</label>
         <label>opacity <input type="range" min="0" max="1" step="0.05" data-opacity aria-label="${layer.name} opacity"></label>`
-        + (layer.outlineUrl ? `<label><input type="checkbox" data-outline> outline</label>` : "");
+        + (layer.outlineUrl ? `<label><input type="checkbox" data-outline aria-label="${layer.name} as outline"> outline</label>` : "");
       list.appendChild(row);
       row.querySelector("[data-show]").addEventListener("change", (e) => setLayer(layer, { visible: e.target.checked }));
       row.querySelector("[data-opacity]").addEventListener("input", (e) => setLayer(layer, { opacity: Number(e.target.value) }));
