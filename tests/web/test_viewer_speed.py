@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import nibabel as nib
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
 from tests.web.test_browser import canvas_has_picture, log_in
-from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
+from tests.web.web_helpers import add_user, make_settings, register_test_model, upload_and_wait
 
 JOB_TIMEOUT_S = 600
 
@@ -62,28 +60,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     live.stop()
 
 
-def upload_and_wait(live: LiveServer, token: str, path: Path, truth: Path | None = None) -> str:
-    handles = [path.open("rb")] + ([truth.open("rb")] if truth else [])
-    files = [("files", (path.name, handles[0], "application/gzip"))]
-    if truth:
-        files.append(("truth", (truth.name, handles[1], "application/gzip")))
-    try:
-        response = httpx.post(f"{live.url}/api/studies", headers=bearer(token), timeout=120, files=files)
-    finally:
-        for handle in handles:
-            handle.close()
-    assert response.status_code == 202, response.text
-    ids = response.json()
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{live.url}/api/jobs/{ids['job_id']}", headers=bearer(token)).json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            assert job["status"] == "done", job
-            return ids["study_id"]
-        time.sleep(0.5)
-    raise AssertionError(f"the segment job did not finish in {JOB_TIMEOUT_S} s")
-
-
 @pytest.fixture(scope="module")
 def studies(server, tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     """One study per size; the 133-slice one with a ground truth (the bony column)."""
@@ -98,7 +74,7 @@ def studies(server, tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
         if slices == 133:
             truth = folder / "truth.nii.gz"
             nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 500).astype(np.uint8), image.affine), str(truth))
-        made[slices] = upload_and_wait(live, token, path, truth)
+        made[slices] = upload_and_wait(live.url, token, path, truth, timeout_s=JOB_TIMEOUT_S)
     return made
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tests.conftest import CASES
 from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
 from tests.web.test_browser import log_in
-from tests.web.web_helpers import add_user, bearer, make_settings
+from tests.web.web_helpers import add_user, bearer, make_settings, upload_and_wait
 
 JOB_TIMEOUT_S = 300  # the shipped model on 30 slices: ~20 s on 2 busy cores
 CASE = CASES / "ts-abdomen-small"
@@ -54,19 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
 @pytest.fixture(scope="module")
 def study(server) -> str:
     live, token = server
-    with (CASE / "ct.nii.gz").open("rb") as ct, (CASE / "labels.nii.gz").open("rb") as truth:
-        response = httpx.post(f"{live.url}/api/studies", headers=bearer(token), timeout=120, files=[
-            ("files", ("ct.nii.gz", ct, "application/gzip")), ("truth", ("labels.nii.gz", truth, "application/gzip"))])
-    assert response.status_code == 202, response.text
-    ids = response.json()
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{live.url}/api/jobs/{ids['job_id']}", headers=bearer(token)).json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            assert job["status"] == "done", job
-            return ids["study_id"]
-        time.sleep(0.5)
-    raise AssertionError(f"the segment job did not finish in {JOB_TIMEOUT_S} s")
+    return upload_and_wait(live.url, token, CASE / "ct.nii.gz", CASE / "labels.nii.gz", timeout_s=JOB_TIMEOUT_S)
 
 
 def axial_tile_point(page) -> tuple[float, float]:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import httpx
 
 from spineseg.config import Settings
 from spineseg.model.card import CARD_FILE, ModelCard
@@ -45,3 +48,27 @@ def add_user(settings: Settings, username: str, role: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def upload_and_wait(url: str, token: str, path: Path, truth: Path | None = None, *, timeout_s: float = 600) -> str:
+    """POST a NIfTI CT (and its truth) to a live server at ``url``, wait for its segment job to
+    finish, and return the study id; a job that fails or does not finish in time fails the test."""
+    handles = [path.open("rb")] + ([truth.open("rb")] if truth else [])
+    files = [("files", (path.name, handles[0], "application/gzip"))]
+    if truth:
+        files.append(("truth", (truth.name, handles[1], "application/gzip")))
+    try:
+        response = httpx.post(f"{url}/api/studies", headers=bearer(token), timeout=120, files=files)
+    finally:
+        for handle in handles:
+            handle.close()
+    assert response.status_code == 202, response.text
+    ids = response.json()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/api/jobs/{ids['job_id']}", headers=bearer(token)).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            assert job["status"] == "done", job
+            return ids["study_id"]
+        time.sleep(0.5)
+    raise AssertionError(f"the segment job did not finish in {timeout_s} s")
