@@ -172,7 +172,10 @@ def test_a_session_lookup_is_one_read_and_seen_is_written_at_most_once_a_minute(
     statements: list[str] = []
 
     def note(_conn, _cursor, statement, *_args) -> None:
-        statements.append(statement.split()[0].upper())
+        # Only statements on the session table: the in-process job and training workers share
+        # the engine and poll their own tables meanwhile.
+        if "web_sessions" in statement:
+            statements.append(statement.split()[0].upper())
 
     client.get("/api/jobs/nonexistent")  # the first request may note last_seen
     event.listen(engine, "before_cursor_execute", note)
@@ -181,8 +184,7 @@ def test_a_session_lookup_is_one_read_and_seen_is_written_at_most_once_a_minute(
             assert client.get("/api/jobs/nonexistent").status_code == 404
     finally:
         event.remove(engine, "before_cursor_execute", note)
-    assert "UPDATE" not in statements and "INSERT" not in statements
-    assert statements.count("SELECT") == 10  # per request: the session+user read, the job read
+    assert statements == ["SELECT"] * 5  # per request one read of the session (with its user), no write
 
 
 def test_login_uses_the_password(web_env: WebEnv) -> None:
