@@ -57,17 +57,17 @@ def scored(seg_mask, truth, spacing, partial: bool) -> dict:
     return {k: float(m[k]) for k in ("dice", "precision", "recall", "hd95_mm")}
 
 
-def post_processed(mask, volume, steps: str):
+def post_processed(mask, canonical, ornt, steps: str):
     """``mask`` (input grid) after the post-processing ``steps`` ("none", "fill", "grow",
-    "fill+grow"), applied on the RAS view of the input grid (axes 0, 1 in-plane)."""
+    "fill+grow"), applied on the RAS view of the input grid (axes 0, 1 in-plane); ``canonical,
+    ornt`` is ``to_canonical`` of the CT, made once per case."""
     import numpy as np
 
-    from spineseg.imaging.resample import canonical_view, from_canonical, to_canonical
+    from spineseg.imaging.resample import canonical_view, from_canonical
     from spineseg.model.postprocess import fill_enclosed, grow_to_bone_edge
 
     if steps == "none":
         return mask
-    canonical, ornt = to_canonical(volume)
     out = canonical_view(mask, ornt).astype(bool)
     for step in steps.split("+"):
         if step == "fill":
@@ -81,6 +81,7 @@ def post_processed(mask, volume, steps: str):
 
 def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, posts: list[str]) -> list[dict]:
     from spineseg.imaging.io import load_labels, load_volume
+    from spineseg.imaging.resample import to_canonical
     from spineseg.model.inference import segment
 
     rows = []
@@ -88,6 +89,7 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, post
     for spec in tests:
         volume = load_volume(Path(spec.ct))
         truth = load_labels(Path(spec.labels), volume, convention=spec.convention).mask > 0
+        canonical, ornt = to_canonical(volume) if posts != ["none"] else (None, None)
         row = {"case": spec.name, "patient": spec.patient, "partial": spec.partial, "by_threshold": {}}
         for threshold in thresholds:
             loaded.card = replace(base_card, threshold=threshold)
@@ -96,7 +98,7 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, post
             seconds = time.perf_counter() - t0
             for post in posts:
                 t0 = time.perf_counter()
-                mask = post_processed(seg.mask, volume, post)
+                mask = post_processed(seg.mask, canonical, ornt, post)
                 key = str(threshold) if post == "none" else f"{threshold} {post}"
                 row["by_threshold"][key] = scored(mask, truth, volume.spacing, spec.partial) | {
                     "seconds": seconds + time.perf_counter() - t0}

@@ -124,7 +124,8 @@ class LoadedModel:
         card = ModelCard.read(folder / CARD_FILE)
         preference = runtime or os.environ.get("SPINESEG_RUNTIME", "auto")
         weights = folder / WEIGHTS_FILE
-        fast = _load_without_torch(folder, card, device, preference)
+        sha = _weights_sha(weights)  # read once: it keys both the cached graph and the runtime choice
+        fast = _load_without_torch(folder, card, device, preference, sha)
         if fast is not None:
             return fast
         from spineseg.model.network import build_network, load_weights, pick_device
@@ -135,7 +136,6 @@ class LoadedModel:
         network = network.to(target).eval()
         precision = choose_precision(network, target, card.inference_dtype, card.architecture)
         loaded = cls(network, card, target, precision, folder=folder)
-        sha = _weights_sha(weights)
         key = choice_key(sha, card.architecture)
         choice = choose_runtime(preference, target.type, key, lambda: _probe(loaded, sha))
         if choice.name == ORT:
@@ -147,12 +147,12 @@ class LoadedModel:
         return loaded
 
 
-
 def _weights_sha(weights: Path) -> str:
     return file_sha256(weights) if weights.exists() else "none"
 
 
-def _load_without_torch(folder: Path, card: ModelCard, device: str, preference: str) -> LoadedModel | None:
+def _load_without_torch(folder: Path, card: ModelCard, device: str, preference: str,
+                        sha: str) -> LoadedModel | None:
     """The model on ONNX Runtime without importing torch, when this machine's runtime choice is
     already known to be ONNX Runtime (or it is requested), the graph is in the cache and no GPU
     can be meant; otherwise ``None``."""
@@ -160,8 +160,6 @@ def _load_without_torch(folder: Path, card: ModelCard, device: str, preference: 
         return None
     if package_version("onnxruntime") is None or package_version("torch") is None:
         return None
-    weights = folder / WEIGHTS_FILE
-    sha = _weights_sha(weights)
     path = onnx_cache_path(sha, package_version("torch") or "")
     if not path.exists():
         return None
