@@ -232,7 +232,10 @@ def train(
     card.hyperparameters = asdict(config)
     card.dataset = {"path": Path(dataset_path).name, "content_sha256": attrs["content_sha256"],
                     "manifest": portable_manifest(attrs["manifest"]), "split": attrs["split"]}
-    network.to(device).train()
+    # Channels-last convolutions: a training step of the default 2D U-Net (16 x 3 x 160 x 160)
+    # took 193 ms instead of 321 ms on this 2-core CPU (same run); CUDA's kernels prefer it too.
+    memory_format = torch.channels_last if int(card.architecture.get("spatial_dims", 2)) == 2 else torch.preserve_format
+    network.to(device, memory_format=memory_format).train()
 
     train_cases = [c for c in cases if c.split == "train"]
     sampler = SliceSampler(train_cases, card, config, rng)
@@ -266,7 +269,8 @@ def train(
                     out = augment({"image": torch.from_numpy(img), "label": torch.from_numpy(lbl)})
                     images.append(drop_context(torch.as_tensor(out["image"]), rng, config.drop_context_prob))
                     labels.append(torch.as_tensor(out["label"]))
-                x, y = torch.stack(images).to(device), torch.stack(labels).to(device)
+                x = torch.stack(images).to(device, memory_format=memory_format)
+                y = torch.stack(labels).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                     logits = network(x)
                 loss = loss_fn(logits.float(), y)
