@@ -138,12 +138,15 @@ class LoadedModel:
         loaded = cls(network, card, target, precision, folder=folder)
         key = choice_key(sha, card.architecture)
         choice = choose_runtime(preference, target.type, key, lambda: _probe(loaded, sha))
-        if choice.name == ORT:
+        if choice.name == TORCH:
+            loaded.runtime = choice  # with the probe's reason, for the log and the run summary
+        else:
             try:
                 loaded.session = OrtNetwork(_onnx_file(loaded.network, card, sha))
                 loaded.runtime, loaded.precision = choice, ORT_PRECISION
             except Exception as exc:  # a broken graph or session: torch runs it
                 log.warning("onnxruntime unusable (%s: %s); torch runs the model", type(exc).__name__, exc)
+                loaded.runtime = Runtime(TORCH, f"onnxruntime was chosen but unusable ({type(exc).__name__})")
         return loaded
 
 

@@ -111,3 +111,22 @@ def test_a_known_onnxruntime_choice_loads_without_importing_torch(tiny_model: Pa
     assert out.stdout.split() == ["onnxruntime", "False"]
     expected = segment(phantom, LoadedModel.from_folder(tiny_model, runtime="torch")).mask
     np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), expected)
+
+
+def test_a_requested_torch_runtime_says_so_in_the_summary(tiny_model: Path) -> None:
+    loaded = LoadedModel.from_folder(tiny_model, runtime="torch")
+    seg = segment(make_phantom(shape=(40, 36, 12), spacing=(0.8, 0.8, 3.0))[0], loaded)
+    assert seg.inference["runtime"] == TORCH and seg.inference["runtime_reason"] == "torch requested"
+
+
+def test_the_probe_time_is_the_least_disturbed_call() -> None:
+    durations = iter([0.0, 0.5, 0.02, 0.3])  # warm-up, then one call slowed by other work
+
+    def call() -> None:
+        import time
+
+        end = time.perf_counter() + next(durations)
+        while time.perf_counter() < end:
+            pass
+
+    assert 0.02 <= runtime.time_call(call, repeats=3) < 0.3
