@@ -7,9 +7,11 @@ Each fold holds two patients out, trains from scratch on the other four with the
 recipe (``TrainConfig`` defaults but for the schedule) and no validation patient (a fixed
 schedule, the last network), then segments each held-out case and scores it against its
 labels: Dice, precision, recall, HD95, plus the robustness variants of ``bench/accuracy.py``.
-Inference settings that need no retraining (``--thresholds``, ``--postprocess``) are scored on
-the same fold networks, so they are judged on unseen patients too; ``--saved`` scores the
-networks an earlier run kept in ``--out`` without training again.
+Inference settings that need no retraining (``--thresholds``, ``--postprocess``, ``--tta
+off,on``) are scored on the same fold networks, so they are judged on unseen patients too;
+``--saved`` scores the networks an earlier run kept in ``--out`` without training again. A
+recipe change is cross-validated with ``--set FIELD=VALUE`` (``TrainConfig`` fields, e.g.
+``--set dark_marrow_prob=0.25``).
 
 A partially labelled case (the manifest's ``partial``, e.g. P3's T12 only) is scored inside
 the axial span of its labels; its precision still counts the unlabelled neighbours' bone
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -79,7 +82,8 @@ def post_processed(mask, canonical, ornt, steps: str):
     return np.ascontiguousarray(from_canonical(out.astype(np.uint8), ornt))
 
 
-def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, posts: list[str]) -> list[dict]:
+def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, posts: list[str],
+                  ttas: tuple[bool, ...] = (False,)) -> list[dict]:
     from spineseg.imaging.io import load_labels, load_volume
     from spineseg.imaging.resample import to_canonical
     from spineseg.model.inference import segment
@@ -91,15 +95,15 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, post
         truth = load_labels(Path(spec.labels), volume, convention=spec.convention).mask > 0
         canonical, ornt = to_canonical(volume) if posts != ["none"] else (None, None)
         row = {"case": spec.name, "patient": spec.patient, "partial": spec.partial, "by_threshold": {}}
-        for threshold in thresholds:
-            loaded.card = replace(base_card, threshold=threshold)
+        for tta, threshold in ((tta, threshold) for tta in ttas for threshold in thresholds):
+            loaded.card = replace(base_card, threshold=threshold, tta_flip=tta)
             t0 = time.perf_counter()
             seg = segment(volume, loaded)
             seconds = time.perf_counter() - t0
             for post in posts:
                 t0 = time.perf_counter()
                 mask = post_processed(seg.mask, canonical, ornt, post)
-                key = str(threshold) if post == "none" else f"{threshold} {post}"
+                key = " ".join([str(threshold)] + ["tta"] * tta + [post] * (post != "none"))
                 row["by_threshold"][key] = scored(mask, truth, volume.spacing, spec.partial) | {
                     "seconds": seconds + time.perf_counter() - t0}
         loaded.card = base_card
@@ -119,13 +123,36 @@ def train_fold(train_specs, out: Path, args) -> tuple[object, float]:
 
     dataset = build_dataset(train_specs, out / "dataset.h5", seed=args.seed)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                         warmup_steps=min(100, args.epochs * args.steps_per_epoch // 10))
+                         warmup_steps=min(100, args.epochs * args.steps_per_epoch // 10),
+                         **recipe_overrides(args.set))
     t0 = time.perf_counter()
     result = train(dataset, config)
     seconds = time.perf_counter() - t0
     result.card.id = f"crossval-{out.name}"
     folder = save_model_folder(result, out / "model")
     return LoadedModel.from_folder(folder), seconds
+
+
+def recipe_overrides(pairs: list[str]) -> dict:
+    """``--set name=value`` pairs as ``TrainConfig`` fields, each value parsed as JSON (a
+    number, ``true``, ``[0.15, 0.6]``); an unknown field or a bad value stops the run."""
+    from dataclasses import fields
+
+    from spineseg.model.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"--set {pair!r}: expected name=value with a TrainConfig field name")
+        try:
+            overrides[name] = json.loads(value)
+        except ValueError as exc:
+            raise SystemExit(f"--set {pair!r}: the value is not JSON ({exc})") from exc
+        if isinstance(overrides[name], list):
+            overrides[name] = tuple(overrides[name])
+    return overrides
 
 
 def summary_lines(results: list[dict]) -> list[str]:
@@ -167,6 +194,9 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.5", help="comma-separated sigmoid thresholds to score")
     parser.add_argument("--postprocess", default="none",
                         help="comma-separated post-processing to score: none, fill, grow, fill+grow")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="a TrainConfig field of the recipe to cross-validate, e.g. dark_marrow_prob=0.25")
+    parser.add_argument("--tta", default="off", help="comma-separated off,on: score without / with the flip TTA")
     parser.add_argument("--saved", action="store_true", help="score the fold networks kept in --out (no training)")
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--summarise", action="store_true",
@@ -174,6 +204,8 @@ def main() -> None:
     parser.add_argument("--only-fold", default="", help="run one fold (its name, e.g. P1+P6)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
     args = parser.parse_args()
+    # The training loop logs each epoch (loss, seconds): the progress of a long run.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     if args.summarise:
         results = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/results.json"))]
@@ -185,11 +217,13 @@ def main() -> None:
     specs = read_manifest(args.manifest)
     thresholds = [float(t) for t in args.thresholds.split(",")]
     posts = args.postprocess.split(",")
+    ttas = tuple(dict.fromkeys(v.strip() == "on" for v in args.tta.split(",")))
     folds = [f for f in args.folds.split(",") if not args.only_fold or f == args.only_fold]
     patients = {s.patient for s in specs}
     results = []
     print(f"manifest {args.manifest} ({len(specs)} cases, patients {sorted(patients)}); schedule "
-          f"{args.epochs} x {args.steps_per_epoch} steps; folds {folds}", flush=True)
+          f"{args.epochs} x {args.steps_per_epoch} steps; recipe changes {recipe_overrides(args.set)}; "
+          f"folds {folds}", flush=True)
     for fold in folds:
         held_out = set(fold.split("+"))
         if not held_out <= patients:
@@ -205,7 +239,7 @@ def main() -> None:
             loaded, seconds = train_fold(train_specs, out, args)
         print(f"fold {fold}: trained on {sorted({s.patient for s in train_specs})} in {seconds / 60:.1f} min",
               flush=True)
-        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness, posts)
+        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness, posts, ttas)
         results.append({"fold": fold, "train_patients": sorted({s.patient for s in train_specs}),
                         "train_minutes": seconds / 60, "cases": cases})
         (out / "results.json").write_text(json.dumps(results[-1], indent=1))
@@ -213,6 +247,7 @@ def main() -> None:
     print("=== all folds ===")
     print("\n".join(summary_lines(results)))
     (args.out / "results.json").write_text(json.dumps({"schedule": [args.epochs, args.steps_per_epoch],
+                                                       "recipe_changes": args.set,
                                                        "manifest": str(args.manifest), "folds": results}, indent=1))
 
 

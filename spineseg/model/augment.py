@@ -1,6 +1,7 @@
 """Training-time augmentation (MONAI) of 2.5D slice stacks, aimed at robustness to scanners,
 crops and resolutions we never saw: geometry (rotation, scaling, shift, elastic, left-right
-flip), intensity (scale, shift, noise, blur), lower resolution, and lost slice context."""
+flip), intensity (scale, shift, noise, blur), lower resolution, lost slice context, and dark
+(osteoporotic-looking) marrow inside the labelled bone."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from monai.transforms import (
     RandShiftIntensityd,
     RandSimulateLowResolutiond,
 )
+from scipy import ndimage
 
 
 def build_augmentation(seed: int) -> Compose:
@@ -45,3 +47,23 @@ def drop_context(image: torch.Tensor, rng: np.random.Generator, prob: float) -> 
         centre = image[image.shape[0] // 2]
         return centre.expand_as(image).clone()
     return image
+
+
+def darken_marrow(stack: np.ndarray, spine: np.ndarray, factor: float, window: tuple[float, float],
+                  rim: int = 2) -> np.ndarray:
+    """Simulated osteoporosis: inside the labelled bone, at least ``rim`` voxels from its edge
+    (so the cortex stays), scale positive HU by ``factor`` (e.g. cancellous bone at 250 HU
+    becomes 60 HU at 0.25), in place on a normalised ``stack`` (C, H, W) with its slices'
+    ``spine`` masks (C, H, W). A network that has seen this keeps a dark vertebral body whole
+    instead of segmenting only its shell."""
+    low, high = window
+    zero = -low / (high - low)  # where 0 HU lands after normalisation
+    for channel, mask in zip(stack, spine, strict=True):
+        if not mask.any():
+            continue
+        interior = ndimage.binary_erosion(mask, iterations=rim)
+        values = channel[interior]
+        dense = values > zero
+        values[dense] = zero + (values[dense] - zero) * factor
+        channel[interior] = values
+    return stack

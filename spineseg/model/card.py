@@ -38,6 +38,8 @@ class ModelCard:
         elsewhere float32 runs, so no card can make a machine slower (bf16 autocast on a CPU
         without avx512_bf16/amx_bf16 is about ten times slower). The choice and its reason are
         logged and in the JSON summary; set a reduced format only after checking agreement.
+    tta_flip: test-time augmentation: the probabilities are the mean of the network's on the
+        slices and, mirrored back, on their left-right mirror images (twice the network time).
     training_run_id: the service's training run that produced this version (``None`` for
         versions trained elsewhere); the registry keeps at most one version per run.
     """
@@ -50,6 +52,7 @@ class ModelCard:
     threshold: float = 0.5
     min_component_ml: float = 1.0
     inference_dtype: str = "float32"  # a preference: see spineseg.model.precision
+    tta_flip: bool = False
     labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "spine"})
     parent_id: str | None = None
     created: str | None = None
@@ -74,6 +77,8 @@ class ModelCard:
         card = cls(**{k: v for k, v in data.items() if k in known})
         card.spacing_mm = tuple(float(v) for v in card.spacing_mm)  # type: ignore[assignment]
         card.window_hu = tuple(float(v) for v in card.window_hu)  # type: ignore[assignment]
+        if not isinstance(card.tta_flip, bool):
+            raise InputError(source, f"tta_flip must be true or false, not {card.tta_flip!r}")
         return card
 
     @classmethod

@@ -281,7 +281,11 @@ def predict_model_grid(
         stack = slice_stack(image, indices, card.context_slices)
         batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
         m = EDGE_MARGIN
-        probs = loaded.probabilities(batch)[:, 0, m:m + h, m:m + w]
+        probs = loaded.probabilities(batch)
+        if card.tta_flip:  # the left-right mirror (axis 0 of the RAS grid is R -> L), mirrored back
+            probs += loaded.probabilities(np.ascontiguousarray(batch[:, :, ::-1]))[:, :, ::-1]
+            probs *= 0.5
+        probs = probs[:, 0, m:m + h, m:m + w]
         out[:, :, indices] = probs.transpose(1, 2, 0)
         if progress:
             progress(float(indices[-1] + 1) / n_slices, "model")

@@ -24,7 +24,7 @@ from monai.losses import DiceCELoss
 
 from spineseg.imaging.io import load_labels, load_volume
 from spineseg.metrics import dice as dice_score
-from spineseg.model.augment import build_augmentation, drop_context
+from spineseg.model.augment import build_augmentation, darken_marrow, drop_context
 from spineseg.model.card import ModelCard, portable_manifest
 from spineseg.model.dataset import CaseArrays, load_dataset
 from spineseg.model.inference import LoadedModel, segment
@@ -50,6 +50,8 @@ class TrainConfig:
     spine_slice_fraction: float = 0.8
     drop_context_prob: float = 0.1
     tight_crop_prob: float = 0.15
+    dark_marrow_prob: float = 0.0  # chance of darken_marrow on a sample; off until cross-validation says
+    dark_marrow_factor: tuple[float, float] = (0.15, 0.6)  # its HU scale, drawn uniformly
     bf16: bool = False
     device: str = "auto"
     threads: int = 0
@@ -113,6 +115,7 @@ class SliceSampler:
         self.case_p = weights / weights.sum()
         self.images = [normalise_hu(c.image, card.window_hu) for c in self.cases]
         self.context = card.context_slices
+        self.window = card.window_hu
         self.config = config
         self.rng = rng
 
@@ -125,8 +128,11 @@ class SliceSampler:
         pool = with_spine if with_spine.size and rng.random() < cfg.spine_slice_fraction else valid
         k = int(rng.choice(pool))
         ks = np.clip(np.arange(k - self.context, k + self.context + 1), 0, image.shape[2] - 1)
-        stack = image[:, :, ks].transpose(2, 0, 1)  # (C, I, J)
+        stack = image[:, :, ks].transpose(2, 0, 1)  # (C, I, J), a copy (fancy indexing)
         label = case.mask[:, :, k][None].astype(np.float32)
+        if cfg.dark_marrow_prob and rng.random() < cfg.dark_marrow_prob:  # no draw when off: same stream
+            stack = darken_marrow(stack, case.mask[:, :, ks].transpose(2, 0, 1) > 0,
+                                  float(rng.uniform(*cfg.dark_marrow_factor)), self.window)
         return self._crop(stack, label, case.mask[:, :, k])
 
     def _crop(self, stack: np.ndarray, label: np.ndarray, mask2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -113,3 +113,25 @@ def test_components_far_from_the_spinal_axis_are_implausible() -> None:
     drop = implausible_components(fg, body, (1.5, 1.5, 2.5))
     assert drop[4, 32, 5] and not drop[50, 25, 5] and not drop[50, 42, 4]
     assert drop.sum() == 6 * 6 * 12
+
+
+def test_flip_tta_averages_the_slices_and_their_mirror_images(tiny_model: Path) -> None:
+    loaded = LoadedModel.from_folder(tiny_model, runtime="torch")
+    # 48 rows: with the 16-voxel air margin no padding is added at the end, so the mirrored
+    # batch is exactly the batch of the mirrored image.
+    image = np.random.default_rng(1).random((48, 40, 5)).astype(np.float32)
+    plain = predict_model_grid(loaded, image)
+    mirrored = predict_model_grid(loaded, np.ascontiguousarray(image[::-1]))[::-1]
+    assert np.abs(plain - mirrored).max() > 1e-3  # the tiny network is not symmetric by itself
+    loaded.card.tta_flip = True
+    tta = predict_model_grid(loaded, image)
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-5)
+
+
+def test_a_card_with_a_non_boolean_tta_setting_is_refused(tiny_model: Path) -> None:
+    from spineseg.errors import InputError
+    from spineseg.model.card import ModelCard
+
+    data = ModelCard.read(tiny_model / "card.json").__dict__ | {"tta_flip": "yes"}
+    with pytest.raises(InputError, match="tta_flip must be true or false"):
+        ModelCard.from_dict(data)
