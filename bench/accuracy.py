@@ -39,8 +39,8 @@ def split_of(card, case: str) -> str:
 def robustness_variants(volume, truth):
     """The same scan made unlike the training data: axes permuted and flipped, a handful of
     slices, thick anisotropic voxels, a tight crop, low-dose noise, 5 mm slices with a sharp
-    kernel's look, a field of view that ends inside a vertebra, and one 8-bit slice as the
-    paper used."""
+    kernel's look, a field of view that ends inside a vertebra, osteoporotic-looking (dark)
+    marrow, and one 8-bit slice as the paper used."""
     import nibabel as nib
     import numpy as np
 
@@ -78,6 +78,7 @@ def robustness_variants(volume, truth):
     top = _mid_vertebra_slice(truth)
     yield ("field of view ends mid-vertebra", Volume(volume.array[:, :, :top].copy(), volume.affine),
            truth[:, :, :top].copy())
+    yield "dark marrow (bone > 3 mm inside, HU x 0.25)", _dark_marrow(volume, truth), truth
     grey = np.clip(np.rint((volume.array[:, :, mid:mid + 1] + 1024) / 4095 * 255), 0, 255)
     yield ("one 8-bit slice (paper's input)",
            Volume((grey / 255 * 4095 - 1024).astype(np.float32), volume.affine @ _slice_shift(mid)),
@@ -96,6 +97,20 @@ def _thick_sharp(volume):
     array = thick.array.astype(np.float32)
     blurred = ndimage.gaussian_filter(array, sigma=(1.0, 1.0, 0.0))
     return type(volume)((array + 1.5 * (array - blurred)).astype(np.float32), thick.affine)
+
+
+def _dark_marrow(volume, truth):
+    """The scan with the labelled bone's interior (more than 3 mm from the label's edge, so
+    the cortex stays) at a quarter of its HU where positive: cancellous bone at 250 HU becomes
+    60 HU, as in the hollow-looking bodies of osteoporotic spines."""
+    import numpy as np
+    from scipy import ndimage
+
+    inside = ndimage.distance_transform_edt(truth > 0, sampling=volume.spacing) > 3.0
+    array = volume.array.astype(np.float32, copy=True)
+    dense = inside & (array > 0)
+    array[dense] *= 0.25
+    return type(volume)(array, volume.affine)
 
 
 def _mid_vertebra_slice(truth) -> int:
