@@ -81,3 +81,25 @@ def test_gzip_of_garbage_is_not_a_nifti(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b"hello, not an image" * 10))
     with pytest.raises(InputError, match=r"junk\.nii\.gz"):
         read_nifti_volume(path)
+
+
+def test_reading_a_nifti_needs_no_pydicom_and_keeps_dicom_extensions_as_bytes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    image = nib.Nifti1Image(np.zeros((6, 5, 4), dtype=np.int16), np.eye(4))
+    blob = b"not a DICOM header, but stored under its code " * 3
+    image.header.extensions.append(nib.nifti1.Nifti1Extension(2, blob))
+    nib.save(image, tmp_path / "ext.nii.gz")
+    code = (
+        "import sys\n"
+        "from spineseg.imaging.io import load_volume\n"
+        f"volume = load_volume({str(tmp_path / 'ext.nii.gz')!r})\n"
+        "print(volume.shape, 'pydicom' in sys.modules)\n"
+        "import nibabel, pydicom\n"
+        f"ext = nibabel.load({str(tmp_path / 'ext.nii.gz')!r}).header.extensions[0]\n"
+        f"print(ext.get_code(), ext.get_content() == {blob!r}, pydicom.Dataset.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split("\n")[:2] == ["(6, 5, 4) False", "2 True Dataset"]
