@@ -94,6 +94,15 @@ class ModelCard:
         return cls.from_dict(data, source=str(path))
 
 
+def size_multiple(architecture: dict[str, Any]) -> int:
+    """What the network's input height and width must be a multiple of: the product of its
+    strides (here, not in ``network``, so inference need not import torch to know it)."""
+    multiple = 1
+    for stride in architecture["strides"]:
+        multiple *= int(stride)
+    return multiple
+
+
 def case_relative(path: str, case_name: str) -> str:
     """A case file's name as a card records it: ``<case name>/<file or folder name>``, e.g.
     ``ts-abdomen/ct.nii.gz``; never the folder of the machine it was trained on."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spineseg.imaging.volume import Volume
-from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard, size_multiple
 from spineseg.model.onnx_export import file_sha256, onnx_cache_path
 from spineseg.model.postprocess import clear_outside, plausible_spine
 from spineseg.model.precision import FLOAT32, Precision
@@ -275,7 +275,7 @@ def predict_model_grid(
     card = loaded.card
     n_slices = image.shape[2]
     out = np.empty(image.shape, dtype=np.float32)
-    multiple = int(np.prod([int(v) for v in card.architecture["strides"]]))  # see network.size_multiple
+    multiple = size_multiple(card.architecture)
     for start in range(0, n_slices, batch_size):
         indices = np.arange(start, min(start + batch_size, n_slices))
         stack = slice_stack(image, indices, card.context_slices)

@@ -68,13 +68,6 @@ def build_monai_network(architecture: dict[str, Any]) -> torch.nn.Module:
     )
 
 
-def size_multiple(architecture: dict[str, Any]) -> int:
-    multiple = 1
-    for stride in architecture["strides"]:
-        multiple *= int(stride)
-    return multiple
-
-
 def save_weights(network: torch.nn.Module, path: Path) -> Path:
     """Write the state dict as float16 safetensors (atomically: temp file + rename)."""
     path = Path(path)
