@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from spineseg.errors import InputError
+from spineseg.model.unet2d import NORMS
 
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "name": "monai.UNet",
@@ -47,6 +48,11 @@ def build_network(architecture: dict[str, Any]) -> torch.nn.Module:
         "strides": tuple(int(s) for s in architecture["strides"]),
         "num_res_units": int(architecture.get("num_res_units", 2)),
     }
+    norm = architecture.get("norm", "instance")
+    if norm not in NORMS:
+        raise InputError("architecture.norm", f"unsupported norm {norm!r}; supported: {', '.join(NORMS)}")
+    if norm != "instance":
+        kwargs["norm"] = norm
     if spatial_dims == 2 and kwargs["num_res_units"] >= 1:
         from spineseg.model.unet2d import UNet2d
 
@@ -65,6 +71,7 @@ def build_monai_network(architecture: dict[str, Any]) -> torch.nn.Module:
         channels=tuple(int(c) for c in architecture["channels"]),
         strides=tuple(int(s) for s in architecture["strides"]),
         num_res_units=int(architecture.get("num_res_units", 2)),
+        norm=architecture.get("norm", "instance"),
     )
 
 

@@ -3,7 +3,8 @@
 MONAI's package import costs about three seconds of a command-line run, more than the network
 needs to segment a small CT; inference builds this module instead. It reproduces the layout
 of ``monai.networks.nets.UNet(spatial_dims=2, ...)`` with its defaults (kernel 3, up kernel 3,
-PReLU, instance norm without affine, "NDA" ordering, dropout 0, bias) so the same
+PReLU, instance norm without affine, "NDA" ordering, dropout 0, bias), or with
+``norm="batch"`` (MONAI's batch norm, affine, running statistics), so the same
 ``weights.safetensors`` load with ``strict=True`` and give the same outputs (tested against
 MONAI in ``tests/model/test_unet2d.py``):
 
@@ -25,14 +26,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+NORMS = ("instance", "batch")
+
 
 class _ADN(nn.Module):
-    """Instance norm (no affine) -> PReLU, named ``N`` and ``A`` as in MONAI (dropout 0 is the
-    identity and has no parameters, so it is left out)."""
+    """Norm -> PReLU, named ``N`` and ``A`` as in MONAI (dropout 0 is the identity and has no
+    parameters, so it is left out). Instance norm (MONAI's default, no affine) normalises each
+    slice by its own statistics, so a voxel's output depends on the whole field of view; batch
+    norm uses the statistics learnt in training, so the output depends only on the voxel's
+    neighbourhood."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: str = "instance") -> None:
         super().__init__()
-        self.N = nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        if norm == "batch":
+            self.N: nn.Module = nn.BatchNorm2d(channels)
+        else:
+            self.N = nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
         self.A = nn.PReLU(num_parameters=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,11 +51,11 @@ class _ADN(nn.Module):
 class _Convolution(nn.Module):
     """``conv`` then (unless ``conv_only``) ``adn``; (B, C_in, H, W) -> (B, C_out, H', W')."""
 
-    def __init__(self, conv: nn.Module, out_channels: int, *, conv_only: bool = False) -> None:
+    def __init__(self, conv: nn.Module, out_channels: int, *, conv_only: bool = False, norm: str = "instance") -> None:
         super().__init__()
         self.conv = conv
         if not conv_only:
-            self.adn = _ADN(out_channels)
+            self.adn = _ADN(out_channels, norm)
         self.conv_only = conv_only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +69,7 @@ class _ResidualUnit(nn.Module):
     (B, C_out, H / stride, W / stride)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int, subunits: int,
-                 last_conv_only: bool = False) -> None:
+                 last_conv_only: bool = False, norm: str = "instance") -> None:
         super().__init__()
         self.conv = nn.Sequential()
         channels, unit_stride = in_channels, stride
@@ -68,7 +77,7 @@ class _ResidualUnit(nn.Module):
         for index in range(subunits):
             conv = nn.Conv2d(channels, out_channels, 3, stride=unit_stride, padding=1)
             conv_only = last_conv_only and index == subunits - 1
-            self.conv.add_module(f"unit{index}", _Convolution(conv, out_channels, conv_only=conv_only))
+            self.conv.add_module(f"unit{index}", _Convolution(conv, out_channels, conv_only=conv_only, norm=norm))
             channels, unit_stride = out_channels, 1
         self.residual: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
@@ -96,10 +105,13 @@ class UNet2d(nn.Module):
     variant, 0, is not reproduced: ``build_network`` hands it to MONAI)."""
 
     def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 num_res_units: int = 2) -> None:
+                 num_res_units: int = 2, norm: str = "instance") -> None:
         super().__init__()
         if num_res_units < 1:
             raise ValueError("UNet2d needs num_res_units >= 1")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
+        self.norm = norm
         if len(channels) < 2 or len(strides) < len(channels) - 1:
             raise ValueError("need at least two channels and len(channels) - 1 strides")
         self.num_res_units = num_res_units
@@ -111,13 +123,13 @@ class UNet2d(nn.Module):
             inner = self._level(c, c, channels[1:], strides[1:], is_top=False)
             up_in = 2 * c
         else:
-            inner = _ResidualUnit(c, channels[1], stride=1, subunits=self.num_res_units)
+            inner = _ResidualUnit(c, channels[1], stride=1, subunits=self.num_res_units, norm=self.norm)
             up_in = c + channels[1]
-        down = _ResidualUnit(inc, c, stride=s, subunits=self.num_res_units)
+        down = _ResidualUnit(inc, c, stride=s, subunits=self.num_res_units, norm=self.norm)
         transposed = nn.ConvTranspose2d(up_in, outc, 3, stride=s, padding=1, output_padding=s - 1)
         up = nn.Sequential(
-            _Convolution(transposed, outc),
-            _ResidualUnit(outc, outc, stride=1, subunits=1, last_conv_only=is_top),
+            _Convolution(transposed, outc, norm=self.norm),
+            _ResidualUnit(outc, outc, stride=1, subunits=1, last_conv_only=is_top, norm=self.norm),
         )
         return nn.Sequential(down, _SkipConnection(inner), up)
 
