@@ -78,7 +78,7 @@ def robustness_variants(volume, truth):
     top = _mid_vertebra_slice(truth)
     yield ("field of view ends mid-vertebra", Volume(volume.array[:, :, :top].copy(), volume.affine),
            truth[:, :, :top].copy())
-    yield "dark marrow (bone > 3 mm inside, HU x 0.25)", _dark_marrow(volume, truth), truth
+    yield "dark marrow (inside 3 mm, HU x 0.25)", _dark_marrow(volume, truth), truth
     grey = np.clip(np.rint((volume.array[:, :, mid:mid + 1] + 1024) / 4095 * 255), 0, 255)
     yield ("one 8-bit slice (paper's input)",
            Volume((grey / 255 * 4095 - 1024).astype(np.float32), volume.affine @ _slice_shift(mid)),
