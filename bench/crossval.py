@@ -128,6 +128,8 @@ def train_fold(train_specs, out: Path, args) -> tuple[object, float]:
     t0 = time.perf_counter()
     result = train(dataset, config)
     seconds = time.perf_counter() - t0
+    if result.interrupted:  # SIGTERM / Ctrl-C: a half-trained network must not be scored as the fold's
+        raise SystemExit(f"fold {out.name}: training interrupted after {seconds / 60:.1f} min; not scored")
     result.card.id = f"crossval-{out.name}"
     folder = save_model_folder(result, out / "model")
     return LoadedModel.from_folder(folder), seconds
