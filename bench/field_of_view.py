@@ -4,9 +4,9 @@
 
 For each case of the manifest, the network runs on the model grid three ways and each mask
 (probability >= the card's threshold, before post-processing) is compared with the one from the
-whole plane: with the air around the body cut away (the crop starts on the network's stride grid
-and 16 voxels of air stay around it, as around every slice), and on a box around the spine that
-the whole-plane mask found, ``margin`` voxels larger on every side. A network whose outputs
+whole plane: with the air around the body cut away, and on a box around the spine that the
+whole-plane mask found, ``margin`` voxels larger on every side (both start on the network's
+stride grid; 16 voxels of air are added around them, as around every slice). A network whose outputs
 depend only on their neighbourhood (batch norm) gives Dice 1 for the air crop and close to 1 for
 a box wider than its receptive field; one that normalises by the slice's statistics (instance
 norm) does not. The seconds say what running on less than the plane would save.
@@ -80,8 +80,11 @@ def main() -> None:
         if plane.any():
             (i0, i1), (j0, j1) = _extent(plane, 0), _extent(plane, 1)
             for margin in (int(m) for m in args.margins.split(",")):
-                boxes[f"spine box + {margin} vox"] = (slice(max(i0 - margin, 0), min(i1 + margin, image.shape[0])),
-                                                      slice(max(j0 - margin, 0), min(j1 + margin, image.shape[1])))
+                # Starts on the stride grid, like the air crop: a strided network shifted by other
+                # amounts computes other features.
+                boxes[f"spine box + {margin} vox"] = (
+                    slice(max(i0 - margin, 0) // stride * stride, min(i1 + margin, image.shape[0])),
+                    slice(max(j0 - margin, 0) // stride * stride, min(j1 + margin, image.shape[1])))
         for name, box in boxes.items():
             probabilities, seconds = _on_box(loaded, image, box)
             mask = probabilities >= card.threshold
