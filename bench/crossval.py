@@ -17,8 +17,8 @@ A partially labelled case (the manifest's ``partial``, e.g. P3's T12 only) is sc
 the axial span of its labels; its precision still counts the unlabelled neighbours' bone
 there, so read its recall.
 
-The default schedule is the shipped model's (30 x 100 steps), about 80 min per fold on a
-quiet 2-core CPU: a GPU machine is the place for it. A short schedule says nothing about the
+The default schedule is the shipped model's (30 x 100 steps): about 20 min of training per fold
+on a quiet 2-core CPU (channels-last), plus a few minutes of scoring. A short schedule says nothing about the
 recipe: 8 x 50 steps gave Dice 0.41 and 0.38 on fold P1+P6, where the shipped model scores
 0.92 and 0.70 on the same cases (docs/accuracy.md).
 """
