@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from spineseg.errors import InputError
-from spineseg.model.unet2d import NORMS
+from spineseg.model.unet2d import NORMS, UNet2d
 
 DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "name": "monai.UNet",
@@ -54,8 +54,6 @@ def build_network(architecture: dict[str, Any]) -> torch.nn.Module:
     if norm != "instance":
         kwargs["norm"] = norm
     if spatial_dims == 2 and kwargs["num_res_units"] >= 1:
-        from spineseg.model.unet2d import UNet2d
-
         return UNet2d(**kwargs)
     return build_monai_network(architecture)
 
