@@ -1,7 +1,8 @@
 """``segment``: a CT ``Volume`` in, a spine ``Segmentation`` on the same grid out.
 
 Steps (each overridable by passing a different ``LoadedModel``): canonical orientation ->
-resample to the model's spacing -> HU window -> 2.5D U-Net over axial slices in batches ->
+resample to the model's spacing -> HU window -> 2.5D U-Net over axial slices in batches (on a
+box around the spine where the network allows it: ``spineseg.model.spine_box``) ->
 probabilities back on the input grid -> threshold -> drop small components.
 """
 
@@ -46,6 +47,7 @@ from spineseg.model.runtime import (
     sigmoid,
     time_call,
 )
+from spineseg.model.spine_box import MIN_SLICES, box_fraction, local_network, spine_box, survey_slices
 
 if TYPE_CHECKING:
     import torch
@@ -268,16 +270,19 @@ def _model_folder(model: str | Path | None) -> Path:
 
 
 def predict_model_grid(
-    loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None
+    loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None,
+    slices: np.ndarray | None = None, out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sigmoid probabilities (float32, same shape as ``image``) for a normalised volume on the
-    model grid, one axial slice at a time in batches."""
+    model grid, one axial slice at a time in batches: of every slice, or of ``slices`` only
+    (written into ``out`` when given, the other slices left as they are)."""
     card = loaded.card
     n_slices = image.shape[2]
-    out = np.empty(image.shape, dtype=np.float32)
+    todo = np.arange(n_slices) if slices is None else np.asarray(slices, dtype=np.intp)
+    out = np.empty(image.shape, dtype=np.float32) if out is None else out
     multiple = size_multiple(card.architecture)
-    for start in range(0, n_slices, batch_size):
-        indices = np.arange(start, min(start + batch_size, n_slices))
+    for start in range(0, todo.size, batch_size):
+        indices = todo[start:start + batch_size]
         stack = slice_stack(image, indices, card.context_slices)
         batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
         m = EDGE_MARGIN
@@ -288,8 +293,36 @@ def predict_model_grid(
         probs = probs[:, 0, m:m + h, m:m + w]
         out[:, :, indices] = probs.transpose(1, 2, 0)
         if progress:
-            progress(float(indices[-1] + 1) / n_slices, "model")
+            progress(float(start + indices.size) / todo.size, "model")
     return out
+
+
+def predict_around_spine(
+    loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None,
+) -> tuple[np.ndarray, float]:
+    """``predict_model_grid``, run on a box around the spine where the network allows it
+    (``spineseg.model.spine_box``): the survey slices on the whole plane, the others on the
+    box. Returns the probabilities and the share of the plane the other slices ran on (1: the
+    whole plane everywhere); outside the box they are 0."""
+    card, n_slices = loaded.card, image.shape[2]
+    if not local_network(card.architecture) or n_slices < MIN_SLICES:
+        return predict_model_grid(loaded, image, batch_size=batch_size, progress=progress), 1.0
+    survey = survey_slices(n_slices)
+    share = survey.size / n_slices  # of the slices: the progress of the survey
+
+    def scaled(low: float, high: float) -> Progress | None:
+        return (lambda f, stage: progress(low + (high - low) * f, stage)) if progress else None
+
+    out = np.zeros(image.shape, dtype=np.float32)
+    predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(0.0, share), slices=survey, out=out)
+    box = spine_box(out[:, :, survey] >= card.threshold, size_multiple(card.architecture))
+    rest = np.setdiff1d(np.arange(n_slices), survey)
+    if box is None:  # no spine surveyed, or it spans most of the plane: the whole plane
+        predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(share, 1.0), slices=rest, out=out)
+        return out, 1.0
+    predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(share, 1.0), slices=rest,
+                       out=out[box])
+    return out, box_fraction(box, image.shape[:2])
 
 
 def normalised_level(hu: float, window: tuple[float, float]) -> float:
@@ -317,7 +350,8 @@ def segment(
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    probs_model = predict_model_grid(loaded, prepared.image, batch_size=batch_size, progress=progress)
+    probs_model, plane_share = predict_around_spine(loaded, prepared.image, batch_size=batch_size,
+                                                    progress=progress)
     timings["model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -330,7 +364,7 @@ def segment(
     mask = mask_on_input_grid(probs_model, prepared, card.threshold)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    inference = loaded.inference
+    inference = loaded.inference | {"plane_share": round(plane_share, 3)}
     log.info("segmented %s with %s in %.2fs (%s, %s, %s)", Path(volume.provenance.source).name or "a volume",
              card.id or "the model being trained", timings["total"], loaded.device, loaded.precision.name,
              loaded.runtime.name)

@@ -1,0 +1,56 @@
+"""Where on each axial plane the network needs to run: a box around the spine.
+
+A CT plane is mostly air, table, organs and muscle; the spine fills 10-50 % of a box around
+the body. A network whose output at a voxel depends only on its receptive field (batch norm;
+instance norm ties every output to the whole plane's statistics) can run on a box around the
+spine with some margin and agree with the whole plane on nearly every voxel
+(``bench/field_of_view.py``). The box comes from a survey: the whole plane on every
+``SURVEY_EVERY``-th slice; the other slices run on the box that the survey's spine spans,
+``BOX_MARGIN`` voxels larger on every side, starting on the network's stride grid (a strided
+network shifted by other amounts computes other features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SURVEY_EVERY = 4  # every 4th model-grid slice (10 mm at 2.5 mm) runs on the whole plane
+BOX_MARGIN = 32  # model-grid voxels (48 mm at 1.5 mm) around the surveyed spine
+MIN_SLICES = 16  # fewer slices than this: the whole plane everywhere (the survey would not pay)
+MAX_BOX_FRACTION = 0.8  # a box this large saves too little to risk the edge effects
+
+
+def local_network(architecture: dict[str, Any]) -> bool:
+    """Whether each output voxel depends on its neighbourhood only (not on the whole plane)."""
+    return architecture.get("norm", "instance") == "batch"
+
+
+def survey_slices(n_slices: int) -> np.ndarray:
+    """The slices that run on the whole plane: every ``SURVEY_EVERY``-th and the last."""
+    return np.unique(np.r_[np.arange(0, n_slices, SURVEY_EVERY), n_slices - 1])
+
+
+def spine_box(found: np.ndarray, stride: int, margin: int = BOX_MARGIN) -> tuple[slice, slice] | None:
+    """The in-plane box of ``found`` (bool (I, J, S), the survey's mask) grown by ``margin`` and
+    started on the ``stride`` grid; ``None`` when the survey found nothing or the box would
+    cover more than ``MAX_BOX_FRACTION`` of the plane."""
+    if not found.any():
+        return None
+    box = []
+    for axis, size in ((0, found.shape[0]), (1, found.shape[1])):
+        present = np.flatnonzero(found.any(axis=tuple(a for a in range(3) if a != axis)))
+        start = max(int(present[0]) - margin, 0) // stride * stride
+        box.append(slice(start, min(int(present[-1]) + 1 + margin, size)))
+    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    if area > MAX_BOX_FRACTION * found.shape[0] * found.shape[1]:
+        return None
+    return box[0], box[1]
+
+
+def box_fraction(box: tuple[slice, slice] | None, plane: tuple[int, int]) -> float:
+    """The share of the plane a box covers (1 for no box: the whole plane)."""
+    if box is None:
+        return 1.0
+    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start) / (plane[0] * plane[1])

@@ -1,0 +1,90 @@
+"""Running the network on a box around the spine (``spineseg.model.spine_box``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spineseg.model.inference import LoadedModel, predict_around_spine, predict_model_grid, segment
+from spineseg.model.preprocess import prepare_volume
+from spineseg.model.spine_box import BOX_MARGIN, MAX_BOX_FRACTION, spine_box, survey_slices
+from tests.conftest import make_phantom
+
+
+class LocalBlur(torch.nn.Module):
+    """A network whose output at a voxel depends on its 5 x 5 neighbourhood only: the logit of
+    the centre channel's local mean (bone, 700 HU, maps above 0.5; soft tissue below)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.nn.functional.avg_pool2d(x[:, 1:2], 5, stride=1, padding=2, count_include_pad=True)
+        return torch.logit(mean.clamp(1e-4, 1 - 1e-4))
+
+
+def _local_model(tiny_model: Path, norm: str = "batch") -> LoadedModel:
+    loaded = LoadedModel.from_folder(tiny_model, runtime="torch")
+    loaded.network = LocalBlur()
+    loaded.card.architecture = loaded.card.architecture | {"norm": norm}
+    return loaded
+
+
+def test_survey_slices_cover_both_ends_at_a_fixed_step() -> None:
+    assert survey_slices(10).tolist() == [0, 4, 8, 9]
+    assert survey_slices(9).tolist() == [0, 4, 8]
+
+
+def test_the_box_grows_by_the_margin_and_starts_on_the_stride_grid() -> None:
+    found = np.zeros((300, 260, 3), dtype=bool)
+    found[150:170, 100:141, 1] = True
+    found[160:175, 120:130, 2] = True
+    rows, cols = spine_box(found, stride=16, margin=BOX_MARGIN)
+    assert rows == slice((150 - BOX_MARGIN) // 16 * 16, 175 + BOX_MARGIN)
+    assert cols == slice((100 - BOX_MARGIN) // 16 * 16, 141 + BOX_MARGIN)
+    assert rows.start % 16 == 0 and cols.start % 16 == 0
+    found[5, 5, 0] = True  # clipped at the plane's edges
+    assert spine_box(found, stride=16, margin=BOX_MARGIN)[0] == slice(0, 175 + BOX_MARGIN)
+
+
+def test_no_box_without_a_spine_or_when_it_would_cover_most_of_the_plane() -> None:
+    found = np.zeros((100, 100, 2), dtype=bool)
+    assert spine_box(found, stride=16) is None
+    found[10, 10, 0] = found[95, 95, 1] = True  # the box: rows and columns 0 (the stride grid) to 96
+    assert 96 * 96 > MAX_BOX_FRACTION * 100 * 100 and spine_box(found, stride=16, margin=0) is None
+    found[95, 95, 1], found[60, 60, 1] = False, True  # 64 x 64 = 41 % of the plane: a box
+    assert spine_box(found, stride=16, margin=0) == (slice(0, 61), slice(0, 61))
+
+
+def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_model: Path) -> None:
+    phantom, column = make_phantom(shape=(240, 220, 40), spacing=(1.5, 1.5, 2.5))
+    loaded = _local_model(tiny_model)
+    image = prepare_volume(phantom, loaded.card.spacing_mm, loaded.card.window_hu).image
+    whole = predict_model_grid(loaded, image)
+    boxed, share = predict_around_spine(loaded, image)
+    assert 0.1 < share < 0.5
+    survey = survey_slices(image.shape[2])
+    np.testing.assert_array_equal(boxed[:, :, survey], whole[:, :, survey])
+    others = np.setdiff1d(np.arange(image.shape[2]), survey)
+    ran = boxed[:, :, others] > 0
+    assert not ran.all() and ran.any()  # zero outside the box
+    # Inside the box the outputs agree but for the 2 voxels next to its edges (air padding there).
+    rows, cols = np.flatnonzero(ran.any(axis=(1, 2))), np.flatnonzero(ran.any(axis=(0, 2)))
+    inner = (slice(rows[0] + 2, rows[-1] - 1), slice(cols[0] + 2, cols[-1] - 1))
+    np.testing.assert_allclose(boxed[inner][:, :, others], whole[inner][:, :, others], atol=1e-6)
+    assert ((boxed >= 0.5) == (whole >= 0.5)).all()
+    seg, on_plane = segment(phantom, loaded), segment(phantom, _local_model(tiny_model, norm="instance"))
+    assert seg.inference["plane_share"] == round(share, 3) and on_plane.inference["plane_share"] == 1.0
+    np.testing.assert_array_equal(seg.mask, on_plane.mask)
+    assert abs(int(seg.mask.sum()) - int(column.sum())) < 0.1 * column.sum()
+
+
+def test_a_plane_normalising_network_and_a_scan_without_spine_use_the_whole_plane(tiny_model: Path) -> None:
+    phantom, _ = make_phantom(shape=(240, 220, 40), spacing=(1.5, 1.5, 2.5))
+    instance = _local_model(tiny_model, norm="instance")
+    image = prepare_volume(phantom, instance.card.spacing_mm, instance.card.window_hu).image
+    probabilities, share = predict_around_spine(instance, image)
+    assert share == 1.0
+    np.testing.assert_array_equal(probabilities, predict_model_grid(instance, image))
+    no_bone = np.minimum(image, 0.4)  # soft tissue at most: nothing above the threshold
+    probabilities, share = predict_around_spine(_local_model(tiny_model), no_bone)
+    assert share == 1.0 and probabilities.max() < 0.5
