@@ -90,11 +90,13 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def run_cli(path: Path, out_dir: Path, model: str | None, code: Path | None) -> dict:
+def run_cli(path: Path, out_dir: Path, model: str | None, code: Path | None, data_dir: Path | None = None) -> dict:
     """One ``spineseg segment`` subprocess: wall seconds, its own peak RSS, summary timings."""
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = str(code)
+    if data_dir is not None:
+        env["SPINESEG_DATA_DIR"] = str(data_dir)
     mask, summary = out_dir / "mask.nii.gz", out_dir / "summary.json"
     cmd = [sys.executable, "-m", "spineseg.cli.main", "segment", str(path), "-o", str(mask), "--summary", str(summary)]
     if model:
@@ -112,7 +114,7 @@ def run_cli(path: Path, out_dir: Path, model: str | None, code: Path | None) -> 
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "segment_s": timings.get("total", float("nan")),
             **{f"{s}_s": timings.get(s, float("nan")) for s in STAGES},
             "read_s": cli.get("read", float("nan")), "write_s": cli.get("write_mask", float("nan")),
-            "inference": data.get("inference", {}), "mask_path": str(mask)}
+            "inference": data.get("inference", {}), "mask_path": str(mask), "model_id": data.get("model_id")}
 
 
 def _in_process(path: str, mask: str, model: str | None) -> dict:
@@ -221,12 +223,17 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    tmp = tempfile.TemporaryDirectory()
+    tmp_dir = Path(tmp.name)
+    if args.model is None:  # each checkout runs its own shipped default, in a registry of its own
+        os.environ["SPINESEG_DATA_DIR"] = str(tmp_dir / "data-new")
+
     print(f"CPU {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; load average {load_average()}")
     print(_in_fresh_process(dtype_report, args.model))
     wanted = set(args.cases.split(","))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_dir = Path(tmp)
+    old_data = tmp_dir / "data-old" if args.model is None else None
+    with tmp:
         cases = []
         for n in (300, 1000):
             if str(n) in wanted:
@@ -255,11 +262,14 @@ def main() -> None:
                 for label in runs:  # alternate old and new so the load hits both alike
                     out = tmp_dir / f"{index}-{label}-{rep}"
                     out.mkdir()
-                    runs[label].append(run_cli(path, out, args.model, args.baseline if label == "old" else None))
+                    runs[label].append(run_cli(path, out, args.model, args.baseline if label == "old" else None,
+                                               old_data if label == "old" else None))
             new = _median_run(runs["new"])
             inproc = run_in_process(path, tmp_dir / f"{index}-new-0", args.model)
             slices = inproc["slices"]
-            print(f"{name} {tuple(inproc['shape'])} ({new['inference'].get('dtype', '?')}), load {load_average()}:")
+            print(f"{name} {tuple(inproc['shape'])} ({new['model_id']}, {new['inference'].get('dtype', '?')}, "
+                  f"network on {new['inference'].get('plane_share', 1.0):.0%} of the plane off the survey slices), "
+                  f"load {load_average()}:")
             print(f"  cli        {new['wall_s']:.2f} s wall = {new['wall_s'] / slices * 1000:.1f} ms/slice, "
                   f"peak RSS {new['peak_rss_mb']:.0f} MB; {_stages(new)}; "
                   f"start-up+rest {new['wall_s'] - new['read_s'] - new['segment_s'] - new['write_s']:.2f}")
@@ -284,8 +294,8 @@ def main() -> None:
             if args.baseline:
                 old = _median_run(runs["old"])
                 ratios = ", ".join(f"{k} {new[f'{k}_s'] / old[f'{k}_s']:.2f}" for k in STAGES if old[f"{k}_s"] > 0)
-                print(f"  baseline   {old['wall_s']:.2f} s wall, peak RSS {old['peak_rss_mb']:.0f} MB; "
-                      f"{_stages(old)}")
+                print(f"  baseline   {old['model_id']}: {old['wall_s']:.2f} s wall, "
+                      f"peak RSS {old['peak_rss_mb']:.0f} MB; {_stages(old)}")
                 print(f"  new/old    wall {new['wall_s'] / old['wall_s']:.2f}, peak RSS "
                       f"{new['peak_rss_mb'] / old['peak_rss_mb']:.2f}, {ratios}; mask Dice agreement "
                       f"{_in_fresh_process(mask_agreement, new['mask_path'], old['mask_path']):.6f}")
