@@ -159,7 +159,9 @@ def recipe_overrides(pairs: list[str]) -> dict:
 
 def summary_lines(results: list[dict]) -> list[str]:
     lines = []
-    keys = list(results[0]["cases"][0]["by_threshold"]) if results and results[0]["cases"] else []
+    rows = [row for fold in results for row in fold["cases"]]
+    # Folds run separately may have scored different settings: the table shows those they share.
+    keys = [k for k in (rows[0]["by_threshold"] if rows else {}) if all(k in r["by_threshold"] for r in rows)]
     for key in keys:
         lines.append(f"threshold {key}:")
         lines.append(f"  {'fold':12} {'case':18} {'dice':>6} {'prec':>6} {'recall':>6} {'hd95mm':>7} {'s':>6}")
@@ -186,6 +188,26 @@ def summary_lines(results: list[dict]) -> list[str]:
     return lines
 
 
+def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
+    """The folds' held-out figures at one scoring (``key`` of ``by_threshold``) as a model card
+    records them: per case, the mean and SD of the fully labelled cases, and each robustness
+    variant's mean Dice."""
+    cases = {row["case"]: {"patient": row["patient"], "fold": fold["fold"], "partial": row["partial"]}
+             | {k: round(row["by_threshold"][key][k], 4) for k in ("dice", "precision", "recall", "hd95_mm")}
+             for fold in results for row in fold["cases"]}
+    full = [c["dice"] for c in cases.values() if not c["partial"]]
+    variants: dict[str, list[float]] = {}
+    for fold in results:
+        for row in fold["cases"]:
+            for name, m in row.get("robustness", {}).items():
+                variants.setdefault(name, []).append(m["dice"])
+    return {"scoring": key, "folds": [f["fold"] for f in results], "cases": cases,
+            "mean_dice": round(statistics.mean(full), 4) if full else None,
+            "sd_dice": round(statistics.stdev(full), 4) if len(full) >= 2 else None,
+            "robustness_mean_dice": {name: {"mean": round(statistics.mean(v), 4), "cases": len(v)}
+                                     for name, v in variants.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=REPO / "training" / "default_manifest.csv")
@@ -203,6 +225,9 @@ def main() -> None:
     parser.add_argument("--no-robustness", action="store_true")
     parser.add_argument("--summarise", action="store_true",
                         help="print the table of the folds' results.json in --out (folds run as separate processes)")
+    parser.add_argument("--expected-accuracy", type=Path, metavar="JSON",
+                        help="with --summarise: also write the figures a model card records "
+                             "(training/default_expected_accuracy.json for the shipped default)")
     parser.add_argument("--only-fold", default="", help="run one fold (its name, e.g. P1+P6)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
     args = parser.parse_args()
@@ -212,6 +237,11 @@ def main() -> None:
     if args.summarise:
         results = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/results.json"))]
         print("\n".join(summary_lines(results)))
+        if args.expected_accuracy:
+            summary = expected_accuracy(results)
+            summary["source"] = f"python bench/crossval.py --summarise --out {args.out}"
+            args.expected_accuracy.write_text(json.dumps(summary, indent=1) + "\n")
+            print(f"expected accuracy written to {args.expected_accuracy}")
         return
 
     from spineseg.model.dataset import read_manifest
