@@ -9,7 +9,9 @@ whole-plane mask found, ``margin`` voxels larger on every side (both start on th
 stride grid; 16 voxels of air are added around them, as around every slice). A network whose outputs
 depend only on their neighbourhood (batch norm) gives Dice 1 for the air crop and close to 1 for
 a box wider than its receptive field; one that normalises by the slice's statistics (instance
-norm) does not. The seconds say what running on less than the plane would save.
+norm) does not. The seconds say what running on less than the plane would save. The last row
+per case, "survey + box", is what ``segment`` runs (``predict_around_spine``: every 4th slice on
+the whole plane, the others on the surveyed spine's box).
 """
 
 from __future__ import annotations
@@ -55,7 +57,13 @@ def main() -> None:
     from spineseg.imaging.io import load_volume
     from spineseg.model.card import size_multiple
     from spineseg.model.dataset import read_manifest
-    from spineseg.model.inference import BODY_HU, normalised_level, predict_model_grid, resolve_loaded_model
+    from spineseg.model.inference import (
+        BODY_HU,
+        normalised_level,
+        predict_around_spine,
+        predict_model_grid,
+        resolve_loaded_model,
+    )
     from spineseg.model.preprocess import prepare_volume
 
     loaded = resolve_loaded_model(args.model)
@@ -91,6 +99,11 @@ def main() -> None:
             area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start) / (image.shape[0] * image.shape[1])
             print(f"{'':18} {'':16} {name:22} {area:5.2f} {seconds:7.2f} {_dice(plane, mask):13.5f} "
                   f"{int((plane != mask).sum()):8d}", flush=True)
+        t0 = time.perf_counter()
+        probabilities, share = predict_around_spine(loaded, image)
+        seconds, mask = time.perf_counter() - t0, probabilities >= card.threshold
+        print(f"{'':18} {'':16} {'survey + box':22} {share:5.2f} {seconds:7.2f} {_dice(plane, mask):13.5f} "
+              f"{int((plane != mask).sum()):8d}", flush=True)
 
 
 if __name__ == "__main__":
