@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
 from spineseg.model.card import ModelCard
-from spineseg.registry import Registry, open_registry
+from spineseg.registry import Registry, add_shipped_defaults, open_registry
 
 _DICE_KEYS = ("val_dice", "validation_dice", "dice_val")
 _DICE_GROUPS = ("val", "validation")
@@ -189,6 +189,16 @@ def import_model(args: argparse.Namespace) -> int:
 
 
 @_os_errors_as_input_errors
+def add_shipped(args: argparse.Namespace) -> int:
+    added = add_shipped_defaults(_registry())
+    if not added:
+        sys.stdout.write("the registry already holds the shipped default model and its predecessors\n")
+    for model in added:
+        sys.stdout.write(f"added {model.id} (not production: `spineseg models promote {model.id}` to use it)\n")
+    return 0
+
+
+@_os_errors_as_input_errors
 def show_history(args: argparse.Namespace) -> int:
     events = _registry().history()
     if not events:
@@ -237,5 +247,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("file", metavar="FILE")
     imported.add_argument("--promote", action="store_true", help="also make it the production model")
     imported.set_defaults(func=import_model)
+
+    actions.add_parser("add-shipped", help="add this release's default model (and its predecessors) to a "
+                       "registry made by an older release").set_defaults(func=add_shipped)
 
     actions.add_parser("history", help="promotions and rollbacks with who and when").set_defaults(func=show_history)

@@ -40,6 +40,12 @@ class ModelCard:
         logged and in the JSON summary; set a reduced format only after checking agreement.
     tta_flip: test-time augmentation: the probabilities are the mean of the network's on the
         slices and, mirrored back, on their left-right mirror images (twice the network time).
+    parent_id: the version this one was fine-tuned from (``None``: trained from scratch).
+    predecessor_id: the version this one replaces as the shipped default, whatever it was
+        trained from (the registry keeps both; ``spineseg.registry.lookup``).
+    metrics: what training measured (``val_dice``) and, for a shipped default,
+        ``cross_validation``: its recipe's accuracy on patients it did not see, its expected
+        accuracy (``scripts/expected_accuracy.py``).
     training_run_id: the service's training run that produced this version (``None`` for
         versions trained elsewhere); the registry keeps at most one version per run.
     """
@@ -55,6 +61,7 @@ class ModelCard:
     tta_flip: bool = False
     labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "spine"})
     parent_id: str | None = None
+    predecessor_id: str | None = None
     created: str | None = None
     code_version: str | None = None
     dataset: dict[str, Any] = field(default_factory=dict)

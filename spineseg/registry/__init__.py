@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from spineseg.registry.lookup import (
     NO_MODEL_MESSAGE,
+    add_shipped_defaults,
     ensure_default_registered,
     open_registry,
     resolve_model,
@@ -25,6 +26,7 @@ __all__ = [
     "RegisteredModel",
     "Registry",
     "RegistryEvent",
+    "add_shipped_defaults",
     "ensure_default_registered",
     "open_registry",
     "resolve_model",

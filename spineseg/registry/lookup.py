@@ -17,6 +17,7 @@ from spineseg.registry.version import RegisteredModel
 log = logging.getLogger(__name__)
 
 DEFAULT_ACTOR = "default"
+PREDECESSORS_DIR = "predecessors"
 NO_MODEL_MESSAGE = (
     "no trained model is installed: train one with `spineseg train` "
     "or import one with `spineseg models import`"
@@ -25,7 +26,8 @@ NO_MODEL_MESSAGE = (
 
 def shipped_default_dir() -> Path:
     """Where the package keeps its default model (``spineseg/default_model/``); the folder
-    may be absent (no default trained yet)."""
+    may be absent (no default trained yet). Earlier defaults it replaced lie in its
+    ``predecessors/<version id>/`` folders."""
     return Path(__file__).resolve().parents[1] / "default_model"
 
 
@@ -36,22 +38,59 @@ def _read_card(folder: Path) -> ModelCard:
         raise InputError(folder / CARD_FILE, f"model card has malformed fields ({exc})") from exc
 
 
-def ensure_default_registered(registry: Registry, default_dir: Path | None = None) -> RegisteredModel | None:
-    """Register the shipped default model as production when the registry holds no version.
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / CARD_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
 
-    ``default_dir`` defaults to ``shipped_default_dir()``. Returns the new version, or
-    ``None`` when nothing was done (registry not empty, or no default folder with both files).
+
+def shipped_predecessors(default_dir: Path) -> list[Path]:
+    """The model folders of the defaults that ``default_dir``'s model replaced, oldest first."""
+    folder = default_dir / PREDECESSORS_DIR
+    found = [f for f in folder.iterdir() if _is_model_folder(f)] if folder.is_dir() else []
+    return sorted(found, key=lambda f: (_read_card(f).created or "", f.name))
+
+
+def _register_shipped(registry: Registry, folder: Path, *, make_production: bool) -> list[RegisteredModel]:
+    """Register the shipped default in ``folder`` and its predecessors, oldest first, each one
+    the registry lacks; the default becomes production when ``make_production``. The caller
+    holds the registry's mutation lock."""
+    card = _read_card(folder)
+    present = set(registry.version_ids())
+    added = [registry.register(earlier / WEIGHTS_FILE, _read_card(earlier), actor=DEFAULT_ACTOR)
+             for earlier in shipped_predecessors(folder) if earlier.name not in present | {card.id}]
+    if card.id not in present:
+        added.append(registry.register(folder / WEIGHTS_FILE, card, make_production=make_production,
+                                       actor=DEFAULT_ACTOR))
+    return added
+
+
+def ensure_default_registered(registry: Registry, default_dir: Path | None = None) -> RegisteredModel | None:
+    """Register the shipped default model as production when the registry holds no version,
+    after the earlier defaults it replaced (not production: there to compare or roll back to).
+
+    ``default_dir`` defaults to ``shipped_default_dir()``. Returns the new production version,
+    or ``None`` when nothing was done (registry not empty, or no default folder with both
+    files). A registry that has versions is left alone: its users chose what it holds
+    (``add_shipped_defaults`` adds a newer shipped default to it).
     """
     folder = shipped_default_dir() if default_dir is None else Path(default_dir)
-    if not ((folder / CARD_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()):
+    if not _is_model_folder(folder):
         return None
     with registry.mutation_lock():
         if registry.version_ids():
             return None
-        card = _read_card(folder)
-        model = registry.register(folder / WEIGHTS_FILE, card, make_production=True, actor=DEFAULT_ACTOR)
+        model = _register_shipped(registry, folder, make_production=True)[-1]
     log.info("registered the shipped default model as %s (production)", model.id)
     return model
+
+
+def add_shipped_defaults(registry: Registry, default_dir: Path | None = None) -> list[RegisteredModel]:
+    """Add the shipped default and its predecessors that ``registry`` lacks, none of them as
+    production (``spineseg models add-shipped``: a registry made by an older release)."""
+    folder = shipped_default_dir() if default_dir is None else Path(default_dir)
+    if not _is_model_folder(folder):
+        raise ModelNotFoundError(f"this installation ships no default model ({folder} holds no {CARD_FILE})")
+    with registry.mutation_lock():
+        return _register_shipped(registry, folder, make_production=False)
 
 
 def open_registry(settings: Settings | None = None, *, default_dir: Path | None = None) -> Registry:

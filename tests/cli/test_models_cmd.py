@@ -128,6 +128,31 @@ def test_promote_rollback_show_and_history(two_versions: Registry, capsys: pytes
     assert rows[2][3].startswith("back to a: Dice 0.8100")
 
 
+def test_add_shipped_brings_a_newer_default_into_a_registry_of_an_older_release(
+    two_versions: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_versions.promote("a")
+    shipped = tmp_path / "default_model"
+    (shipped / "predecessors" / "default-v1").mkdir(parents=True)
+    _tiny_weights(shipped / WEIGHTS_FILE, 8)
+    (shipped / CARD_FILE).write_text(_card("default-v2").to_json())
+    _tiny_weights(shipped / "predecessors" / "default-v1" / WEIGHTS_FILE, 7)
+    (shipped / "predecessors" / "default-v1" / CARD_FILE).write_text(_card("default-v1").to_json())
+    monkeypatch.setattr(lookup, "shipped_default_dir", lambda: shipped)
+
+    code, out, _ = run(capsys, "add-shipped")
+    assert code == 0 and "added default-v1" in out and "added default-v2" in out
+    assert two_versions.version_ids() == ["a", "b", "default-v1", "default-v2"]
+    assert two_versions.production_id() == "a"  # the users' choice stands
+    code, out, _ = run(capsys, "add-shipped")
+    assert code == 0 and "already holds" in out and len(two_versions.version_ids()) == 4
+
+
+def test_add_shipped_without_a_shipped_default_says_so(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "add-shipped")
+    assert code != 0 and "ships no default model" in err
+
+
 def test_export_then_import_into_another_data_dir(
     two_versions: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
