@@ -28,6 +28,9 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "channels": [16, 32, 64, 128, 256],
     "strides": [2, 2, 2, 2],
     "num_res_units": 2,
+    # Batch norm, not MONAI's default instance norm: each voxel's output then depends on its
+    # receptive field only, not on the whole field of view (docs/accuracy.md, cross-validation).
+    "norm": "batch",
 }
 SUPPORTED = ("monai.UNet",)
 

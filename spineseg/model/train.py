@@ -50,7 +50,7 @@ class TrainConfig:
     spine_slice_fraction: float = 0.8
     drop_context_prob: float = 0.1
     tight_crop_prob: float = 0.15
-    dark_marrow_prob: float = 0.0  # chance of darken_marrow on a sample; off until cross-validation says
+    dark_marrow_prob: float = 0.25  # chance of darken_marrow on a sample (chosen by cross-validation)
     dark_marrow_factor: tuple[float, float] = (0.15, 0.6)  # its HU scale, drawn uniformly
     bf16: bool = False
     device: str = "auto"

@@ -10,7 +10,7 @@ from registry_helpers import flip_byte, make_card, write_tiny_weights
 
 from spineseg.config import Settings
 from spineseg.errors import InputError, IntegrityError, ModelNotFoundError
-from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, sha256_file
+from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file
 from spineseg.registry import (
     NO_MODEL_MESSAGE,
     RegisteredModel,
@@ -49,6 +49,31 @@ def test_empty_registry_gets_the_shipped_default_as_production(settings: Setting
     # Opening again does not register it twice.
     again = open_registry(settings, default_dir=shipped)
     assert again.version_ids() == ["default-v1"] and len(again.history()) == 1
+
+
+def test_an_empty_registry_also_gets_the_defaults_the_shipped_one_replaced(
+    settings: Settings, tmp_path: Path
+) -> None:
+    shipped = _model_folder(tmp_path / "default_model", "default-v2", seed=4)
+    _model_folder(shipped / "predecessors" / "default-v1", "default-v1", seed=3)
+    (shipped / "predecessors" / "not-a-model").mkdir()  # a folder without both files is skipped
+    registry = open_registry(settings, default_dir=shipped)
+
+    assert registry.version_ids() == ["default-v1", "default-v2"]
+    assert registry.production_id() == "default-v2"
+    assert [m.id for m in registry.list_versions()] == ["default-v1", "default-v2"]  # oldest first
+    assert registry.get("default-v1").card.weights_sha256 == sha256_file(
+        shipped / "predecessors" / "default-v1" / WEIGHTS_FILE)
+    assert [(e.action, e.actor, e.version_id) for e in registry.history()] == [("promote", "default", "default-v2")]
+    assert open_registry(settings, default_dir=shipped).version_ids() == ["default-v1", "default-v2"]
+
+
+def test_the_package_ships_its_default_with_its_predecessor() -> None:
+    default = Path(lookup.__file__).resolve().parents[1] / "default_model"  # the fixtures hide it
+    card = ModelCard.read(default / CARD_FILE)
+    predecessors = [f.name for f in lookup.shipped_predecessors(default)]
+    assert card.predecessor_id in predecessors and card.id not in predecessors
+    assert card.metrics["cross_validation"]["cases"], "the shipped card records its expected accuracy"
 
 
 def test_default_is_found_through_the_package_lookup(

@@ -49,7 +49,7 @@ def test_from_serve_to_a_logged_in_result_page(server: LiveServer, browser, shar
     last = lines[-1]
     link = LINK.search(last)
     assert link, f"the last start-up line is not the first-run link:\n{chr(10).join(lines)}"
-    assert f"data: {server.data_dir}" in last and "model: spineseg-default-v1" in last
+    assert f"data: {server.data_dir}" in last and "model: spineseg-default-v2" in last
     assert "queue: SQLite" in last and "database: sqlite:///" in last
     assert not [line for line in lines if "alembic" in line], "library noise in the start-up log"
     assert sum("token=" in line for line in lines) == 1  # printed once
