@@ -56,7 +56,7 @@ def test_no_box_without_a_spine_or_when_it_would_cover_most_of_the_plane() -> No
 
 
 def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_model: Path) -> None:
-    phantom, column = make_phantom(shape=(240, 220, 40), spacing=(1.5, 1.5, 2.5))
+    phantom, column = make_phantom(shape=(400, 380, 40), spacing=(1.5, 1.5, 2.5))
     loaded = _local_model(tiny_model)
     image = prepare_volume(phantom, loaded.card.spacing_mm, loaded.card.window_hu).image
     whole = predict_model_grid(loaded, image)
@@ -79,7 +79,7 @@ def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_mo
 
 
 def test_a_plane_normalising_network_and_a_scan_without_spine_use_the_whole_plane(tiny_model: Path) -> None:
-    phantom, _ = make_phantom(shape=(240, 220, 40), spacing=(1.5, 1.5, 2.5))
+    phantom, _ = make_phantom(shape=(400, 380, 40), spacing=(1.5, 1.5, 2.5))
     instance = _local_model(tiny_model, norm="instance")
     image = prepare_volume(phantom, instance.card.spacing_mm, instance.card.window_hu).image
     probabilities, share = predict_around_spine(instance, image)
