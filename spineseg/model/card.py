@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ class ModelCard:
     schema: int = CARD_SCHEMA
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        """Strict JSON: a non-finite number (a NaN validation Dice of a run without validation
+        cases, as older cards hold) is written as null, which browsers and JSON APIs accept."""
+        return json.dumps(_finite_or_none(asdict(self)), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<card>") -> ModelCard:
@@ -99,6 +102,16 @@ class ModelCard:
         if not isinstance(data, dict):
             raise InputError(path, "model card must be a JSON object")
         return cls.from_dict(data, source=str(path))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def size_multiple(architecture: dict[str, Any]) -> int:

@@ -294,7 +294,7 @@ def train(
                 break
             scores = whole_volume_dice(network, card, device, val_cases) if val_cases else {}
             val_dice = float(np.mean(list(scores.values()))) if scores else float("nan")
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val_dice,
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val_dice if scores else None,
                       "val_dice_per_case": scores, "seconds": time.perf_counter() - started,
                       "lr": scheduler.get_last_lr()[0]}
             history.append(record)
