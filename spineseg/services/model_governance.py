@@ -92,6 +92,18 @@ def card_figures(version_id: str, card: ModelCard) -> Figures:
     return Figures(version_id, dice, cases, per_case, CARD)
 
 
+def expected_accuracy(card: ModelCard) -> dict[str, Any] | None:
+    """The cross-validated Dice a card records as its expected accuracy (``metrics.
+    cross_validation``, a shipped default's): mean, SD and how many fully labelled held-out
+    cases it is over; ``None`` when the card records none."""
+    summary = card.metrics.get("cross_validation")
+    if not isinstance(summary, dict) or _finite(summary.get("mean_dice")) is None:
+        return None
+    cases = summary.get("cases") if isinstance(summary.get("cases"), dict) else {}
+    held_out = sum(1 for c in cases.values() if isinstance(c, dict) and not c.get("partial"))
+    return {"dice": _finite(summary["mean_dice"]), "sd": _finite(summary.get("sd_dice")), "cases": held_out}
+
+
 @dataclass
 class PromotionReview:
     """What the confirmation step shows. ``comparable``: both figures are on the same cases.

@@ -133,3 +133,22 @@ def test_names_and_notes_show_on_the_models_page_and_where_a_version_is_chosen(e
     assert "not validated" in unvalidated
     training = env.client.get("/training", headers=headers | HTML).text
     assert "Lumbar fine-tune (Dec) · higher" in training
+
+
+def test_a_cross_validated_version_shows_its_expected_accuracy_and_what_it_replaces(env: WebEnv) -> None:
+    registry = Registry(env.settings.registry_dir)
+    source = make_model_folder(env.settings.data_dir.parent / "cv-model", model_id="cross-validated", seed=5)
+    card = ModelCard.read(source / "card.json")
+    cases = {f"case{i}": {"dice": 0.7, "partial": False} for i in range(5)} | {"t12": {"dice": 0.5, "partial": True}}
+    card.metrics = {"val_dice": None, "cross_validation": {"mean_dice": 0.7288, "sd_dice": 0.0751, "cases": cases}}
+    card.predecessor_id = "prod"
+    registry.register(source / "weights.safetensors", card, actor="test")
+    headers = bearer(env.tokens["researcher"])
+
+    row = env.client.get("/api/models/cross-validated", headers=headers).json()
+    assert row["expected"] == {"dice": 0.7288, "sd": 0.0751, "cases": 5} and row["predecessor_id"] == "prod"
+    models = env.client.get("/models", headers=headers | HTML).text
+    cells = models.split('data-version="cross-validated"')[1].split("</tr>")[0]
+    assert "expected 0.729 ± 0.075" in cells and "5 held-out patients" in cells and "not validated" not in cells
+    assert "replaces <code>prod</code>" in cells
+    assert env.client.get("/api/models/unvalidated", headers=headers).json()["expected"] is None

@@ -69,6 +69,13 @@ def test_from_serve_to_a_logged_in_result_page(server: LiveServer, browser, shar
     page.goto(link.group(1))  # the link is spent
     assert "exists already" in page.inner_text("main")
 
+    page.goto(f"{server.url}/models")  # the shipped default as production, its predecessor beside it
+    shipped = page.inner_text("tr[data-version='spineseg-default-v2']")
+    assert "production" in shipped and "expected 0.729" in shipped and "replaces spineseg-default-v1" in shipped
+    assert "production" not in page.inner_text("tr[data-version='spineseg-default-v1']")
+    if SCREENSHOT_DIR:
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "models-shipped.png"), full_page=True)
+
     page.goto(f"{server.url}/")  # still logged in: the home page is the study list
     page.wait_for_url("**/studies")
     page.click("a[href='/upload']")

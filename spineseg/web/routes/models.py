@@ -29,6 +29,7 @@ from spineseg.services.model_governance import (
     PromotionRefused,
     PromotionReview,
     card_figures,
+    expected_accuracy,
     promote_checked,
     review_for,
     rollback_audited,
@@ -97,6 +98,7 @@ def version_json(model: RegisteredModel, runs: dict[str, Any],
         "notes": card.notes, "code_version": card.code_version, "weights_sha256": card.weights_sha256,
         "display_name": metadata.display_name, "version_notes": metadata.notes,
         "validation": {"dice": validation.dice, "cases": validation.cases},
+        "expected": expected_accuracy(card), "predecessor_id": card.predecessor_id,
     }
 
 
