@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from spineseg.model.card import CARD_FILE, ModelCard
-from spineseg.model.network import DEFAULT_ARCHITECTURE, build_network, save_weights
+from spineseg.model.network import build_network, save_weights
 from spineseg.registry import Registry
 from tests.conftest import CASES
 from tests.web.conftest import WebEnv
 from tests.web.test_api_studies import wait_for_job
-from tests.web.web_helpers import bearer
+from tests.web.web_helpers import UNTRAINED_ARCHITECTURE, bearer
 
 SECOND_VERSION = "test-untrained-b"
 
@@ -30,8 +30,8 @@ def register_second_version(env: WebEnv) -> str:
     """Another untrained network (other weights), registered but not production."""
     folder = env.settings.data_dir / "untrained-model-b"
     torch.manual_seed(1234)
-    save_weights(build_network(DEFAULT_ARCHITECTURE), folder / "weights.safetensors")
-    card = ModelCard(id=SECOND_VERSION, architecture=DEFAULT_ARCHITECTURE)
+    save_weights(build_network(UNTRAINED_ARCHITECTURE), folder / "weights.safetensors")
+    card = ModelCard(id=SECOND_VERSION, architecture=UNTRAINED_ARCHITECTURE)
     (folder / CARD_FILE).write_text(card.to_json())
     registry = Registry(env.settings.registry_dir)
     return registry.register(folder / "weights.safetensors", card, make_production=False, actor="test").id

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from spineseg.model.card import CARD_FILE, ModelCard
-from spineseg.model.network import DEFAULT_ARCHITECTURE, build_network, save_weights
+from spineseg.model.network import build_network, save_weights
 from spineseg.registry import Registry
 from tests.conftest import CASES
 from tests.web.chromium import CHROMIUM
 from tests.web.live_server import LiveServer
 from tests.web.test_browser import log_in
-from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
+from tests.web.web_helpers import UNTRAINED_ARCHITECTURE, add_user, bearer, make_settings, register_test_model
 
 SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 SECOND = "test-untrained-b"
@@ -51,8 +51,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     register_test_model(settings)
     folder = data_dir / "model-b"
     torch.manual_seed(99)
-    save_weights(build_network(DEFAULT_ARCHITECTURE), folder / "weights.safetensors")
-    card = ModelCard(id=SECOND, architecture=DEFAULT_ARCHITECTURE)
+    save_weights(build_network(UNTRAINED_ARCHITECTURE), folder / "weights.safetensors")
+    card = ModelCard(id=SECOND, architecture=UNTRAINED_ARCHITECTURE)
     (folder / CARD_FILE).write_text(card.to_json())
     Registry(settings.registry_dir).register(folder / "weights.safetensors", card, make_production=False, actor="test")
     token = add_user(settings, "carla", "clinician")
