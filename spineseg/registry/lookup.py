@@ -55,8 +55,11 @@ def _register_shipped(registry: Registry, folder: Path, *, make_production: bool
     holds the registry's mutation lock."""
     card = _read_card(folder)
     present = set(registry.version_ids())
-    added = [registry.register(earlier / WEIGHTS_FILE, _read_card(earlier), actor=DEFAULT_ACTOR)
-             for earlier in shipped_predecessors(folder) if earlier.name not in present | {card.id}]
+    added = []
+    for earlier in shipped_predecessors(folder):
+        earlier_card = _read_card(earlier)  # its id, not its folder's name, names the version
+        if earlier_card.id not in present | {card.id}:
+            added.append(registry.register(earlier / WEIGHTS_FILE, earlier_card, actor=DEFAULT_ACTOR))
     if card.id not in present:
         added.append(registry.register(folder / WEIGHTS_FILE, card, make_production=make_production,
                                        actor=DEFAULT_ACTOR))
