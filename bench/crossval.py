@@ -110,6 +110,8 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, post
         if robustness:
             row["robustness"] = {}
             for name, variant, variant_truth in robustness_variants(volume, truth.astype("uint8")):
+                if spec.partial and not variant_truth.any():  # the variant cut the labelled part away
+                    continue
                 seg = segment(variant, loaded)
                 row["robustness"][name] = scored(seg.mask, variant_truth > 0, variant.spacing, spec.partial)
         rows.append(row)
