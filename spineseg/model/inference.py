@@ -308,19 +308,19 @@ def predict_around_spine(
     if not local_network(card.architecture) or n_slices < MIN_SLICES:
         return predict_model_grid(loaded, image, batch_size=batch_size, progress=progress), 1.0
     survey = survey_slices(n_slices)
-    share = survey.size / n_slices  # of the slices: the progress of the survey
+    surveyed = survey.size / n_slices  # the survey's part of the progress
 
     def scaled(low: float, high: float) -> Progress | None:
         return (lambda f, stage: progress(low + (high - low) * f, stage)) if progress else None
 
     out = np.zeros(image.shape, dtype=np.float32)
-    predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(0.0, share), slices=survey, out=out)
+    predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(0.0, surveyed), slices=survey, out=out)
     box = spine_box(out[:, :, survey] >= card.threshold, size_multiple(card.architecture))
     rest = np.setdiff1d(np.arange(n_slices), survey)
     if box is None:  # no spine surveyed, or it spans most of the plane: the whole plane
-        predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(share, 1.0), slices=rest, out=out)
+        predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest, out=out)
         return out, 1.0
-    predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(share, 1.0), slices=rest,
+    predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest,
                        out=out[box])
     return out, box_fraction(box, image.shape[:2])
 

@@ -47,10 +47,8 @@ def spine_box(found: np.ndarray, stride: int, margin: int = BOX_MARGIN) -> tuple
         present = np.flatnonzero(found.any(axis=tuple(a for a in range(3) if a != axis)))
         start = max(int(present[0]) - margin, 0) // stride * stride
         box.append(slice(start, min(int(present[-1]) + 1 + margin, size)))
-    area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-    if area > MAX_BOX_FRACTION * found.shape[0] * found.shape[1]:
-        return None
-    return box[0], box[1]
+    rows, cols = box
+    return None if box_fraction((rows, cols), found.shape[:2]) > MAX_BOX_FRACTION else (rows, cols)
 
 
 def box_fraction(box: tuple[slice, slice] | None, plane: tuple[int, int]) -> float:
