@@ -1,12 +1,14 @@
 """Training-time augmentation (MONAI) of 2.5D slice stacks, aimed at robustness to scanners,
 crops and resolutions we never saw: geometry (rotation, scaling, shift, elastic, left-right
-flip), intensity (scale, shift, noise, blur), lower resolution, lost slice context, and dark
-(osteoporotic-looking) marrow inside the labelled bone."""
+flip), intensity (scale, shift, noise, blur), lower resolution (sampled, and coarse voxels that
+average what they cover), lost slice context, and dark (osteoporotic-looking) marrow inside the
+labelled bone."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import (
     Compose,
     Rand2DElasticd,
@@ -47,6 +49,18 @@ def drop_context(image: torch.Tensor, rng: np.random.Generator, prob: float) -> 
         centre = image[image.shape[0] // 2]
         return centre.expand_as(image).clone()
     return image
+
+
+def coarsen_plane(image: torch.Tensor, zoom: float) -> torch.Tensor:
+    """The slices (C, H, W) as a scanner with ``1 / zoom`` times coarser in-plane voxels would
+    show them, brought back to the model grid: each coarse voxel is the mean of what it covers
+    (partial volume: thin cortex and small processes fade into the soft tissue), then bilinear
+    interpolation up, as inference resamples such a scan. Sampling without averaging (MONAI's
+    nearest-neighbour low resolution) keeps the bone's contrast and so never shows this."""
+    h, w = image.shape[-2:]
+    small = (max(1, round(h * zoom)), max(1, round(w * zoom)))
+    coarse = F.interpolate(image[None], size=small, mode="area")
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
 
 
 def darken_marrow(stack: np.ndarray, spine: np.ndarray, factor: float, window: tuple[float, float],

@@ -24,7 +24,7 @@ from monai.losses import DiceCELoss
 
 from spineseg.imaging.io import load_labels, load_volume
 from spineseg.metrics import dice as dice_score
-from spineseg.model.augment import build_augmentation, darken_marrow, drop_context
+from spineseg.model.augment import build_augmentation, coarsen_plane, darken_marrow, drop_context
 from spineseg.model.card import ModelCard, portable_manifest
 from spineseg.model.dataset import CaseArrays, load_dataset
 from spineseg.model.inference import LoadedModel, segment
@@ -52,6 +52,8 @@ class TrainConfig:
     tight_crop_prob: float = 0.15
     dark_marrow_prob: float = 0.25  # chance of darken_marrow on a sample (chosen by cross-validation)
     dark_marrow_factor: tuple[float, float] = (0.15, 0.6)  # its HU scale, drawn uniformly
+    coarse_plane_prob: float = 0.0  # chance of coarsen_plane on a sample (after the other augmentations)
+    coarse_plane_zoom: tuple[float, float] = (0.25, 0.8)  # model-grid / coarse voxel size, drawn uniformly
     bf16: bool = False
     device: str = "auto"
     threads: int = 0
@@ -273,7 +275,10 @@ def train(
                 for _ in range(config.batch_size):
                     img, lbl = sampler.sample()
                     out = augment({"image": torch.from_numpy(img), "label": torch.from_numpy(lbl)})
-                    images.append(drop_context(torch.as_tensor(out["image"]), rng, config.drop_context_prob))
+                    image = torch.as_tensor(out["image"])
+                    if config.coarse_plane_prob and rng.random() < config.coarse_plane_prob:  # no draw when off
+                        image = coarsen_plane(image, float(rng.uniform(*config.coarse_plane_zoom)))
+                    images.append(drop_context(image, rng, config.drop_context_prob))
                     labels.append(torch.as_tensor(out["label"]))
                 x = torch.stack(images).to(device, memory_format=memory_format)
                 y = torch.stack(labels).to(device)

@@ -61,3 +61,21 @@ def test_the_sampler_darkens_the_labelled_interior_when_asked(phantom_dataset: P
     plain = SliceSampler(train, card, TrainConfig(patch_size=96, spine_slice_fraction=1.0),
                          np.random.default_rng(0))
     assert max(float(_hu(plain.sample()[0][1]).max()) for _ in range(10)) > 0.5 * densest
+
+
+def test_coarse_voxels_fade_thin_bone_and_keep_broad_tissue() -> None:
+    import torch
+
+    from spineseg.model.augment import coarsen_plane
+
+    image = torch.zeros(3, 96, 96)
+    image[:, 48, 16:80] = 1.0  # a cortex one model voxel thick
+    image[:, 8:40, 8:40] = 0.5  # broad soft tissue
+    coarse = coarsen_plane(image, 0.25)
+
+    assert coarse.shape == image.shape
+    assert float(coarse[:, 40:56, 24:72].max()) < 0.35  # averaged over 4 x 4 voxels, then interpolated
+    assert float(coarse[:, 48, 24:72].min()) > 0.1  # faded, not lost
+    np.testing.assert_allclose(coarse[:, 16:32, 16:32].numpy(), 0.5, atol=1e-6)
+    np.testing.assert_allclose(float(coarse.sum()), float(image.sum()), rtol=0.02)
+    np.testing.assert_allclose(coarsen_plane(image, 1.0).numpy(), image.numpy(), atol=1e-6)

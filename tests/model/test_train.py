@@ -34,9 +34,10 @@ def test_loss_decreases_and_versions_chain_parents(phantom_dataset: Path, empty_
     assert first.card.dataset["split"] == {"P0": "train", "P1": "train", "P2": "val"}
     assert registry.production() is None  # a new version is never production by itself
 
-    second, _ = train_version(phantom_dataset, "first", TrainConfig(**TINY | {"epochs": 1}), out_version="second",
-                              registry=registry)
+    coarse = TrainConfig(**TINY | {"epochs": 1, "coarse_plane_prob": 1.0})  # every sample through coarsen_plane
+    second, _ = train_version(phantom_dataset, "first", coarse, out_version="second", registry=registry)
     assert second.card.parent_id == "first"
+    assert second.card.hyperparameters["coarse_plane_prob"] == 1.0
     assert second.card.architecture == first.card.architecture
     assert [v.id for v in registry.list_versions()] == ["first", "second"]
 
