@@ -19,8 +19,11 @@ def _torch_planes(block: np.ndarray, size: tuple[int, int], antialias: bool) -> 
 @pytest.mark.parametrize("shape,size", [((64, 52, 3), (30, 25)), ((37, 41, 2), (60, 70)), ((50, 50, 4), (17, 50)),
                                          ((120, 90, 1), (119, 91))])
 @pytest.mark.parametrize("antialias", [True, False])
-def test_planes_match_torch_bilinear(shape, size, antialias: bool) -> None:
+@pytest.mark.parametrize("layout", ["C", "F", "F int16"])  # F: NIfTI's order, as nibabel reads it
+def test_planes_match_torch_bilinear(shape, size, antialias: bool, layout: str) -> None:
     block = np.random.default_rng(1).normal(0, 300, shape).astype(np.float32)
+    if layout.startswith("F"):
+        block = np.asfortranarray(block.astype(np.int16) if "int16" in layout else block)
     ours, theirs = _resample_planes(block, size, antialias), _torch_planes(block, size, antialias)
     assert ours.shape == theirs.shape == (*size, shape[2]) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, atol=2e-5 * 1000, rtol=0)
