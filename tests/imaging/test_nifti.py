@@ -57,6 +57,28 @@ def test_truncated_gzip_is_reported_as_truncated(tmp_path: Path) -> None:
         read_nifti_volume(cut)
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_scaled_and_big_endian_voxels_read_as_nibabel_scales_them(tmp_path: Path, suffix: str, byteorder: str) -> None:
+    stored = np.random.default_rng(3).integers(0, 4095, (9, 7, 70)).astype(f"{byteorder}i2")  # three read slabs
+    image = nib.Nifti1Image(stored, np.diag([0.8, 0.9, 2.0, 1.0]))
+    image.header.set_slope_inter(0.5, -1024.0)
+    path = tmp_path / f"scaled{suffix}"
+    nib.save(image, str(path))
+    volume = read_nifti_volume(path, keep_integers=True)  # scaled: float32 all the same
+    assert volume.array.dtype == np.float32 and volume.array.flags["F_CONTIGUOUS"]
+    np.testing.assert_array_equal(volume.array, np.asarray(nib.load(str(path)).dataobj, dtype=np.float32))
+    np.testing.assert_array_equal(volume.array, stored.astype(np.float32) * 0.5 - 1024)
+
+
+def test_a_whole_gzip_of_a_cut_file_names_the_slice_it_ends_at(tmp_path: Path) -> None:
+    full = _write(tmp_path / "full.nii", np.zeros((16, 16, 40), dtype=np.int16))
+    cut = tmp_path / "cut.nii.gz"  # a valid gzip stream whose NIfTI inside stops in slice 25
+    cut.write_bytes(gzip.compress(full.read_bytes()[: 352 + 16 * 16 * 2 * 25 + 7]))
+    with pytest.raises(InputError, match=r"cut\.nii\.gz.*slice 25 of 40"):
+        read_nifti_volume(cut)
+
+
 def test_empty_file_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.nii.gz"
     empty.touch()
