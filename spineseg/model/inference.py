@@ -47,7 +47,15 @@ from spineseg.model.runtime import (
     sigmoid,
     time_call,
 )
-from spineseg.model.spine_box import MIN_SLICES, box_fraction, local_network, spine_box, survey_slices
+from spineseg.model.spine_box import (
+    MIN_SLICES,
+    body_box,
+    box_fraction,
+    local_network,
+    spine_box,
+    survey_slices,
+    within,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -299,14 +307,19 @@ def predict_model_grid(
 
 def predict_around_spine(
     loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None,
+    body: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """``predict_model_grid``, run on a box around the spine where the network allows it
-    (``spineseg.model.spine_box``): the survey slices on the whole plane, the others on the
-    box. Returns the probabilities and the share of the plane the other slices ran on (1: the
-    whole plane everywhere); outside the box they are 0."""
+    """``predict_model_grid``, run on less than the plane where the network allows it
+    (``spineseg.model.spine_box``): the survey slices on the body's box, the others on the box
+    around the surveyed spine (or the body's when there is none). ``body``: ``image`` above
+    ``BODY_HU``, if the caller has it. Returns the probabilities and the share of the plane the
+    other slices ran on (1: the whole plane everywhere); outside the boxes they are 0."""
     card, n_slices = loaded.card, image.shape[2]
     if not local_network(card.architecture) or n_slices < MIN_SLICES:
         return predict_model_grid(loaded, image, batch_size=batch_size, progress=progress), 1.0
+    stride = size_multiple(card.architecture)
+    body = image > normalised_level(BODY_HU, card.window_hu) if body is None else body
+    around_body = body_box(body, stride)
     survey = survey_slices(n_slices)
     surveyed = survey.size / n_slices  # the survey's part of the progress
 
@@ -314,12 +327,12 @@ def predict_around_spine(
         return (lambda f, stage: progress(low + (high - low) * f, stage)) if progress else None
 
     out = np.zeros(image.shape, dtype=np.float32)
-    predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(0.0, surveyed), slices=survey, out=out)
-    box = spine_box(out[:, :, survey] >= card.threshold, size_multiple(card.architecture))
+    predict_model_grid(loaded, image[around_body], batch_size=batch_size, progress=scaled(0.0, surveyed),
+                       slices=survey, out=out[around_body])
+    box = spine_box(out[:, :, survey] >= card.threshold, stride)
     rest = np.setdiff1d(np.arange(n_slices), survey)
-    if box is None:  # no spine surveyed, or it spans most of the plane: the whole plane
-        predict_model_grid(loaded, image, batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest, out=out)
-        return out, 1.0
+    # No spine surveyed, or it spans most of the plane: the body's box.
+    box = around_body if box is None else within(box, around_body)
     predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest,
                        out=out[box])
     return out, box_fraction(box, image.shape[:2])
@@ -350,14 +363,14 @@ def segment(
     timings["preprocess"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    body = prepared.image > normalised_level(BODY_HU, card.window_hu)
     probs_model, plane_share = predict_around_spine(loaded, prepared.image, batch_size=batch_size,
-                                                    progress=progress)
+                                                    progress=progress, body=body)
     timings["model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # Components are judged on the model grid (small, near-isotropic); the probabilities of the
     # rejected ones are cleared before going back, so the input grid needs no labelling pass.
-    body = prepared.image > normalised_level(BODY_HU, card.window_hu)
     prepared = dataclasses.replace(prepared, image=None)  # only its geometry is needed from here on
     keep = plausible_spine(probs_model >= card.threshold, body, card.spacing_mm, min_ml=card.min_component_ml)
     clear_outside(probs_model, keep)

@@ -1,7 +1,8 @@
 """Where on each axial plane the network needs to run: a box around the spine.
 
 A CT plane is mostly air, table, organs and muscle; the spine fills 10-50 % of a box around
-the body. A network whose output at a voxel depends only on its receptive field (batch norm;
+the body. The air around the body is never needed: the survey and any slice without a box run
+on the body's box (``body_box``). A network whose output at a voxel depends only on its receptive field (batch norm;
 instance norm ties every output to the whole plane's statistics) can run on a box around the
 spine with some margin and agree with the whole plane on nearly every voxel
 (``bench/field_of_view.py``). The box comes from a survey: the whole plane on every
@@ -49,6 +50,25 @@ def spine_box(found: np.ndarray, stride: int, margin: int = BOX_MARGIN) -> tuple
         box.append(slice(start, min(int(present[-1]) + 1 + margin, size)))
     rows, cols = box
     return None if box_fraction((rows, cols), found.shape[:2]) > MAX_BOX_FRACTION else (rows, cols)
+
+
+def body_box(body: np.ndarray, stride: int) -> tuple[slice, slice]:
+    """The in-plane box of ``body`` (bool (I, J, K): voxels denser than air, on any slice),
+    started on the ``stride`` grid; the whole plane when there is no body. A local network's
+    mask on it equals the whole plane's (``bench/field_of_view.py``, "air cut away": Dice
+    0.99984 to 1 on the shared cases; the network still sees air around it, the padding every
+    slice gets)."""
+    rows, cols = np.flatnonzero(body.any(axis=(1, 2))), np.flatnonzero(body.any(axis=(0, 2)))
+    if not rows.size:
+        return slice(0, body.shape[0]), slice(0, body.shape[1])
+    return (slice(int(rows[0]) // stride * stride, int(rows[-1]) + 1),
+            slice(int(cols[0]) // stride * stride, int(cols[-1]) + 1))
+
+
+def within(box: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The part of ``box`` inside ``outer`` (both start on the stride grid, and so does it)."""
+    rows, cols = (slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, outer, strict=True))
+    return rows, cols
 
 
 def box_fraction(box: tuple[slice, slice] | None, plane: tuple[int, int]) -> float:

@@ -7,9 +7,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spineseg.model.inference import LoadedModel, predict_around_spine, predict_model_grid, segment
+from spineseg.model.card import size_multiple
+from spineseg.model.inference import (
+    BODY_HU,
+    LoadedModel,
+    normalised_level,
+    predict_around_spine,
+    predict_model_grid,
+    segment,
+)
 from spineseg.model.preprocess import prepare_volume
-from spineseg.model.spine_box import BOX_MARGIN, MAX_BOX_FRACTION, spine_box, survey_slices
+from spineseg.model.spine_box import BOX_MARGIN, MAX_BOX_FRACTION, body_box, box_fraction, spine_box, survey_slices
 from tests.conftest import make_phantom
 
 
@@ -55,6 +63,18 @@ def test_no_box_without_a_spine_or_when_it_would_cover_most_of_the_plane() -> No
     assert spine_box(found, stride=16, margin=0) == (slice(0, 61), slice(0, 61))
 
 
+def test_the_body_box_holds_everything_denser_than_air_and_starts_on_the_stride_grid() -> None:
+    body = np.zeros((120, 100, 4), dtype=bool)
+    assert body_box(body, stride=16) == (slice(0, 120), slice(0, 100))  # no body: the whole plane
+    body[40:90, 30:61, 1] = True
+    body[35:50, 50:70, 3] = True  # another slice reaches further
+    assert body_box(body, stride=16) == (slice(32, 90), slice(16, 70))
+
+
+def _inner(region: tuple[slice, slice], by: int) -> tuple[slice, slice]:
+    return tuple(slice(r.start + by, r.stop - by) for r in region)
+
+
 def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_model: Path) -> None:
     phantom, column = make_phantom(shape=(400, 380, 40), spacing=(1.5, 1.5, 2.5))
     loaded = _local_model(tiny_model)
@@ -63,13 +83,19 @@ def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_mo
     boxed, share = predict_around_spine(loaded, image)
     assert 0.1 < share < 0.5
     survey = survey_slices(image.shape[2])
-    np.testing.assert_array_equal(boxed[:, :, survey], whole[:, :, survey])
+    body = body_box(image > normalised_level(BODY_HU, loaded.card.window_hu), size_multiple(loaded.card.architecture))
+    assert box_fraction(body, image.shape[:2]) < 0.95  # air around the phantom's body
+    outside_body = np.ones(image.shape[:2], dtype=bool)
+    outside_body[body] = False
+    assert not boxed[outside_body].any()
+    # The 5 x 5 network sees air padding instead of the (near-air) voxels just outside the body.
+    np.testing.assert_allclose(boxed[_inner(body, 2)][:, :, survey], whole[_inner(body, 2)][:, :, survey], atol=1e-6)
     others = np.setdiff1d(np.arange(image.shape[2]), survey)
     ran = boxed[:, :, others] > 0
     assert not ran.all() and ran.any()  # zero outside the box
     # Inside the box the outputs agree but for the 2 voxels next to its edges (air padding there).
     rows, cols = np.flatnonzero(ran.any(axis=(1, 2))), np.flatnonzero(ran.any(axis=(0, 2)))
-    inner = (slice(rows[0] + 2, rows[-1] - 1), slice(cols[0] + 2, cols[-1] - 1))
+    inner = _inner((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)), 2)
     np.testing.assert_allclose(boxed[inner][:, :, others], whole[inner][:, :, others], atol=1e-6)
     assert ((boxed >= 0.5) == (whole >= 0.5)).all()
     seg, on_plane = segment(phantom, loaded), segment(phantom, _local_model(tiny_model, norm="instance"))
@@ -78,7 +104,7 @@ def test_a_local_network_runs_on_the_box_and_agrees_with_the_whole_plane(tiny_mo
     assert abs(int(seg.mask.sum()) - int(column.sum())) < 0.1 * column.sum()
 
 
-def test_a_plane_normalising_network_and_a_scan_without_spine_use_the_whole_plane(tiny_model: Path) -> None:
+def test_a_plane_normalising_network_uses_the_whole_plane_and_a_scan_without_spine_the_body(tiny_model: Path) -> None:
     phantom, _ = make_phantom(shape=(400, 380, 40), spacing=(1.5, 1.5, 2.5))
     instance = _local_model(tiny_model, norm="instance")
     image = prepare_volume(phantom, instance.card.spacing_mm, instance.card.window_hu).image
@@ -87,4 +113,8 @@ def test_a_plane_normalising_network_and_a_scan_without_spine_use_the_whole_plan
     np.testing.assert_array_equal(probabilities, predict_model_grid(instance, image))
     no_bone = np.minimum(image, 0.4)  # soft tissue at most: nothing above the threshold
     probabilities, share = predict_around_spine(_local_model(tiny_model), no_bone)
-    assert share == 1.0 and probabilities.max() < 0.5
+    stride = size_multiple(instance.card.architecture)
+    body = body_box(no_bone > normalised_level(BODY_HU, instance.card.window_hu), stride)
+    assert share == box_fraction(body, image.shape[:2]) < 0.95 and probabilities.max() < 0.5
+    np.testing.assert_allclose(probabilities[_inner(body, 2)], predict_model_grid(instance, no_bone)[_inner(body, 2)],
+                               atol=1e-6)
