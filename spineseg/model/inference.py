@@ -26,6 +26,7 @@ from spineseg.model.onnx_export import file_sha256, onnx_cache_path
 from spineseg.model.postprocess import clear_outside, plausible_spine
 from spineseg.model.precision import FLOAT32, Precision
 from spineseg.model.preprocess import (
+    EDGE_MARGIN,
     PreparedVolume,
     back_to_input_grid,
     mask_on_input_grid,
@@ -49,6 +50,7 @@ from spineseg.model.runtime import (
 )
 from spineseg.model.spine_box import (
     MIN_SLICES,
+    air_margin,
     body_box,
     box_fraction,
     local_network,
@@ -63,7 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BODY_HU = -300.0  # denser than this is body (or table), lighter is air
-EDGE_MARGIN = 16  # voxels of air around every slice before the network (see pad_to_multiple)
 
 Progress = Callable[[float, str], None]
 TORCH_RUNTIME = Runtime(TORCH, "torch")
@@ -280,10 +281,12 @@ def _model_folder(model: str | Path | None) -> Path:
 def predict_model_grid(
     loaded: LoadedModel, image: np.ndarray, *, batch_size: int = 16, progress: Progress | None = None,
     slices: np.ndarray | None = None, out: np.ndarray | None = None,
+    margin: tuple[int, int, int, int] = (EDGE_MARGIN,) * 4,
 ) -> np.ndarray:
     """Sigmoid probabilities (float32, same shape as ``image``) for a normalised volume on the
     model grid, one axial slice at a time in batches: of every slice, or of ``slices`` only
-    (written into ``out`` when given, the other slices left as they are)."""
+    (written into ``out`` when given, the other slices left as they are). ``margin``: voxels of
+    air added before and after the rows, before and after the columns (``pad_to_multiple``)."""
     card = loaded.card
     n_slices = image.shape[2]
     todo = np.arange(n_slices) if slices is None else np.asarray(slices, dtype=np.intp)
@@ -292,13 +295,13 @@ def predict_model_grid(
     for start in range(0, todo.size, batch_size):
         indices = todo[start:start + batch_size]
         stack = slice_stack(image, indices, card.context_slices)
-        batch, (h, w) = pad_to_multiple(stack, multiple, margin=EDGE_MARGIN)
-        m = EDGE_MARGIN
+        batch, (h, w) = pad_to_multiple(stack, multiple, margin=margin)
+        top, left = margin[0], margin[2]
         probs = loaded.probabilities(batch)
         if card.tta_flip:  # the left-right mirror (axis 0 of the RAS grid is R -> L), mirrored back
             probs += loaded.probabilities(np.ascontiguousarray(batch[:, :, ::-1]))[:, :, ::-1]
             probs *= 0.5
-        probs = probs[:, 0, m:m + h, m:m + w]
+        probs = probs[:, 0, top:top + h, left:left + w]
         out[:, :, indices] = probs.transpose(1, 2, 0)
         if progress:
             progress(float(start + indices.size) / todo.size, "model")
@@ -334,7 +337,7 @@ def predict_around_spine(
     # No spine surveyed, or it spans most of the plane: the body's box.
     box = around_body if box is None else within(box, around_body)
     predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest,
-                       out=out[box])
+                       out=out[box], margin=air_margin(box, around_body))
     return out, box_fraction(box, image.shape[:2])
 
 

@@ -23,6 +23,8 @@ from spineseg.imaging.resample import (
 )
 from spineseg.imaging.volume import Volume
 
+EDGE_MARGIN = 16  # voxels of air around every slice before the network (see pad_to_multiple)
+
 
 def normalise_hu(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """Clip to ``window`` (HU) and map linearly to [0, 1] (float32)."""
@@ -114,19 +116,23 @@ def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> np.ndar
     return np.ascontiguousarray(stack.transpose(2, 3, 0, 1))
 
 
-def pad_to_multiple(batch: np.ndarray, multiple: int, margin: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad the last two dims with ``margin`` voxels of air (0) on every side, then up to a
-    multiple of ``multiple``; returns the padded batch and the original (H, W). The image sits
-    at ``[margin:margin + H, margin:margin + W]``.
+def pad_to_multiple(
+    batch: np.ndarray, multiple: int, margin: int | tuple[int, int, int, int] = 0,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad the last two dims with ``margin`` voxels of air (0) on every side (or per side:
+    rows before, rows after, columns before, columns after), then up to a multiple of
+    ``multiple``; returns the padded batch and the original (H, W). The image sits at
+    ``[top:top + H, left:left + W]``.
 
     The margin matters for tight crops: a U-Net whose convolutions meet bone right at the image
     edge misreads it (on tptbox-lumbar, a 110 mm crop, Dice rose from 0.33 to 0.89 with 20
     voxels of air around it).
     """
+    top, bottom, left, right = (margin,) * 4 if isinstance(margin, int) else margin
     h, w = batch.shape[-2:]
-    ph, pw = (-(h + 2 * margin)) % multiple, (-(w + 2 * margin)) % multiple
-    if margin or ph or pw:
-        padded = np.zeros((*batch.shape[:-2], h + 2 * margin + ph, w + 2 * margin + pw), dtype=batch.dtype)
-        padded[..., margin:margin + h, margin:margin + w] = batch
+    ph, pw = (-(h + top + bottom)) % multiple, (-(w + left + right)) % multiple
+    if top or bottom or left or right or ph or pw:
+        padded = np.zeros((*batch.shape[:-2], h + top + bottom + ph, w + left + right + pw), dtype=batch.dtype)
+        padded[..., top:top + h, left:left + w] = batch
         batch = padded
     return batch, (h, w)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from spineseg.model.preprocess import EDGE_MARGIN
+
 SURVEY_EVERY = 4  # every 4th model-grid slice (10 mm at 2.5 mm) runs on the whole plane
 # Model-grid voxels (96 mm at 1.5 mm) around the surveyed spine. On patients a network never saw
 # its outputs still depend on context that far away: on held-out ts-dicom-thorax a cross-validation
@@ -69,6 +71,18 @@ def within(box: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice,
     """The part of ``box`` inside ``outer`` (both start on the stride grid, and so does it)."""
     rows, cols = (slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(box, outer, strict=True))
     return rows, cols
+
+
+def air_margin(
+    box: tuple[slice, slice], body: tuple[slice, slice], margin: int = EDGE_MARGIN,
+) -> tuple[int, int, int, int]:
+    """Air to add before and after ``box``'s rows and columns: ``margin`` where the box ends at
+    the body's box (air lies beyond, and the network sees it as it does around any plane),
+    none where it is cut inside the body (``BOX_MARGIN`` of real context lies inside it
+    already, and air padding there would only cost time)."""
+    (rows, cols), (body_rows, body_cols) = box, body
+    return (margin if rows.start <= body_rows.start else 0, margin if rows.stop >= body_rows.stop else 0,
+            margin if cols.start <= body_cols.start else 0, margin if cols.stop >= body_cols.stop else 0)
 
 
 def box_fraction(box: tuple[slice, slice] | None, plane: tuple[int, int]) -> float:

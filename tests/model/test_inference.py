@@ -65,6 +65,9 @@ def test_pad_to_multiple() -> None:
     padded, size = pad_to_multiple(np.ones((1, 3, 17, 32), np.float32), 16, margin=5)
     assert padded.shape == (1, 3, 32, 48) and size == (17, 32)
     assert padded[0, 0, 5:22, 5:37].min() == 1 and padded.sum() == 3 * 17 * 32
+    padded, size = pad_to_multiple(np.ones((1, 3, 17, 32), np.float32), 16, margin=(16, 0, 0, 16))  # per side
+    assert padded.shape == (1, 3, 48, 48) and size == (17, 32)
+    assert padded[0, 0, 16:33, 0:32].min() == 1 and padded.sum() == 3 * 17 * 32
 
 
 def test_prepare_volume_resamples_to_the_model_spacing() -> None:

@@ -16,8 +16,17 @@ from spineseg.model.inference import (
     predict_model_grid,
     segment,
 )
-from spineseg.model.preprocess import prepare_volume
-from spineseg.model.spine_box import BOX_MARGIN, MAX_BOX_FRACTION, body_box, box_fraction, spine_box, survey_slices
+from spineseg.model.preprocess import EDGE_MARGIN, prepare_volume
+from spineseg.model.spine_box import (
+    BOX_MARGIN,
+    MAX_BOX_FRACTION,
+    air_margin,
+    body_box,
+    box_fraction,
+    spine_box,
+    survey_slices,
+    within,
+)
 from tests.conftest import make_phantom
 
 
@@ -69,6 +78,14 @@ def test_the_body_box_holds_everything_denser_than_air_and_starts_on_the_stride_
     body[40:90, 30:61, 1] = True
     body[35:50, 50:70, 3] = True  # another slice reaches further
     assert body_box(body, stride=16) == (slice(32, 90), slice(16, 70))
+
+
+def test_air_is_added_only_where_the_box_reaches_the_body_s_edge() -> None:
+    body = (slice(32, 200), slice(16, 180))
+    box = within((slice(48, 260), slice(0, 120)), body)  # cut inside the body above and to the right
+    assert box == (slice(48, 200), slice(16, 120))
+    assert air_margin(box, body) == (0, EDGE_MARGIN, EDGE_MARGIN, 0)
+    assert air_margin(body, body) == (EDGE_MARGIN,) * 4
 
 
 def _inner(region: tuple[slice, slice], by: int) -> tuple[slice, slice]:
