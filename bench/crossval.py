@@ -193,7 +193,8 @@ def summary_lines(results: list[dict]) -> list[str]:
 def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
     """The folds' held-out figures at one scoring (``key`` of ``by_threshold``) as a model card
     records them: per case, the mean and SD of the fully labelled cases, and each robustness
-    variant's mean Dice."""
+    variant's mean Dice over the fully labelled cases (a partially labelled case's Dice counts
+    its unlabelled spine as false positives)."""
     cases = {row["case"]: {"patient": row["patient"], "fold": fold["fold"], "partial": row["partial"]}
              | {k: round(row["by_threshold"][key][k], 4) for k in ("dice", "precision", "recall", "hd95_mm")}
              for fold in results for row in fold["cases"]}
@@ -201,7 +202,7 @@ def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
     variants: dict[str, list[float]] = {}
     for fold in results:
         for row in fold["cases"]:
-            for name, m in row.get("robustness", {}).items():
+            for name, m in (row.get("robustness") or {}).items() if not row["partial"] else ():
                 variants.setdefault(name, []).append(m["dice"])
     return {"scoring": key, "folds": [f["fold"] for f in results], "cases": cases,
             "mean_dice": round(statistics.mean(full), 4) if full else None,
