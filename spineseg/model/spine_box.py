@@ -1,14 +1,14 @@
 """Where on each axial plane the network needs to run: a box around the spine.
 
 A CT plane is mostly air, table, organs and muscle; the spine fills 10-50 % of a box around
-the body. The air around the body is never needed: the survey and any slice without a box run
-on the body's box (``body_box``). A network whose output at a voxel depends only on its receptive field (batch norm;
+the body. A network whose output at a voxel depends only on its receptive field (batch norm;
 instance norm ties every output to the whole plane's statistics) can run on a box around the
 spine with some margin and agree with the whole plane on nearly every voxel
-(``bench/field_of_view.py``). The box comes from a survey: the whole plane on every
-``SURVEY_EVERY``-th slice; the other slices run on the box that the survey's spine spans,
-``BOX_MARGIN`` voxels larger on every side, starting on the network's stride grid (a strided
-network shifted by other amounts computes other features).
+(``bench/field_of_view.py``). The box comes from a survey: the body's box (the plane without
+the air around the body, ``body_box``) on every ``SURVEY_EVERY``-th slice; the other slices run
+on the box that the survey's spine spans, ``BOX_MARGIN`` voxels larger on every side, starting
+on the network's stride grid (a strided network shifted by other amounts computes other
+features), or on the body's box when the survey found no spine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from spineseg.model.preprocess import EDGE_MARGIN
 
-SURVEY_EVERY = 4  # every 4th model-grid slice (10 mm at 2.5 mm) runs on the whole plane
+SURVEY_EVERY = 4  # every 4th model-grid slice (10 mm at 2.5 mm) runs on the body's box
 # Model-grid voxels (96 mm at 1.5 mm) around the surveyed spine. On patients a network never saw
 # its outputs still depend on context that far away: on held-out ts-dicom-thorax a cross-validation
 # network's mask agreed with its whole plane by Dice 0.931 with 32 voxels, 0.982 with 48, 0.9986
