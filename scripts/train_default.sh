@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPINESEG="${SPINESEG:-.venv/bin/spineseg}"
 RUN="${RUN_DIR:-runs/default}"
-VERSION="${VERSION:-spineseg-default-v2}"
+VERSION="${VERSION:-spineseg-default-v3}"
 EPOCHS="${EPOCHS:-30}"
 mkdir -p "$RUN"
 export SPINESEG_DATA_DIR="$RUN/data"
@@ -23,5 +23,5 @@ cp "$SPINESEG_DATA_DIR/models/versions/$VERSION/card.json" "$SPINESEG_DATA_DIR/m
 # The card records its recipe's cross-validated accuracy and the default it replaces, which
 # stays shipped in spineseg/default_model/predecessors/ (registered beside it, not production).
 "${PYTHON:-.venv/bin/python}" scripts/stamp_default_card.py spineseg/default_model/card.json \
-    --expected-accuracy training/default_expected_accuracy.json --predecessor "${PREDECESSOR:-spineseg-default-v1}"
+    --expected-accuracy training/default_expected_accuracy.json --predecessor "${PREDECESSOR:-spineseg-default-v2}"
 echo "default model written to spineseg/default_model/ ($VERSION)"

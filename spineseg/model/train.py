@@ -52,7 +52,7 @@ class TrainConfig:
     tight_crop_prob: float = 0.15
     dark_marrow_prob: float = 0.25  # chance of darken_marrow on a sample (chosen by cross-validation)
     dark_marrow_factor: tuple[float, float] = (0.15, 0.6)  # its HU scale, drawn uniformly
-    coarse_plane_prob: float = 0.0  # chance of coarsen_plane on a sample (after the other augmentations)
+    coarse_plane_prob: float = 0.25  # chance of coarsen_plane on a sample (chosen by cross-validation)
     coarse_plane_zoom: tuple[float, float] = (0.25, 0.8)  # model-grid / coarse voxel size, drawn uniformly
     bf16: bool = False
     device: str = "auto"

@@ -49,7 +49,7 @@ def test_from_serve_to_a_logged_in_result_page(server: LiveServer, browser, shar
     last = lines[-1]
     link = LINK.search(last)
     assert link, f"the last start-up line is not the first-run link:\n{chr(10).join(lines)}"
-    assert f"data: {server.data_dir}" in last and "model: spineseg-default-v2" in last
+    assert f"data: {server.data_dir}" in last and "model: spineseg-default-v3" in last
     assert "queue: SQLite" in last and "database: sqlite:///" in last
     assert not [line for line in lines if "alembic" in line], "library noise in the start-up log"
     assert sum("token=" in line for line in lines) == 1  # printed once
@@ -69,10 +69,12 @@ def test_from_serve_to_a_logged_in_result_page(server: LiveServer, browser, shar
     page.goto(link.group(1))  # the link is spent
     assert "exists already" in page.inner_text("main")
 
-    page.goto(f"{server.url}/models")  # the shipped default as production, its predecessor beside it
-    shipped = page.inner_text("tr[data-version='spineseg-default-v2']")
-    assert "production" in shipped and "expected 0.729" in shipped and "replaces spineseg-default-v1" in shipped
-    assert "production" not in page.inner_text("tr[data-version='spineseg-default-v1']")
+    page.goto(f"{server.url}/models")  # the shipped default as production, its predecessors beside it
+    shipped = page.inner_text("tr[data-version='spineseg-default-v3']")
+    assert "production" in shipped and "expected 0.763" in shipped and "replaces spineseg-default-v2" in shipped
+    assert "replaces spineseg-default-v1" in page.inner_text("tr[data-version='spineseg-default-v2']")
+    for earlier in ("spineseg-default-v2", "spineseg-default-v1"):
+        assert "production" not in page.inner_text(f"tr[data-version='{earlier}']")
     if SCREENSHOT_DIR:
         page.screenshot(path=str(Path(SCREENSHOT_DIR) / "models-shipped.png"), full_page=True)
 
