@@ -202,7 +202,9 @@ def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
     variants: dict[str, list[float]] = {}
     for fold in results:
         for row in fold["cases"]:
-            for name, m in (row.get("robustness") or {}).items() if not row["partial"] else ():
+            if row["partial"]:
+                continue
+            for name, m in (row.get("robustness") or {}).items():
                 variants.setdefault(name, []).append(m["dice"])
     return {"scoring": key, "folds": [f["fold"] for f in results], "cases": cases,
             "mean_dice": round(statistics.mean(full), 4) if full else None,

@@ -39,19 +39,25 @@ def survey_slices(n_slices: int) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, n_slices, SURVEY_EVERY), n_slices - 1])
 
 
+def _grown_box(mask: np.ndarray, stride: int, margin: int) -> tuple[slice, slice]:
+    """The in-plane box of a non-empty ``mask`` (bool (I, J, S)) grown by ``margin``, clipped to
+    the plane and started on the ``stride`` grid."""
+    box = []
+    for axis, size in ((0, mask.shape[0]), (1, mask.shape[1])):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        start = max(int(present[0]) - margin, 0) // stride * stride
+        box.append(slice(start, min(int(present[-1]) + 1 + margin, size)))
+    return box[0], box[1]
+
+
 def spine_box(found: np.ndarray, stride: int, margin: int = BOX_MARGIN) -> tuple[slice, slice] | None:
     """The in-plane box of ``found`` (bool (I, J, S), the survey's mask) grown by ``margin`` and
     started on the ``stride`` grid; ``None`` when the survey found nothing or the box would
     cover more than ``MAX_BOX_FRACTION`` of the plane."""
     if not found.any():
         return None
-    box = []
-    for axis, size in ((0, found.shape[0]), (1, found.shape[1])):
-        present = np.flatnonzero(found.any(axis=tuple(a for a in range(3) if a != axis)))
-        start = max(int(present[0]) - margin, 0) // stride * stride
-        box.append(slice(start, min(int(present[-1]) + 1 + margin, size)))
-    rows, cols = box
-    return None if box_fraction((rows, cols), found.shape[:2]) > MAX_BOX_FRACTION else (rows, cols)
+    box = _grown_box(found, stride, margin)
+    return None if box_fraction(box, found.shape[:2]) > MAX_BOX_FRACTION else box
 
 
 def body_box(body: np.ndarray, stride: int) -> tuple[slice, slice]:
@@ -60,11 +66,9 @@ def body_box(body: np.ndarray, stride: int) -> tuple[slice, slice]:
     mask on it equals the whole plane's (``bench/field_of_view.py``, "air cut away": Dice
     0.99984 to 1 on the shared cases; the network still sees air around it, the padding every
     slice gets)."""
-    rows, cols = np.flatnonzero(body.any(axis=(1, 2))), np.flatnonzero(body.any(axis=(0, 2)))
-    if not rows.size:
+    if not body.any():
         return slice(0, body.shape[0]), slice(0, body.shape[1])
-    return (slice(int(rows[0]) // stride * stride, int(rows[-1]) + 1),
-            slice(int(cols[0]) // stride * stride, int(cols[-1]) + 1))
+    return _grown_box(body, stride, margin=0)
 
 
 def within(box: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
