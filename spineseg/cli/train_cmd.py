@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from spineseg.errors import InputError
 
 
@@ -41,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_dataset_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from spineseg.model.dataset import build_dataset, discover_case, read_manifest
 
     if args.manifest:
@@ -60,6 +60,8 @@ def run_dataset_build(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from spineseg.model.train import TrainConfig, TrainEvent
     from spineseg.services.training import train_version
 
