@@ -186,17 +186,19 @@ def column_x_mm(mask: np.ndarray, body: np.ndarray, spacing: tuple[float, float,
     off the column; the body's middle starts near it, whatever the mask holds); slices without
     mask are interpolated, then a running median over ``COLUMN_SMOOTH_MM``. ``None`` for an
     empty mask."""
-    planes = np.flatnonzero(mask.any(axis=(0, 1)))
-    if planes.size == 0:
+    box = _bounding_box(mask)
+    if box is None:
         return None
+    crop = mask[box]  # the voxels are listed from the mask's box, not the whole grid
+    planes = np.flatnonzero(crop.any(axis=(0, 1))) + box[2].start
     sx = spacing[0]
     rows_in_body = body.any(axis=1)  # (I, K)
     has_body = rows_in_body.any(axis=0)
     first = np.argmax(rows_in_body, axis=0)
     last = rows_in_body.shape[0] - 1 - np.argmax(rows_in_body[::-1], axis=0)
     middle = np.where(has_body, (first + last) / 2.0, (mask.shape[0] - 1) / 2.0) * sx
-    k_major = np.nonzero(mask.transpose(2, 0, 1))  # voxels ordered by slice
-    ks, xs = k_major[0], k_major[1] * sx
+    k_major = np.nonzero(crop.transpose(2, 0, 1))  # voxels ordered by slice
+    ks, xs = k_major[0] + box[2].start, (k_major[1] + box[0].start) * sx
     bounds = np.searchsorted(ks, np.r_[planes, mask.shape[2]])
     found = np.empty(planes.size)
     for n, k in enumerate(planes):
