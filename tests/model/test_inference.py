@@ -138,24 +138,3 @@ def test_a_card_with_a_non_boolean_tta_setting_is_refused(tiny_model: Path) -> N
     data = ModelCard.read(tiny_model / "card.json").__dict__ | {"tta_flip": "yes"}
     with pytest.raises(InputError, match="tta_flip must be true or false"):
         ModelCard.from_dict(data)
-
-
-def test_a_cpu_model_runs_batches_of_cpu_batch_slices(tiny_model: Path) -> None:
-    from spineseg.model.inference import CPU_BATCH
-
-    loaded = LoadedModel.from_folder(tiny_model, device="cpu")
-    assert loaded.batch_size == CPU_BATCH
-    sizes: list[int] = []
-    real = loaded.probabilities
-
-    def counted(batch: np.ndarray) -> np.ndarray:
-        sizes.append(batch.shape[0])
-        return real(batch)
-
-    loaded.probabilities = counted
-    phantom, _ = make_phantom(shape=(40, 36, 30), spacing=(1.5, 1.5, 2.5))
-    segment(phantom, loaded)
-    assert sum(sizes) >= 30 and max(sizes) == CPU_BATCH
-    sizes.clear()
-    segment(phantom, loaded, batch_size=3)  # a caller's choice wins
-    assert max(sizes) == 3
