@@ -67,11 +67,6 @@ log = logging.getLogger(__name__)
 BODY_HU = -300.0  # denser than this is body (or table), lighter is air
 
 Progress = Callable[[float, str], None]
-# Slices per forward pass. On a CPU a batch's activations beyond the caches cost more than the
-# per-call overhead saves: 8 x 288 x 288 ran 8.4 ms per slice against 9.1 ms in batches of 16
-# (ONNX Runtime, v3, 2-core EPYC); a GPU wants more to fill it.
-CPU_BATCH = 8
-GPU_BATCH = 16
 TORCH_RUNTIME = Runtime(TORCH, "torch")
 ORT_PRECISION = Precision("float32", "onnxruntime runs float32 (int8 was measured and disagrees; see runtime.py)")
 
@@ -111,11 +106,6 @@ class LoadedModel:
     def network(self, network: torch.nn.Module) -> None:
         self._network = network
         self.session, self.runtime = None, TORCH_RUNTIME
-
-    @property
-    def batch_size(self) -> int:
-        """Slices per forward pass on this model's device (``CPU_BATCH`` / ``GPU_BATCH``)."""
-        return CPU_BATCH if str(self.device).startswith("cpu") else GPU_BATCH
 
     @property
     def inference(self) -> dict[str, object]:
@@ -362,15 +352,13 @@ def segment(
     model: LoadedModel | str | Path | None = None,
     *,
     device: str = "auto",
-    batch_size: int | None = None,
+    batch_size: int = 16,
     progress: Progress | None = None,
 ) -> Segmentation:
-    """Segment the spine in ``volume`` with ``model`` (default: the production model);
-    ``batch_size``: slices per forward pass (default: the model's device's, ``LoadedModel.batch_size``)."""
+    """Segment the spine in ``volume`` with ``model`` (default: the production model)."""
     started = time.perf_counter()
     loaded = resolve_loaded_model(model, device)
     card = loaded.card
-    batch_size = batch_size or loaded.batch_size
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
