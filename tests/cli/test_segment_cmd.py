@@ -170,3 +170,28 @@ def test_segment_imports_no_web_database_queue_or_monai(tmp_path: Path, tiny_mod
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["inference"]["dtype"] in ("float32", "bfloat16", "float16") and summary["inference"]["reason"]
     assert set(summary["cli_timings_s"]) == {"read", "write_mask"}
+
+
+def test_the_console_script_ends_segment_without_teardown_and_loses_nothing(tmp_path: Path, tiny_model: Path) -> None:
+    """``python -m spineseg.cli.main segment`` (what the ``spineseg`` script runs) leaves its
+    process through ``os._exit``: the mask, the summary, stdout and the log still arrive whole,
+    and the exit codes are ``main``'s."""
+    import subprocess
+    import sys
+
+    ct = _phantom_nifti(tmp_path / "ct.nii.gz")
+    run = [sys.executable, "-m", "spineseg.cli.main", "segment"]
+    done = subprocess.run([*run, str(ct), "-o", str(tmp_path / "m.nii.gz"), "--model", str(tiny_model),
+                           "--summary", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith(f"-> {tmp_path / 'm.nii.gz'}")
+    assert "segmented ct.nii.gz with tiny-untrained" in done.stderr  # the log, flushed
+    assert nib.load(str(tmp_path / "m.nii.gz")).get_fdata().shape == (40, 36, 8)
+    assert json.loads((tmp_path / "s.json").read_text())["model_id"] == "tiny-untrained"
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    refused = subprocess.run([*run, str(bad), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_model)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error:")
+    assert not (tmp_path / "b.nii.gz").exists()
