@@ -128,9 +128,12 @@ def wait_until_ready(cluster: Cluster) -> None:
 
 
 def running_job_of(cluster: Cluster, pids: set[int]) -> tuple[str, int] | None:
-    """(job id, worker pid) of a job that one of ``pids`` is in the middle of."""
+    """(job id, worker pid) of a job that one of ``pids`` is in the middle of: past its start and
+    not near its end, so that it cannot finish between this look and the kill that follows (a
+    job seen at any progress once finished first, and the re-queue was never observed)."""
     with cluster.database.session() as session:
-        rows = session.execute(select(Job.id, Job.worker_id).where(Job.status == "running", Job.progress >= 0.1))
+        rows = session.execute(select(Job.id, Job.worker_id).where(
+            Job.status == "running", Job.progress >= 0.1, Job.progress <= 0.5))
         for job_id, worker_id in rows:
             pid = int(worker_id.split(":")[1])
             if pid in pids:
