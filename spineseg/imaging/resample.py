@@ -8,7 +8,8 @@ centres of an ``n_in`` axis resampled to ``n_out`` voxels sit at input index
 Whole-CT work goes slab by slab (``SLAB`` slices at a time) so a long scan never needs a
 second full-size float32 copy: downsampling reads slabs of a (possibly reoriented, strided)
 view; upsampling back onto the input grid (``upsample_into``) computes only the box where
-the model-grid values are non-zero and writes each slab into the caller's array.
+the model-grid values are non-zero and writes each slab into the caller's array. The slabs
+are independent and run on every core (``spineseg.imaging.parallel``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 
+from spineseg.imaging.parallel import for_each
 from spineseg.imaging.volume import Volume
 
 SLAB = 8  # output slices per slab when resampling a whole CT
@@ -69,10 +71,12 @@ def resampled_shape(
 
 
 def resample_array(
-    array: np.ndarray, out_shape: tuple[int, int, int], *, antialias: bool = True, slab: int = SLAB
+    array: np.ndarray, out_shape: tuple[int, int, int], *, antialias: bool = True, slab: int = SLAB,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Linear resampling of a 3D array (any dtype, any strides: a reoriented view is fine) to
-    ``out_shape`` (box-voxel convention); returns float32 ``out_shape``.
+    ``out_shape`` (box-voxel convention); returns float32 ``out_shape`` (``out`` when given: a
+    float32 array of that shape in any memory layout).
 
     In-plane (axes 0, 1): bilinear, with antialiasing when shrinking (``plane_weights``, one
     slab of input slices at a time); then the slice axis (2): linear (``linear_taps``). Works
@@ -80,13 +84,18 @@ def resample_array(
     all its slices is ever held: memory is the output plus one slab.
     """
     nz, oz = array.shape[2], out_shape[2]
-    out = np.empty(out_shape, dtype=np.float32)
+    out = np.empty(out_shape, dtype=np.float32) if out is None else out
     i0, i1, w = linear_taps(nz, oz)
-    for o0 in range(0, oz, slab):
+    plane_weights(array.shape[0], out_shape[0], antialias)  # built once, before the threads share them
+    plane_weights(array.shape[1], out_shape[1], antialias)
+
+    def one_slab(o0: int) -> None:
         o1 = min(o0 + slab, oz)
         s0, s1 = (o0, o1) if oz == nz else (int(i0[o0]), int(i1[o1 - 1]) + 1)
         planes = _resample_planes(array[:, :, s0:s1], out_shape[:2], antialias)  # (I', J', s)
         out[:, :, o0:o1] = planes if oz == nz else _lerp(planes, 2, i0[o0:o1] - s0, i1[o0:o1] - s0, w[o0:o1])
+
+    for_each(one_slab, range(0, oz, slab))
     return out
 
 
@@ -196,7 +205,8 @@ def upsample_into(source: np.ndarray, out_shape: tuple[int, int, int], write: Wr
     (x0, x1), (y0, y1), (z0, z1) = ranges
     sx, sy = int(taps[0][0][0]), int(taps[1][0][0])
     ex, ey = int(taps[0][1][-1]) + 1, int(taps[1][1][-1]) + 1
-    for start in range(0, z1 - z0, slab):
+
+    def one_slab(start: int) -> None:
         stop = min(start + slab, z1 - z0)
         zi0, zi1, zw = (t[start:stop] for t in taps[2])
         sz, ez = int(zi0[0]), int(zi1[-1]) + 1
@@ -205,6 +215,8 @@ def upsample_into(source: np.ndarray, out_shape: tuple[int, int, int], write: Wr
         block = _lerp(block, 1, taps[1][0] - sy, taps[1][1] - sy, taps[1][2])
         block = _lerp(block, 2, zi0 - sz, zi1 - sz, zw)
         write((slice(x0, x1), slice(y0, y1), slice(z0 + start, z0 + stop)), block)
+
+    for_each(one_slab, range(0, z1 - z0, slab))
 
 
 def resampled_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
