@@ -32,6 +32,7 @@ from spineseg.model.preprocess import (
     mask_on_input_grid,
     pad_to_multiple,
     prepare_volume,
+    slice_major,
     slice_stack,
 )
 from spineseg.model.runtime import (
@@ -54,6 +55,7 @@ from spineseg.model.spine_box import (
     body_box,
     box_fraction,
     local_network,
+    local_spine_box,
     spine_box,
     survey_slices,
     within,
@@ -290,7 +292,8 @@ def predict_model_grid(
     card = loaded.card
     n_slices = image.shape[2]
     todo = np.arange(n_slices) if slices is None else np.asarray(slices, dtype=np.intp)
-    out = np.empty(image.shape, dtype=np.float32) if out is None else out
+    out = slice_major(image.shape) if out is None else out
+    planes = out.transpose(2, 0, 1)  # (K, I, J): a view
     multiple = size_multiple(card.architecture)
     for start in range(0, todo.size, batch_size):
         indices = todo[start:start + batch_size]
@@ -302,7 +305,7 @@ def predict_model_grid(
             probs += loaded.probabilities(np.ascontiguousarray(batch[:, :, ::-1]))[:, :, ::-1]
             probs *= 0.5
         probs = probs[:, 0, top:top + h, left:left + w]
-        out[:, :, indices] = probs.transpose(1, 2, 0)
+        planes[indices] = probs
         if progress:
             progress(float(start + indices.size) / todo.size, "model")
     return out
@@ -316,7 +319,7 @@ def predict_around_spine(
     (``spineseg.model.spine_box``): the survey slices on the body's box, the others on the box
     around the surveyed spine (or the body's when there is none). ``body``: ``image`` above
     ``BODY_HU``, if the caller has it. Returns the probabilities and the share of the plane the
-    other slices ran on (1: the whole plane everywhere); outside the boxes they are 0."""
+    other slices ran on, on average (1: the whole plane everywhere); outside the boxes they are 0."""
     card, n_slices = loaded.card, image.shape[2]
     if not local_network(card.architecture) or n_slices < MIN_SLICES:
         return predict_model_grid(loaded, image, batch_size=batch_size, progress=progress), 1.0
@@ -329,16 +332,25 @@ def predict_around_spine(
     def scaled(low: float, high: float) -> Progress | None:
         return (lambda f, stage: progress(low + (high - low) * f, stage)) if progress else None
 
-    out = np.zeros(image.shape, dtype=np.float32)
+    out = slice_major(image.shape, zeros=True)
     predict_model_grid(loaded, image[around_body], batch_size=batch_size, progress=scaled(0.0, surveyed),
                        slices=survey, out=out[around_body])
-    box = spine_box(out[:, :, survey] >= card.threshold, stride)
-    rest = np.setdiff1d(np.arange(n_slices), survey)
+    found = out[:, :, survey] >= card.threshold
     # No spine surveyed, or it spans most of the plane: the body's box.
-    box = around_body if box is None else within(box, around_body)
-    predict_model_grid(loaded, image[box], batch_size=batch_size, progress=scaled(surveyed, 1.0), slices=rest,
-                       out=out[box], margin=air_margin(box, around_body))
-    return out, box_fraction(box, image.shape[:2])
+    whole = spine_box(found, stride)
+    whole = around_body if whole is None else within(whole, around_body)
+    rest = np.setdiff1d(np.arange(n_slices), survey)
+    area = 0.0
+    for start in range(0, rest.size, batch_size):
+        batch = rest[start:start + batch_size]
+        box = local_spine_box(found, survey, batch, stride)
+        box = whole if box is None else within(box, around_body)  # nothing near these slices: the whole survey's
+        predict_model_grid(loaded, image[box], batch_size=batch_size, slices=batch, out=out[box],
+                           margin=air_margin(box, around_body),
+                           progress=scaled(surveyed + (1 - surveyed) * start / rest.size,
+                                           surveyed + (1 - surveyed) * (start + batch.size) / rest.size))
+        area += box_fraction(box, image.shape[:2]) * batch.size
+    return out, area / max(rest.size, 1)
 
 
 def normalised_level(hu: float, window: tuple[float, float]) -> float:

