@@ -31,11 +31,15 @@ def thread_count() -> int:
     configured = os.environ.get("SPINESEG_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
+    return min(available_cores(), MAX_THREADS)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_THREADS))
+        return os.cpu_count() or 1
 
 
 def _shared_pool(threads: int) -> ThreadPoolExecutor:

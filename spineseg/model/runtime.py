@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spineseg.imaging.parallel import available_cores, for_each, thread_count
 from spineseg.model.onnx_export import cache_dir
 
 log = logging.getLogger(__name__)
@@ -191,23 +192,42 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class OrtNetwork:
-    """An ONNX Runtime session of the network: ``(B, C, H, W)`` float32 -> logits ``(B, 1, H, W)``."""
+    """ONNX Runtime sessions of the network: ``(B, C, H, W)`` float32 -> logits ``(B, 1, H, W)``.
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    A batch runs as ``parts`` sub-batches at once (default ``thread_count()``), each on its own
+    session with the machine's cores shared out as intra-op threads (``threads`` each, default
+    cores // parts). On the 2-core benchmark machine a 16 x 3 x 272 x 272 batch took 0.154-0.162 s
+    as two concurrent 8-slice runs of one thread each, and 0.174-0.194 s as one run on two
+    threads (ONNX Runtime's threads meet at every layer; two runs of one thread never wait for
+    each other)."""
+
+    def __init__(self, path: Path, threads: int | None = None, parts: int | None = None) -> None:
         import onnxruntime as ort
 
+        self.parts = max(1, parts or thread_count())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle threads sleep instead of spinning: on a machine shared with other work, spinning
         # threads fight for the cores (a 16-slice batch took 1.37 s spinning, 0.94 s without, load 6.9).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or max(1, available_cores() // self.parts)
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.sessions = [ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                         for _ in range(self.parts)]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"x": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = min(self.parts, batch.shape[0])
+        if parts == 1:
+            return self.sessions[0].run(None, {"x": batch})[0]
+        bounds = np.linspace(0, batch.shape[0], parts + 1).round().astype(int)
+        outputs: list[np.ndarray] = [np.empty(0)] * parts
+
+        def run(part: int) -> None:
+            outputs[part] = self.sessions[part].run(None, {"x": batch[bounds[part]:bounds[part + 1]]})[0]
+
+        for_each(run, range(parts))
+        return np.concatenate(outputs)
 
 
 def time_call(call: Callable[[], object], repeats: int = PROBE_REPEATS) -> float:

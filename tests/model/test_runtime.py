@@ -85,6 +85,18 @@ def test_onnxruntime_and_torch_give_the_same_segmentation(tiny_model: Path) -> N
     np.testing.assert_array_equal(a.mask, b.mask)
 
 
+def test_a_batch_split_over_concurrent_sessions_gives_the_whole_batch_s_logits(tiny_model: Path) -> None:
+    from spineseg.model.runtime import OrtNetwork
+
+    path = LoadedModel.from_folder(tiny_model, runtime="onnxruntime").session.path
+    batch = np.random.default_rng(0).random((5, 3, 48, 32), dtype=np.float32)
+    whole = OrtNetwork(path, parts=1)(batch)
+    three = OrtNetwork(path, parts=3)
+    assert len(three.sessions) == 3 and whole.shape == (5, 1, 48, 32)
+    np.testing.assert_allclose(three(batch), whole, atol=1e-6)  # sub-batches of 2, 1 and 2 slices
+    np.testing.assert_allclose(three(batch[:1]), whole[:1], atol=1e-6)  # one slice: one session
+
+
 def test_replacing_the_network_drops_the_onnx_session(tiny_model: Path) -> None:
     import torch
 
