@@ -316,8 +316,9 @@ def predict_around_spine(
     body: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """``predict_model_grid``, run on less than the plane where the network allows it
-    (``spineseg.model.spine_box``): the survey slices on the body's box, the others on the box
-    around the surveyed spine (or the body's when there is none). ``body``: ``image`` above
+    (``spineseg.model.spine_box``): the survey slices on the body's box, each batch of the others
+    on the box around the spine the survey found near it (or around all the survey found, or
+    the body's box, when there is none). ``body``: ``image`` above
     ``BODY_HU``, if the caller has it. Returns the probabilities and the share of the plane the
     other slices ran on, on average (1: the whole plane everywhere); outside the boxes they are 0."""
     card, n_slices = loaded.card, image.shape[2]

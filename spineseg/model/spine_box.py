@@ -70,8 +70,8 @@ def spine_box(found: np.ndarray, stride: int, margin: int = BOX_MARGIN) -> tuple
 def local_spine_box(found: np.ndarray, survey: np.ndarray, slices: np.ndarray, stride: int,
                     margin: int = BOX_MARGIN, reach: int = SURVEY_EVERY) -> tuple[slice, slice] | None:
     """``spine_box`` of the survey slices near ``slices`` (consecutive model-grid slices, e.g.
-    one batch): those from ``SURVEY_EVERY`` before the first to ``SURVEY_EVERY`` after the
-    last, so every slice lies between two surveyed ones that count. ``found``: the survey's
+    one batch): those from ``reach`` (default ``SURVEY_EVERY``) before the first to ``reach``
+    after the last, so every slice lies between two surveyed ones that count. ``found``: the survey's
     mask, bool (I, J, len(survey)); ``None`` as for ``spine_box``.
 
     A box per batch follows the spine where it moves across the plane (a lordosis, a scan of
