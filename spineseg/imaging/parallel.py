@@ -55,6 +55,18 @@ def _mark_pool_thread() -> None:
     _in_pool.active = True
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, and a pool that
+    believes it has them would queue work forever (a DataLoader worker, a forked pool of a
+    notebook); the child starts its own on first use."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def for_each(work: Callable[[T], None], items: Iterable[T]) -> None:
     """``work(item)`` for every item, on ``thread_count()`` threads; returns when all are done
     and re-raises the first error. Work already running on the pool (a nested call) and a

@@ -69,3 +69,29 @@ def test_resampling_gives_the_same_voxels_on_one_thread_and_on_several(monkeypat
         results.append((down, up))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_runs_slab_work_on_a_pool_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("SPINESEG_THREADS", "2")
+    parallel.for_each(lambda _: None, range(4))  # the parent's pool exists and has threads
+    pid = os.fork()
+    if pid == 0:  # the child: would hang on the parent's (threadless) pool
+        done = []
+        try:
+            parallel.for_each(done.append, range(4))
+            os._exit(0 if sorted(done) == [0, 1, 2, 3] else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's slab work did not finish in 20 s")
