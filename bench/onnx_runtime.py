@@ -175,8 +175,9 @@ def main() -> None:
             row = [f"  {case:18s} ({splits.get(case, '?')}) torch {base.timings['total']:.2f} s"]
             if bf16_native:
                 seg = segment(volume, bf16)
-                worst["torch bf16"] = min(worst["torch bf16"], dice(seg.mask, base.mask))
-                row.append(f"bf16 {dice(seg.mask, base.mask):.6f} ({seg.timings['total']:.2f} s)")
+                agreement = dice(seg.mask, base.mask)
+                worst["torch bf16"] = min(worst["torch bf16"], agreement)
+                row.append(f"bf16 {agreement:.6f} ({seg.timings['total']:.2f} s)")
             for name, session in sessions.items():
                 other = LoadedModel(loaded.network, card, loaded.device, loaded.precision,
                                     Runtime(ORT, name), session)

@@ -341,15 +341,17 @@ def predict_around_spine(
     whole = spine_box(found, stride)
     whole = around_body if whole is None else within(whole, around_body)
     rest = np.setdiff1d(np.arange(n_slices), survey)
+
+    def done(n_rest: int) -> float:  # the progress once n_rest of the other slices have run
+        return surveyed + (1 - surveyed) * n_rest / rest.size
+
     area = 0.0
     for start in range(0, rest.size, batch_size):
         batch = rest[start:start + batch_size]
         box = local_spine_box(found, survey, batch, stride)
         box = whole if box is None else within(box, around_body)  # nothing near these slices: the whole survey's
         predict_model_grid(loaded, image[box], batch_size=batch_size, slices=batch, out=out[box],
-                           margin=air_margin(box, around_body),
-                           progress=scaled(surveyed + (1 - surveyed) * start / rest.size,
-                                           surveyed + (1 - surveyed) * (start + batch.size) / rest.size))
+                           margin=air_margin(box, around_body), progress=scaled(done(start), done(start + batch.size)))
         area += box_fraction(box, image.shape[:2]) * batch.size
     return out, area / max(rest.size, 1)
 

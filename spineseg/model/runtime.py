@@ -220,11 +220,11 @@ class OrtNetwork:
         parts = min(self.parts, batch.shape[0])
         if parts == 1:
             return self.sessions[0].run(None, {"x": batch})[0]
-        bounds = np.linspace(0, batch.shape[0], parts + 1).round().astype(int)
+        chunks = np.array_split(batch, parts)  # contiguous views along the batch axis
         outputs: list[np.ndarray] = [np.empty(0)] * parts
 
         def run(part: int) -> None:
-            outputs[part] = self.sessions[part].run(None, {"x": batch[bounds[part]:bounds[part + 1]]})[0]
+            outputs[part] = self.sessions[part].run(None, {"x": chunks[part]})[0]
 
         for_each(run, range(parts))
         return np.concatenate(outputs)

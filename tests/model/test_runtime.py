@@ -93,7 +93,7 @@ def test_a_batch_split_over_concurrent_sessions_gives_the_whole_batch_s_logits(t
     whole = OrtNetwork(path, parts=1)(batch)
     three = OrtNetwork(path, parts=3)
     assert len(three.sessions) == 3 and whole.shape == (5, 1, 48, 32)
-    np.testing.assert_allclose(three(batch), whole, atol=1e-6)  # sub-batches of 2, 1 and 2 slices
+    np.testing.assert_allclose(three(batch), whole, atol=1e-6)  # sub-batches of 2, 2 and 1 slices
     np.testing.assert_allclose(three(batch[:1]), whole[:1], atol=1e-6)  # one slice: one session
 
 
