@@ -20,7 +20,7 @@ import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,8 @@ class MaskPair:
     truth: np.ndarray
     spacing: tuple[float, float, float]
     slice_axis: int
+    affine: np.ndarray | None = None  # the prediction's voxel -> RAS mm
+    roi: np.ndarray | None = None  # score only inside this mask (``--roi``)
 
 
 def _paired_paths(preds: Sequence[str], truths: Sequence[str]) -> list[tuple[Path, Path]]:
@@ -83,7 +85,7 @@ def load_mask_pair(pred_path: Path, truth_path: Path, *, pred_labels: str, truth
     # The array axis whose direction has the largest head-foot (world z) component.
     directions = reference.affine[:3, :3] / np.asarray(reference.spacing)
     slice_axis = int(np.argmax(np.abs(directions[2])))
-    return MaskPair(str(pred_path), pred.mask, truth.mask, reference.spacing, slice_axis)
+    return MaskPair(str(pred_path), pred.mask, truth.mask, reference.spacing, slice_axis, reference.affine)
 
 
 @contextmanager
@@ -104,14 +106,40 @@ def _check_conventions(args: argparse.Namespace) -> None:
             raise InputError(option, f"unknown label convention {value!r}; choose from {', '.join(CONVENTIONS)}")
 
 
+def _roi_paths(args: argparse.Namespace) -> list[Path | None]:
+    """One ``--roi`` per ``--pred`` (in order), or none at all."""
+    rois = getattr(args, "roi", None) or []
+    if not rois:
+        return [None] * len(args.pred)
+    if len(rois) != len(args.pred):
+        raise InputError("--roi", f"got {len(rois)} ROI mask(s) for {len(args.pred)} prediction(s); "
+                         "give one --roi per --pred, in the same order, or none")
+    return [Path(r) for r in rois]
+
+
+def _load_roi(path: Path, pair: MaskPair) -> np.ndarray:
+    """A binary ROI mask on the prediction's grid; refused when it holds no voxel there."""
+    from spineseg.imaging.io import load_labels
+    from spineseg.imaging.volume import Volume
+
+    reference = Volume(np.zeros(pair.pred.shape, np.float32), pair.affine)
+    roi = load_labels(path, reference, convention="binary").mask
+    if not roi.any():
+        raise InputError(path, "the ROI mask has no voxel on the prediction's grid")
+    return roi
+
+
 def _iter_pairs(args: argparse.Namespace) -> Iterator[MaskPair]:
     """Load the pairs one at a time (only one case's masks are held in memory)."""
     _check_conventions(args)
-    for pred_path, truth_path in _paired_paths(args.pred, args.truth):
+    rois = _roi_paths(args)
+    for (pred_path, truth_path), roi_path in zip(_paired_paths(args.pred, args.truth), rois, strict=True):
         with _memory_guard(pred_path):
             pair = load_mask_pair(
                 pred_path, truth_path, pred_labels=args.pred_labels, truth_labels=args.truth_labels
             )
+            if roi_path is not None:
+                pair = replace(pair, roi=_load_roi(roi_path, pair))
         yield pair
 
 
@@ -241,7 +269,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     acc = CaseMetrics()
     for pair in _iter_pairs(args):
         with _memory_guard(Path(pair.name)):
-            acc.add(pair.name, pair.pred, pair.truth, pair.spacing)
+            acc.add(pair.name, pair.pred, pair.truth, pair.spacing, pair.roi)
     if args.csv is not None:
         _write_csv(Path(args.csv), acc, args.truth)
     if args.json:
@@ -360,6 +388,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--pred-levels", action="append", metavar="NIFTI",
                           help="predicted level map (VerSe ids, e.g. from segment --levels) instead of --pred: "
                           "per-vertebra Dice, identification rate, localisation distance")
+    evaluate.add_argument("--roi", action="append", metavar="NIFTI",
+                          help="score only inside this binary mask (one per --pred, in order), for a truth "
+                          "that is complete only there, e.g. the column box of a whole-bone mask")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.add_argument("--csv", metavar="FILE", help="also write one row per case to FILE")
     evaluate.set_defaults(func=run_evaluate)

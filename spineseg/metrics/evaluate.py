@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from spineseg.metrics._inputs import as_binary_pair, as_spacing
+from spineseg.metrics.interior import interior_recall
 from spineseg.metrics.overlap import (
     confusion_counts,
     dice_from_counts,
@@ -33,6 +35,10 @@ METRIC_KEYS: tuple[str, ...] = (
     "f1",
     "hd95_mm",
     "assd_mm",
+    "surface_dice_1mm",
+    "surface_dice_2mm",
+    "signed_surface_distance_mm",
+    "interior_recall",
     "tp",
     "fp",
     "tn",
@@ -45,21 +51,35 @@ METRIC_KEYS: tuple[str, ...] = (
 """The keys of ``evaluate_masks``'s result, in the order reports show them."""
 
 
-def evaluate_masks(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict[str, float | int]:
+def evaluate_masks(
+    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], roi: np.ndarray | None = None
+) -> dict[str, float | int]:
     """Every overlap, surface and volume metric of ``pred`` against ``truth``.
 
     pred, truth: masks of the same shape ``(I, J, K)``, non-zero = spine.
     spacing: voxel size in mm along each axis.
+    roi: optional mask of the same shape: only voxels inside it are scored (both masks are cut
+        to it), for truths that are complete only in part of the grid (P7's column box).
 
     Returns a dict with exactly the keys of ``METRIC_KEYS``: dice, iou, precision, recall,
     specificity, f1 (floats, nan when undefined; see ``metrics.overlap``), hd95_mm and
     assd_mm (mm; 0.0 when both masks are empty, inf when one is), tp, fp, tn, fn (ints,
     voxel counts), volume_pred_ml, volume_truth_ml, abs_volume_diff_ml (mL) and
-    rel_volume_diff (signed fraction of the true volume; see ``metrics.volume``).
+    rel_volume_diff (signed fraction of the true volume; see ``metrics.volume``),
+    surface_dice_1mm / _2mm (normalised surface Dice at 1 and 2 mm), signed_surface_distance_mm
+    (negative when the prediction sits inside the truth; see ``metrics.surface``) and
+    interior_recall (``metrics.interior``).
     """
     pred_b, truth_b = as_binary_pair(pred, truth)
     sizes = as_spacing(spacing, pred_b.ndim)
-    counts = confusion_counts(pred_b, truth_b)
+    counts = None
+    if roi is not None:
+        inside, _ = as_binary_pair(roi, truth_b)
+        pred_b, truth_b = pred_b & inside, truth_b & inside
+        counts = confusion_counts(pred_b, truth_b)
+        # Outside the ROI nothing is scored: true negatives are counted inside it only.
+        counts = replace(counts, tn=int(np.count_nonzero(inside)) - counts.tp - counts.fp - counts.fn)
+    counts = counts or confusion_counts(pred_b, truth_b)
     distances = surface_distances(pred_b, truth_b, sizes)
     volumes = compare_volumes(pred_b, truth_b, sizes)
     return {
@@ -71,6 +91,10 @@ def evaluate_masks(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
         "f1": f1_from_counts(counts),
         "hd95_mm": distances.hd95_mm,
         "assd_mm": distances.assd_mm,
+        "surface_dice_1mm": distances.surface_dice(1.0),
+        "surface_dice_2mm": distances.surface_dice(2.0),
+        "signed_surface_distance_mm": distances.signed_mean_mm,
+        "interior_recall": interior_recall(pred_b, truth_b, sizes),
         "tp": counts.tp,
         "fp": counts.fp,
         "tn": counts.tn,
@@ -113,10 +137,11 @@ class CaseMetrics:
         self._results: list[dict[str, float | int]] = []
 
     def add(
-        self, name: str, pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]
+        self, name: str, pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float],
+        roi: np.ndarray | None = None,
     ) -> dict[str, float | int]:
         """Evaluate one case, remember it under ``name`` and return its metrics."""
-        result = evaluate_masks(pred, truth, spacing)
+        result = evaluate_masks(pred, truth, spacing, roi)
         self._names.append(name)
         self._results.append(result)
         return result

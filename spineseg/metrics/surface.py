@@ -11,8 +11,20 @@ voxel size (``scipy.ndimage.distance_transform_edt(..., sampling=spacing)``).
 - ASSD: the mean of all those distances from both directions pooled,
   ``(sum d(P->T) + sum d(T->P)) / (|S_P| + |S_T|)``.
 
-Empty cases: both masks empty -> 0.0 (the surfaces agree: there are none); exactly one empty
--> ``inf`` (no surface to measure to; callers writing JSON must turn it into null).
+- Normalised surface Dice at a tolerance t (Nikolov et al. 2021, the figure TotalSegmentator
+  publishes at 1 mm): the share of both surfaces' voxels that lie within t of the other surface,
+  ``(#{d(P->T) <= t} + #{d(T->P) <= t}) / (|S_P| + |S_T|)``. It counts boundary voxels rather
+  than surface-element areas, like the two distances above.
+- Signed mean surface distance: the same pooled distances with a sign, negative where the
+  prediction lies inside the truth (a prediction surface voxel inside the truth, or a truth
+  surface voxel outside the prediction) and positive where it lies outside. A mask that sits one
+  voxel inside the truth all round scores minus one voxel size; one that is too large on one side
+  and too small on the other can score 0 with a large ASSD, so read it beside ASSD.
+
+Empty cases: both masks empty -> 0.0 (the surfaces agree: there are none) and surface Dice 1.0;
+exactly one empty -> ``inf`` (no surface to measure to; callers writing JSON must turn it into
+null), surface Dice 0.0, signed distance ``-inf`` for a missed truth and ``+inf`` for a
+prediction where the truth has nothing.
 
 Speed and memory: both masks are cropped to their joint bounding box plus a one-voxel margin
 before the distance transforms. All surface voxels lie inside that box and the Euclidean
@@ -38,6 +50,7 @@ from spineseg.metrics._inputs import as_binary_pair, as_spacing
 
 CROP_MARGIN_VOXELS = 1
 HD_PERCENTILE = 95.0
+_TOLERANCE_SLACK_MM = 1e-6  # a distance of exactly t (voxel centres t apart) is within t
 EDT_VOXEL_BUDGET = 16_000_000
 """Largest cropped box (voxels) measured with the distance transform (about 270 MB)."""
 
@@ -49,12 +62,17 @@ class SurfaceDistances:
     pred_to_truth: for each boundary voxel of the prediction, the distance to the nearest
         boundary voxel of the truth; shape ``(n_pred_surface,)``.
     truth_to_pred: the same from the truth's boundary voxels; shape ``(n_truth_surface,)``.
+    pred_inside_truth: for each of those prediction surface voxels, whether it lies in the truth;
+    truth_inside_pred: for each truth surface voxel, whether it lies in the prediction (both
+        give the sign of ``signed_mean_mm``; they default to all-false).
     Both are empty arrays when a mask is empty; see ``hd95_mm`` / ``assd_mm`` for what that
     yields.
     """
 
     pred_to_truth: np.ndarray
     truth_to_pred: np.ndarray
+    pred_inside_truth: np.ndarray | None = None
+    truth_inside_pred: np.ndarray | None = None
 
     @property
     def hd95_mm(self) -> float:
@@ -78,6 +96,31 @@ class SurfaceDistances:
         total = float(self.pred_to_truth.sum() + self.truth_to_pred.sum())
         return total / (self.pred_to_truth.size + self.truth_to_pred.size)
 
+    def surface_dice(self, tolerance_mm: float) -> float:
+        """Normalised surface Dice at ``tolerance_mm`` (1.0 both empty, 0.0 one empty)."""
+        empty = self._empty_case_value()
+        if empty is not None:
+            return 1.0 if empty == 0.0 else 0.0
+        limit = float(tolerance_mm) + _TOLERANCE_SLACK_MM
+        close = np.count_nonzero(self.pred_to_truth <= limit) + np.count_nonzero(self.truth_to_pred <= limit)
+        return float(close) / (self.pred_to_truth.size + self.truth_to_pred.size)
+
+    @property
+    def signed_mean_mm(self) -> float:
+        """Mean signed surface distance in mm: negative where the prediction sits inside the
+        truth (0.0 both empty; -inf a missed truth, +inf a prediction against an empty truth)."""
+        n_pred, n_truth = self.pred_to_truth.size, self.truth_to_pred.size
+        if n_pred == 0 and n_truth == 0:
+            return 0.0
+        if n_pred == 0:
+            return -math.inf
+        if n_truth == 0:
+            return math.inf
+        pred_sign = _signs(self.pred_inside_truth, n_pred, inside=-1.0)
+        truth_sign = _signs(self.truth_inside_pred, n_truth, inside=1.0)
+        total = float(pred_sign @ self.pred_to_truth + truth_sign @ self.truth_to_pred)
+        return total / (n_pred + n_truth)
+
     def _empty_case_value(self) -> float | None:
         n_pred, n_truth = self.pred_to_truth.size, self.truth_to_pred.size
         if n_pred == 0 and n_truth == 0:
@@ -85,6 +128,13 @@ class SurfaceDistances:
         if n_pred == 0 or n_truth == 0:
             return math.inf
         return None
+
+
+def _signs(flags: np.ndarray | None, n: int, *, inside: float) -> np.ndarray:
+    """+-1 per surface voxel: ``inside`` where ``flags`` is true, the opposite elsewhere."""
+    if flags is None:
+        flags = np.zeros(n, dtype=bool)
+    return np.where(flags, inside, -inside)
 
 
 def surface_voxels(mask: np.ndarray) -> np.ndarray:
@@ -145,12 +195,15 @@ def surface_distances(
     if crop is None:
         empty = np.zeros(0, dtype=np.float64)
         return SurfaceDistances(pred_to_truth=empty, truth_to_pred=empty)
-    pred_surface = surface_voxels(pred_b[crop])
-    truth_surface = surface_voxels(truth_b[crop])
+    pred_crop, truth_crop = pred_b[crop], truth_b[crop]
+    pred_surface = surface_voxels(pred_crop)
+    truth_surface = surface_voxels(truth_crop)
     use_edt = pred_surface.size <= edt_voxel_budget
     return SurfaceDistances(
         pred_to_truth=_directed(pred_surface, truth_surface, sizes, use_edt),
         truth_to_pred=_directed(truth_surface, pred_surface, sizes, use_edt),
+        pred_inside_truth=truth_crop[pred_surface],
+        truth_inside_pred=pred_crop[truth_surface],
     )
 
 

@@ -20,6 +20,7 @@ from spineseg.metrics.bland_altman import BlandAltmanStats, bland_altman
 from spineseg.metrics.evaluate import METRIC_KEYS
 
 TABLE_KEYS = ("dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "assd_mm",
+              "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall",
               "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml", "tp", "fp", "tn", "fn")
 BOX_KEYS = ("dice", "iou", "precision", "recall", "f1")
 

@@ -58,7 +58,7 @@ def test_single_pair_json_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[
     result = _run_json(capsys, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--json"])
     assert list(result) == [
         "dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "assd_mm",
-        "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
+        "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall", "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
         "rel_volume_diff",
     ]  # fmt: skip
     # Overlap is the layer i = 3: TP 4, FP 4, FN 4, TN 96 - 12 = 84.
@@ -70,6 +70,28 @@ def test_single_pair_json_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert result["hd95_mm"] == pytest.approx(2.0)
     assert result["assd_mm"] == pytest.approx(1.0)
     assert result["volume_truth_ml"] == pytest.approx(0.008)  # 8 voxels of 1 mm³
+
+
+def test_roi_scores_only_inside_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The truth has a second cube the prediction misses, at i = 2..3 of k = 3 only; an ROI of
+    # k = 0..2 leaves it out, so the pair scores as the plain shifted cubes (Dice 0.5), and TN
+    # counts the ROI's 72 voxels only: 72 - 12 = 60.
+    truth = np.zeros((6, 4, 4), dtype=np.uint8)
+    truth[2:4, 1:3, 1:3] = 1
+    pred = np.zeros_like(truth)
+    pred[3:5, 1:3, 1:3] = 1
+    truth[0:2, 0:2, 3] = 1
+    roi = np.zeros_like(truth)
+    roi[:, :, 0:3] = 1
+    paths = [_save(tmp_path / f"{n}.nii.gz", a) for n, a in (("p", pred), ("t", truth), ("r", roi))]
+    argv = ["evaluate", "--pred", str(paths[0]), "--truth", str(paths[1]), "--json"]
+    assert _run_json(capsys, argv)["fn"] == 8  # without the ROI the second cube is missed
+    result = _run_json(capsys, [*argv, "--roi", str(paths[2])])
+    assert (result["tp"], result["fp"], result["fn"], result["tn"]) == (4, 4, 4, 60)
+    assert result["dice"] == pytest.approx(0.5)
+    _fails_with(capsys, [*argv, "--roi", str(paths[2]), "--roi", str(paths[2])], "--roi", "one --roi per --pred")
+    empty = _save(tmp_path / "empty.nii.gz", np.zeros_like(roi))
+    _fails_with(capsys, [*argv, "--roi", str(empty)], "empty.nii.gz", "no voxel")
 
 
 def test_table_is_the_default_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from spineseg.metrics.evaluate import METRIC_KEYS
 from spineseg.metrics.plots import plot_bland_altman
 from spineseg.services.evaluation import (
     CaseRow,
@@ -46,7 +47,9 @@ def case_rows(session: Session, ids: str, model: str = "") -> list[CaseRow]:
             which = f"no done run by model version {model!r} with" if model else "no"
             raise HTTPException(404, f"study {study_id} has {which} metrics: it needs a ground truth and a "
                                      "finished job")
-        rows.append(CaseRow(study.id, study.name, run.metrics, run.model_version, run.id, study.site,
+        # Runs scored before a metric existed show it as not measured (None), never as an error.
+        metrics = {**dict.fromkeys(METRIC_KEYS), **(run.metrics or {})}
+        rows.append(CaseRow(study.id, study.name, metrics, run.model_version, run.id, study.site,
                             (run.summary or {}).get("level_scores")))
     if not rows:
         raise HTTPException(400, "choose at least one study (ids=...)")
