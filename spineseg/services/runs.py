@@ -3,10 +3,17 @@ model version, settings, output folder, summary and metrics, and no run ever rep
 
 - ``new_run`` queues one with the version resolved now (a concrete registry id, never
   "whatever production is when it starts"), ``record_results`` stores what it produced on its
-  own row, ``finish_run`` ends it and refreshes the study's *current run*.
-- The current run is the one the user pinned (``pin_run``), else the newest done run; the
-  study keeps a copy of its results (``Study.model_id``, ``dice``, ``metrics``...) so lists,
-  filters and the evaluation need no join. ``refresh_current`` is the only writer of that copy.
+  own row, ``finish_run`` ends it.
+- The study's *current run* (the result it shows) is recorded on the study
+  (``Study.pinned_job_id``, with why in ``Study.current_choice``) and changes only when
+  (a) a person chooses a run (``pin_run``), (b) a re-run of the production version ends done
+  and its confirmation announced that it would become the result (``new_run(make_current=True)``,
+  refused for any other version), or (c) the study has no current run yet and a run asked for
+  the production version ends done (the upload's first run). A re-run with another version
+  never becomes the result by itself (issue 28: an older version's re-run used to replace it).
+- The study keeps a copy of its current run's results (``Study.model_id``, ``dice``,
+  ``metrics``...) so lists, filters and the evaluation need no join; ``refresh_current`` is the
+  only writer of that copy.
 - ``run_files`` is a run's folder, ``RUN_DOWNLOADS`` / ``run_downloads`` what can be downloaded
   from it (add a new output here and it shows in the API and on the page).
 - ``compare_runs``: Dice between two runs' masks and their volume difference.
@@ -15,6 +22,7 @@ model version, settings, output folder, summary and metrics, and no run ever rep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,14 @@ from spineseg.store.models import Job, Study
 from spineseg.store.studies import create_job, finish_job, get_job, get_study
 
 PRODUCTION = "production"
+
+# Why a run is its study's current one (``Study.current_choice["reason"]``), as the page says it.
+REASONS = {
+    "first_done": "the study's first finished segmentation with the production version",
+    "announced_rerun": "a re-run with the production version; its confirmation said it would become the result",
+    "chosen": "chosen by a person",
+    "newest_done": "the newest finished run when the result was last derived (before results were chosen)",
+}
 
 
 def _run_error(reason: str) -> InputError:
@@ -95,10 +111,24 @@ def runs_of(study: Study) -> list[Job]:
 
 
 def current_run(study: Study) -> Job | None:
-    """The pinned run when it is done, else the newest done run; ``None`` before any is done."""
-    done = [job for job in runs_of(study) if job.status == "done"]
-    pinned = next((job for job in done if job.id == study.pinned_job_id), None)
-    return pinned or (done[-1] if done else None)
+    """The study's current run (``Study.pinned_job_id``) when it is a done run of the study;
+    ``None`` before one is."""
+    return next((job for job in runs_of(study) if job.id == study.pinned_job_id and job.status == "done"), None)
+
+
+def current_reason(study: Study) -> dict[str, Any] | None:
+    """Why the current run is current: ``reason`` (a key of ``REASONS``), ``text`` (its
+    sentence), ``by`` (who chose or announced it, when known) and ``at`` (ISO time)."""
+    if current_run(study) is None:
+        return None
+    choice = study.current_choice or {"reason": "chosen"}
+    reason = choice.get("reason", "chosen")
+    return {"reason": reason, "text": REASONS.get(reason, reason), "by": choice.get("by"), "at": choice.get("at")}
+
+
+def _make_current(study: Study, job: Job, reason: str, by: str | None) -> None:
+    study.pinned_job_id = job.id
+    study.current_choice = {"reason": reason, "by": by or None, "at": datetime.now(UTC).isoformat()}
 
 
 def find_run(study: Study, run_id: str) -> Job | None:
@@ -117,13 +147,25 @@ def resolve_version(registry: Registry, version: str | None) -> str:
 
 
 def new_run(session: Session, *, study_id: str, registry: Registry, version: str | None = None,
-            device: str = "") -> Job:
-    """A queued run of the study with the version resolved now and its own output folder."""
+            device: str = "", make_current: bool = False, username: str = "") -> Job:
+    """A queued run of the study with the version resolved now and its own output folder.
+
+    ``make_current``: the run becomes the study's current one when it ends done (the page's
+    confirmation said so); only a run of the production version may (``InputError`` on field
+    ``make_current`` otherwise)."""
     model_version = resolve_version(registry, version)
+    if make_current and model_version != registry.production_id():
+        error = InputError("make_current", f"{model_version} is not the production version; only a re-run with the "
+                                           "production version can become the study's result when it is done "
+                                           "(choose another run as the result on the study page)")
+        error.field = "make_current"
+        raise error
     job = create_job(session, study_id=study_id)
     job.model_version = model_version
     job.output_dir = output_dir_for(job.id)
     job.settings = {"requested": version or PRODUCTION, "device": device}
+    if make_current:
+        job.settings = job.settings | {"make_current": True, "make_current_by": username or None}
     session.flush()
     return job
 
@@ -156,10 +198,21 @@ def refresh_current(study: Study) -> Job | None:
     return run
 
 
+def _adoption(study: Study, job: Job) -> str | None:
+    """Why ``job`` (just done) becomes the study's current run, ``None`` when it does not: an
+    announced production re-run, or the first done run that asked for production."""
+    settings = job.settings or {}
+    if settings.get("make_current"):
+        return "announced_rerun"
+    if current_run(study) is None and settings.get("requested", PRODUCTION) == PRODUCTION:
+        return "first_done"
+    return None
+
+
 def finish_run(session: Session, *, job_id: str, status: str, error: str | None = None,
                worker_id: str | None = None) -> None:
-    """End the run (``finish_job``, guarded by its claimant ``worker_id`` when given) and
-    refresh its study's current run."""
+    """End the run (``finish_job``, guarded by its claimant ``worker_id`` when given); a done
+    run becomes the study's current one only by ``_adoption``'s rules."""
     if not finish_job(session, job_id=job_id, status=status, error=error, worker_id=worker_id):
         return
     session.flush()
@@ -169,19 +222,28 @@ def finish_run(session: Session, *, job_id: str, status: str, error: str | None 
         study = get_study(session, study_id=job.study_id)
         if study is not None:
             session.refresh(study)
+            reason = _adoption(study, job) if job.status == "done" else None
+            if reason is not None:
+                _make_current(study, job, reason, (job.settings or {}).get("make_current_by"))
             refresh_current(study)
 
 
-def pin_run(study: Study, run_id: str | None) -> Job | None:
-    """Make ``run_id`` the study's current run (``None``: back to the newest done run).
-    ``InputError`` on field ``run`` for an unknown or unfinished run."""
+def pin_run(study: Study, run_id: str | None, username: str = "") -> Job | None:
+    """A person makes ``run_id`` the study's current run (``None``: the newest done run, now;
+    it does not follow later runs). ``InputError`` on field ``run`` for an unknown or
+    unfinished run, or when the study has no done run."""
     if run_id is not None:
         run = find_run(study, run_id)
         if run is None:
             raise _run_error(f"study {study.id} has no run {run_id!r}")
         if run.status != "done":
             raise _run_error(f"run {run_id} is {run.status}; only a done run can be the study's current one")
-    study.pinned_job_id = run_id
+    else:
+        done = [job for job in runs_of(study) if job.status == "done"]
+        if not done:
+            raise _run_error(f"study {study.id} has no done run to show")
+        run = done[-1]
+    _make_current(study, run, "chosen", username)
     return refresh_current(study)
 
 
@@ -197,7 +259,9 @@ def run_json(study: Study, job: Job, current: Job | None) -> dict[str, Any]:
         "spine_volume_ml": job.spine_volume_ml,
         "metrics": job.metrics,
         "current": current is not None and job.id == current.id,
-        "pinned": job.id == study.pinned_job_id,
+        "pinned": current is not None and job.id == current.id and (study.current_choice or {}).get(
+            "reason", "chosen") == "chosen",  # a person chose it
+        "make_current": bool((job.settings or {}).get("make_current")),
         "downloads": run_downloads(study, job) if job.status == "done" else None,
     }
 
@@ -237,18 +301,26 @@ def compare_runs(studies_dir: Path, first: Job, second: Job) -> dict[str, Any]:
     }
 
 
-def shown_run(study: Study, run_id: str = "") -> dict[str, Any] | None:
+def shown_run(study: Study, run_id: str = "", production: str | None = None) -> dict[str, Any] | None:
     """What the result page shows: the run ``run_id`` when it is a done run of the study, else
-    the current run; its results, its downloads and the URL base its files are read from
-    (the viewer's ``data-run-base``). ``None`` before any run is done."""
+    the current run (else, when none is current yet, the newest done run, marked not current);
+    its results, its downloads, the URL base its files are read from (the viewer's
+    ``data-run-base``), whether its version is ``production``, the current run and why, and
+    how many other runs the study has. ``None`` before any run is done."""
     chosen = find_run(study, run_id) if run_id else None
-    run = chosen if chosen is not None and chosen.status == "done" else current_run(study)
+    current = current_run(study)
+    done = [job for job in runs_of(study) if job.status == "done"]
+    run = chosen if chosen is not None and chosen.status == "done" else current or (done[-1] if done else None)
     if run is None:
         return None
     return {"id": run.id, "model_id": run.model_version, "summary": run.summary or {}, "metrics": run.metrics,
             "spine_volume_ml": run.spine_volume_ml, "downloads": run_downloads(study, run),
             "base": f"/api/studies/{study.id}/runs/{run.id}", "created": run.created_at.isoformat(),
-            "current": run.id == (current_run(study) or run).id}
+            "current": current is not None and run.id == current.id,
+            "production": production is not None and run.model_version == production,
+            "current_id": current.id if current else None,
+            "current_model_id": current.model_version if current else None,
+            "reason": current_reason(study), "other_runs": len(runs_of(study)) - 1}
 
 
 def evaluated_run(study: Study, model_version: str | None = None) -> Job | None:

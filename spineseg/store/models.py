@@ -60,9 +60,11 @@ class Study(Base):
 
     input_kind: ``dicom`` (a folder of files or a zip), ``nifti``, ``image`` or ``numpy``.
     model_id / spine_volume_ml / dice / summary / metrics: a copy of the *current run*'s
-    results (``services.runs.current_run``: the pinned run, else the newest done one), kept
-    by ``services.runs`` so lists and filters need no join; the runs hold the originals.
-    pinned_job_id: the run the user chose as current; ``None``: the newest done run.
+    results (``services.runs.current_run``), kept by ``services.runs`` so lists and filters
+    need no join; the runs hold the originals.
+    pinned_job_id: the study's current run, the result it shows (``None``: none yet); it changes
+    only by the rules of ``services.runs.finish_run`` and ``pin_run``.
+    current_choice: why that run is current: ``{"reason", "by", "at"}`` (``services.runs.REASONS``).
     """
 
     __tablename__ = "studies"
@@ -84,6 +86,7 @@ class Study(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     pinned_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    current_choice: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     owner: Mapped[User | None] = relationship()
     jobs: Mapped[list[Job]] = relationship(back_populates="study", cascade="all, delete-orphan",

@@ -59,7 +59,9 @@ def test_a_study_from_before_runs_keeps_its_results_as_its_newest_done_run(tmp_p
         assert jobs[OLD_DONE].metrics is None and jobs[OLD_DONE].output_dir is None
         assert jobs[FAILED_LATER].metrics is None
         assert current_run(study) is newest
-        assert (study.metrics, study.model_id, study.pinned_job_id) == (metrics, "v-old", None)
+        # migration 0009 records it as the current run, by the rule it was shown by
+        assert (study.metrics, study.model_id, study.pinned_job_id) == (metrics, "v-old", NEWEST_DONE)
+        assert study.current_choice["reason"] == "newest_done"
         studies_dir = tmp_path / "studies"
         assert run_files(studies_dir, newest).mask == studies_dir / STUDY / "outputs" / "mask.nii.gz"
         assert run_files(studies_dir, jobs[OLD_DONE]).folder == studies_dir / STUDY / output_dir_for(OLD_DONE)

@@ -1,7 +1,8 @@
 """Runs are kept (issue 10): a re-run adds a run and never touches another's files or metrics;
-each run's outputs download under /runs/<id>/; the study's URLs follow its current run (the
-newest done one, or the pinned one); two runs compare; the evaluation names the model version.
-Real app, real segmentations of the shared ts-abdomen-small case."""
+each run's outputs download under /runs/<id>/; the study's URLs follow its current run, which
+changes only when a person chooses one or an announced production re-run ends (issue 28: a
+re-run with an older version never replaces it); two runs compare; the evaluation names the
+model version. Real app, real segmentations of the shared ts-abdomen-small case."""
 
 from __future__ import annotations
 
@@ -99,33 +100,59 @@ def test_a_rerun_keeps_the_first_runs_metrics_and_files_byte_identical(web_env: 
         [two_runs["first"], two_runs["second"]])
 
 
-def test_the_study_urls_follow_the_current_run_and_a_pin(web_env: WebEnv, two_runs: dict) -> None:
+def test_a_rerun_with_another_version_leaves_the_studys_result_as_it_was(web_env: WebEnv, two_runs: dict) -> None:
+    token, study_id, client = two_runs["token"], two_runs["study_id"], web_env.client
+    first_dir = two_runs["study_dir"] / "runs" / two_runs["first"]
+    study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
+    assert study["current_run"] == two_runs["first"] and study["model_id"] == "test-untrained"
+    assert study["current_run_reason"]["reason"] == "first_done" and study["current_run_reason"]["text"]
+    assert study["metrics"] == two_runs["before"]["metrics"]
+    assert client.get(f"/api/studies/{study_id}/mask.nii.gz", headers=bearer(token)).content == \
+        (first_dir / "mask.nii.gz").read_bytes()
+    runs = {run["id"]: run for run in study["runs"]}
+    assert runs[two_runs["first"]]["current"] and not runs[two_runs["second"]]["current"]
+    listed = client.get("/api/studies", headers=bearer(token)).json()
+    row = next(s for s in (listed["studies"] if isinstance(listed, dict) else listed) if s["id"] == study_id)
+    assert row["model_id"] == "test-untrained" and row["current_run"] == two_runs["first"]
+
+    refused = client.post(f"/api/studies/{study_id}/rerun", json={"version": SECOND_VERSION, "make_current": True},
+                          headers=bearer(token))
+    assert refused.status_code == 422 and refused.json()["field"] == "make_current", refused.text
+    assert SECOND_VERSION in refused.json()["detail"]
+    not_a_bool = client.post(f"/api/studies/{study_id}/rerun", json={"make_current": "perhaps"}, headers=bearer(token))
+    assert not_a_bool.status_code == 422
+    assert len(client.get(f"/api/studies/{study_id}/runs", headers=bearer(token)).json()) == 2  # nothing queued
+
+
+def test_the_study_urls_follow_the_run_a_person_chooses(web_env: WebEnv, two_runs: dict) -> None:
     token, study_id, client = two_runs["token"], two_runs["study_id"], web_env.client
     first_dir = two_runs["study_dir"] / "runs" / two_runs["first"]
     second_dir = two_runs["study_dir"] / "runs" / two_runs["second"]
+    pinned = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": two_runs["second"]},
+                        headers=bearer(token))
+    assert pinned.status_code == 200 and pinned.json()["current_run"] == two_runs["second"]
+    assert pinned.json()["current_run_reason"]["reason"] == "chosen"
     study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
-    assert study["current_run"] == two_runs["second"] and study["model_id"] == SECOND_VERSION
+    assert study["model_id"] == SECOND_VERSION
+    assert study["current_run_reason"]["reason"] == "chosen" and study["current_run_reason"]["by"] == "clinician"
     assert client.get(f"/api/studies/{study_id}/mask.nii.gz", headers=bearer(token)).content == \
         (second_dir / "mask.nii.gz").read_bytes()
-
-    pinned = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": two_runs["first"]},
-                        headers=bearer(token))
-    assert pinned.status_code == 200 and pinned.json()["current_run"] == two_runs["first"]
-    study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
-    assert study["model_id"] == "test-untrained" and study["metrics"] == two_runs["before"]["metrics"]
-    assert client.get(f"/api/studies/{study_id}/mask.nii.gz", headers=bearer(token)).content == \
-        (first_dir / "mask.nii.gz").read_bytes()
     assert study["downloads"]["mask"] == f"/api/studies/{study_id}/mask.nii.gz"
     assert study["runs"][1]["downloads"]["mask"] == f"/api/studies/{study_id}/runs/{two_runs['first']}/mask.nii.gz"
 
     unknown = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": "f" * 32}, headers=bearer(token))
     assert unknown.status_code == 422 and unknown.json()["field"] == "run"
     assert client.get(f"/api/studies/{study_id}/runs/{'f' * 32}/mask.nii.gz", headers=bearer(token)).status_code == 404
-    viewer = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": None},
+    viewer = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": two_runs["first"]},
                         headers=bearer(web_env.tokens["viewer"]))
     assert viewer.status_code == 403
-    back = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": None}, headers=bearer(token))
-    assert back.json()["current_run"] == two_runs["second"]
+    back = client.put(f"/api/studies/{study_id}/current-run", json={"run_id": two_runs["first"]},
+                      headers=bearer(token))
+    assert back.json()["current_run"] == two_runs["first"]
+    study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
+    assert study["model_id"] == "test-untrained" and study["metrics"] == two_runs["before"]["metrics"]
+    assert client.get(f"/api/studies/{study_id}/mask.nii.gz", headers=bearer(token)).content == \
+        (first_dir / "mask.nii.gz").read_bytes()
 
 
 def test_two_runs_compare_by_dice_and_volume(web_env: WebEnv, two_runs: dict) -> None:
@@ -152,10 +179,31 @@ def test_a_rerun_defaults_to_production_and_refuses_an_unknown_version(web_env: 
     token, study_id = two_runs["token"], two_runs["study_id"]
     unknown = web_env.client.post(f"/api/studies/{study_id}/rerun", json={"version": "no-such"}, headers=bearer(token))
     assert unknown.status_code == 404 and "no-such" in unknown.text
+    before = web_env.client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()["current_run"]
     default = web_env.client.post(f"/api/studies/{study_id}/rerun", json={}, headers=bearer(token))
     assert default.status_code == 202 and default.json()["model_version"] == "test-untrained"
     assert wait_for_job(web_env, default.json()["job_id"], token)["status"] == "done"
     assert _hashes(two_runs["study_dir"] / "runs" / two_runs["first"]) == two_runs["files_before"]
+    # not announced as the new result: the study's result stays the run it was
+    assert web_env.client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()["current_run"] == before
+
+
+def test_an_announced_production_rerun_becomes_the_result_when_done(web_env: WebEnv, two_runs: dict) -> None:
+    token, study_id, client = two_runs["token"], two_runs["study_id"], web_env.client
+    announced = client.post(f"/api/studies/{study_id}/rerun", json={"version": "production", "make_current": True},
+                            headers=bearer(token))
+    assert announced.status_code == 202, announced.text
+    run_id = announced.json()["run_id"]
+    assert announced.json()["model_version"] == "test-untrained"
+    assert client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()["current_run"] != run_id  # not yet
+    assert wait_for_job(web_env, run_id, token)["status"] == "done"
+    study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
+    assert study["current_run"] == run_id
+    assert study["current_run_reason"]["reason"] == "announced_rerun"
+    assert study["current_run_reason"]["by"] == "clinician"
+    assert next(r for r in study["runs"] if r["id"] == run_id)["make_current"] is True
+    assert client.get(f"/api/studies/{study_id}/mask.nii.gz", headers=bearer(token)).content == \
+        (two_runs["study_dir"] / "runs" / run_id / "mask.nii.gz").read_bytes()
 
 
 def test_the_evaluation_csv_names_each_rows_model_version_and_filters_by_it(web_env: WebEnv, two_runs: dict,

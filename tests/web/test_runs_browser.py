@@ -1,6 +1,9 @@
-"""Browser test of issue 10 on a real ``spineseg serve``: the result page lists a study's runs,
-shows another run (the viewer follows it), compares two, and a re-run starts at production and
-waits for a confirmation; the upload page refuses a truth from another scan beside its field."""
+"""Browser test of issues 10 and 28 on a real ``spineseg serve``: the result page lists a study's
+runs, says which run and version it shows and why that is the result, shows another run (the
+viewer follows it), compares two; a re-run starts at production and waits for a confirmation
+that says whether it will replace the result, and a confirmed re-run with an older version
+leaves the shown result as it was; the upload page refuses a truth from another scan beside
+its field."""
 
 from __future__ import annotations
 
@@ -79,16 +82,24 @@ def test_result_page_switches_compares_and_confirms_a_rerun(served: tuple[LiveSe
     page.goto(f"{server.url}/studies/{ids['study_id']}")
     rows = page.locator("#runs-table tbody tr")
     assert rows.count() == 2
-    assert page.locator("#runs-table tr.shown").get_attribute("data-run-id") == ids["second"]
-    assert ids["second"] in page.locator("#result").get_attribute("data-mask-url")
-    assert "North" in page.locator("#study-identity").inner_text()
-
-    page.click(f"#runs-table tr[data-run-id='{ids['first']}'] a:has-text('View')")
-    page.wait_for_url(f"**/studies/{ids['study_id']}?run={ids['first']}")
-    assert page.locator("#shown-run").inner_text() == ids["first"][:8]
+    # the re-run with the second (not production) version did not replace the result
+    assert page.locator("#runs-table tr.shown").get_attribute("data-run-id") == ids["first"]
     assert ids["first"] in page.locator("#result").get_attribute("data-mask-url")
+    assert "North" in page.locator("#study-identity").inner_text()
+    shown = page.locator("#shown-result")
+    assert page.locator("#shown-version").inner_text() == "test-untrained"
+    assert "production" in shown.locator(".badge").inner_text()
+    assert "first finished segmentation" in page.locator("#shown-reason").inner_text()
+    assert page.locator("#other-runs").inner_text() == "1 other run"
+
+    page.click(f"#runs-table tr[data-run-id='{ids['second']}'] a:has-text('View')")
+    page.wait_for_url(f"**/studies/{ids['study_id']}?run={ids['second']}")
+    assert page.locator("#shown-run").inner_text() == ids["second"][:8]
+    assert ids["second"] in page.locator("#result").get_attribute("data-mask-url")
     assert "not the current run" in page.locator("#study-identity").inner_text()
-    assert f"/runs/{ids['first']}/mask.nii.gz" in page.locator("#download-mask").get_attribute("href")
+    assert "Not the study's result" in shown.inner_text() and ids["first"][:8] in shown.inner_text()
+    assert "not the production version" in shown.locator(".badge").inner_text()
+    assert f"/runs/{ids['second']}/mask.nii.gz" in page.locator("#download-mask").get_attribute("href")
 
     page.select_option("#compare-first", ids["first"])
     page.select_option("#compare-second", ids["second"])
@@ -101,19 +112,40 @@ def test_result_page_switches_compares_and_confirms_a_rerun(served: tuple[LiveSe
 
     page.wait_for_function("document.querySelectorAll('#rerun-version option').length === 2")
     assert page.locator("#rerun-version").input_value() == "test-untrained"  # production, not the newest
+    page.click("#rerun-button")
+    assert "becomes the study's shown result in place of run " + ids["first"][:8] in \
+        page.locator("#rerun-confirm-text").inner_text()
+    page.click("#rerun-cancel")
     page.select_option("#rerun-version", SECOND)
     page.click("#rerun-button")
     assert page.locator("#rerun-confirm").is_visible()
-    assert "not the production version" in page.locator("#rerun-confirm-text").inner_text()
+    text = page.locator("#rerun-confirm-text").inner_text()
+    assert "not the production version" in text and f"shown result stays run {ids['first'][:8]}" in text
     if SCREENSHOT_DIR:
         page.screenshot(path=str(Path(SCREENSHOT_DIR) / "result-two-runs.png"), full_page=True)
     page.click("#rerun-cancel")
     runs = httpx.get(f"{server.url}/api/studies/{ids['study_id']}/runs", headers=bearer(token)).json()
     assert len(runs) == 2  # nothing queued without the confirmation
-    page.click("#runs-table .make-current")
-    page.wait_for_selector(f"#runs-table tr[data-run-id='{ids['first']}'] .badge:has-text('current')")
+
+    # confirmed: an older version's re-run runs, and the study still shows the first run
+    page.click("#rerun-button")
+    page.click("#rerun-confirm-button")
+    page.wait_for_url("**/jobs/*")
+    third = page.url.rsplit("/", 1)[1]
+    _wait_done(server, token, third)
+    page.goto(f"{server.url}/studies/{ids['study_id']}")
+    assert page.locator("#runs-table tbody tr").count() == 3
+    assert page.locator("#shown-run").inner_text() == ids["first"][:8]
+    assert page.locator("#shown-version").inner_text() == "test-untrained"
+    assert page.locator("#other-runs").inner_text() == "2 other runs"
     study = httpx.get(f"{server.url}/api/studies/{ids['study_id']}", headers=bearer(token)).json()
-    assert study["current_run"] == ids["first"]
+    assert study["current_run"] == ids["first"] and study["model_id"] == "test-untrained"
+
+    page.click(f"#runs-table tr[data-run-id='{ids['second']}'] .make-current")
+    page.wait_for_selector(f"#runs-table tr[data-run-id='{ids['second']}'] .badge:has-text('current')")
+    assert "chosen by a person (carla)" in page.locator("#shown-reason").inner_text()
+    study = httpx.get(f"{server.url}/api/studies/{ids['study_id']}", headers=bearer(token)).json()
+    assert study["current_run"] == ids["second"] and study["current_run_reason"]["reason"] == "chosen"
     page.close()
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
-from spineseg.services.runs import current_run, run_downloads, runs_json
+from spineseg.services.runs import current_reason, current_run, run_downloads, runs_json
 from spineseg.services.study_deletion import delete_study_and_files
 from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model, study_name
 from spineseg.store import accounts
@@ -84,7 +84,8 @@ def job_json(session: Any, job: Job) -> dict[str, Any]:
 
 def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, Any]:
     """The study; results (model, volume, Dice, summary, metrics, downloads) are its current
-    run's (``services.runs.current_run``), ``job`` is its newest job, ``runs`` every run."""
+    run's (``services.runs.current_run``; ``current_run_reason`` says why it is current), ``job``
+    is its newest job, ``runs`` every run."""
     job = study.latest_job
     current = current_run(study)
     data: dict[str, Any] = {
@@ -98,6 +99,7 @@ def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, An
         "patient_pseudonym": study.patient_pseudonym,
         "model_id": study.model_id,
         "current_run": current.id if current else None,
+        "current_run_reason": current_reason(study),
         "spine_volume_ml": study.spine_volume_ml,
         "dice": study.dice,
         "job": job_json(session, job) if job else None,

@@ -3,7 +3,7 @@ zip), the STL surface and the DICOM SEG. The mesh and the SEG are made on first 
 kept (in the run's own folder). A file that does not exist (yet) is a 404 that says why.
 
 Each download exists twice: ``/api/studies/<id>/<file>`` is the study's current run (the
-pinned one, else the newest done one: ``services.runs.current_run``), and
+one it shows, chosen by the rules of ``services.runs``: ``current_run``), and
 ``/api/studies/<id>/runs/<run id>/<file>`` is that run's, whichever is current."""
 
 from __future__ import annotations

@@ -117,16 +117,16 @@ def studies_page(request: Request, user: CurrentUser, session: DbSession, q: str
 
 
 @router.get("/studies/{study_id}")
-def result_page(request: Request, study_id: str, user: CurrentUser, session: DbSession,
+def result_page(request: Request, study_id: str, user: CurrentUser, session: DbSession, services: Services,
                 run: str = "") -> HTMLResponse:
     """The study's current run, or the run chosen with ``?run=<id>``; the job page while no
     run has results yet."""
     study = load_study(session, study_id)
     data = study_json(session, study)
     job = data["job"]
-    if data["current_run"] is None and job:
+    shown = shown_run(study, run, services.registry.production_id())
+    if shown is None and job:
         return RedirectResponse(f"/jobs/{job['id']}", status_code=303)
-    shown = shown_run(study, run)
     if shown is not None:  # the page's figures and links are the shown run's
         data |= {k: shown[k] for k in ("summary", "metrics", "model_id", "spine_volume_ml", "downloads")}
     accounts.record(session, username=user.username, action="study.view", target=study_id)

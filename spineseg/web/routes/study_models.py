@@ -15,7 +15,15 @@ from pydantic import BaseModel, Field
 
 from spineseg.errors import ModelNotFoundError
 from spineseg.metrics.evaluate import METRIC_KEYS
-from spineseg.services.runs import PRODUCTION, compare_runs, find_run, new_run, pin_run, runs_json
+from spineseg.services.runs import (
+    PRODUCTION,
+    compare_runs,
+    current_reason,
+    find_run,
+    new_run,
+    pin_run,
+    runs_json,
+)
 from spineseg.store import accounts
 from spineseg.store.datasets import check_name
 from spineseg.store.models import Job, Study
@@ -31,11 +39,14 @@ router = APIRouter(prefix="/api", tags=["studies and versions"])
 class RerunRequest(BaseModel):
     version: str = Field(description="registry version id to segment with; 'production' or omitted: the "
                                      "production version now (the run records the concrete id)", default="")
+    make_current: bool = Field(default=False, description="the run becomes the study's shown result when it is done; "
+                                                          "only for the production version (422 otherwise). Without "
+                                                          "it the study's result stays the run it is")
 
 
 class CurrentRun(BaseModel):
     run_id: str | None = Field(description="the run to show as the study's result (a done run); null: the "
-                                            "newest done run", default=None)
+                                            "newest done run now (it does not follow later runs)", default=None)
 
 
 class SiteTag(BaseModel):
@@ -58,11 +69,12 @@ def rerun(study_id: str, body: RerunRequest, user: Uploader, session: DbSession,
         raise HTTPException(409, f"study {study_id} is still being segmented; wait or cancel its job first")
     try:
         job = new_run(session, study_id=study_id, registry=services.registry, version=body.version or None,
-                      device=services.settings.device)
+                      device=services.settings.device, make_current=body.make_current, username=user.username)
     except ModelNotFoundError as exc:
         raise HTTPException(404, str(exc)) from exc
     accounts.record(session, username=user.username, action="rerun", target=study_id,
-                    detail=f"run {job.id} version {job.model_version} (asked: {body.version or PRODUCTION})")
+                    detail=f"run {job.id} version {job.model_version} (asked: {body.version or PRODUCTION})"
+                           + (", becomes the result when done" if body.make_current else ""))
     session.commit()
     services.queue.enqueue_segment(job.id)
     return {"study_id": study_id, "job_id": job.id, "run_id": job.id, "model_version": job.model_version} | {
@@ -75,16 +87,17 @@ def runs(study_id: str, _user: CurrentUser, session: DbSession) -> list[dict[str
     return runs_json(_study(session, study_id))
 
 
-@router.put("/studies/{study_id}/current-run", summary="Pin the run the study shows as its result (null: the "
-                                                       "newest done run)")
+@router.put("/studies/{study_id}/current-run", summary="Choose the run the study shows as its result (null: the "
+                                                       "newest done run now)")
 def set_current_run(study_id: str, body: CurrentRun, user: Uploader, session: DbSession) -> dict[str, Any]:
     study = _study(session, study_id)
     require_owner_or_admin(study, user, "choose the current run of")
-    current = pin_run(study, body.run_id)
+    current = pin_run(study, body.run_id, user.username)
     accounts.record(session, username=user.username, action="study.pin_run", target=study_id,
-                    detail=f"run {body.run_id}" if body.run_id else "newest done run")
+                    detail=f"run {current.id if current else None}" + ("" if body.run_id else " (the newest done run)"))
     session.commit()  # before the answer: the next request must see it
-    return {"study_id": study_id, "current_run": current.id if current else None, "pinned": study.pinned_job_id}
+    return {"study_id": study_id, "current_run": current.id if current else None, "pinned": study.pinned_job_id,
+            "current_run_reason": current_reason(study)}
 
 
 def _run(study: Study, run_id: str) -> Job:

@@ -1,6 +1,7 @@
-// Result page, "Runs": make a run the study's current one (or go back to the newest), compare
-// two runs (Dice between their masks, volume difference) and re-run the study -- the version
-// list starts at production and nothing is queued before the user confirms.
+// Result page, "Runs": make a run the study's current one, compare two runs (Dice between their
+// masks, volume difference) and re-run the study -- the version list starts at production and
+// nothing is queued before the user confirms; the confirmation says whether the new run will
+// become the study's result (production only: make_current) or leave it as it is.
 "use strict";
 (function () {
   const box = document.getElementById("runs");
@@ -23,7 +24,6 @@
     if (await call("PUT", "/current-run", { run_id: runId })) window.location.reload();
   }
   for (const button of box.querySelectorAll(".make-current")) button.addEventListener("click", () => pin(button.dataset.runId));
-  for (const button of box.querySelectorAll(".unpin")) button.addEventListener("click", () => pin(null));
 
   const compareForm = document.getElementById("compare-form");
   if (compareForm) {
@@ -67,19 +67,31 @@
     }
   }
 
+  const currentRun = box.dataset.currentRun;
+  const currentText = currentRun ? "run " + currentRun.slice(0, 8) + " (" + box.dataset.currentVersion + ")" : "";
+  let makeCurrent = false;
   rerunForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const version = select.value;
+    makeCurrent = version === production;
+    let outcome;
+    if (makeCurrent) {
+      outcome = currentText ? "When it is done, it becomes the study's shown result in place of " + currentText + "."
+        : "When it is done, it becomes the study's shown result.";
+    } else {
+      outcome = (currentText ? "The study's shown result stays " + currentText + "; " : "It does not become the study's result by itself; ") +
+        "you can view the new run and choose it as the result when it is done.";
+    }
     document.getElementById("rerun-confirm-text").textContent = "Segment this study again with " + version +
-      (version === production ? " (production)" : " — not the production version") +
-      "? A new run is added; every existing run and its files stay as they are.";
+      (makeCurrent ? " (production)" : " — not the production version") +
+      "? A new run is added; every existing run and its files stay as they are. " + outcome;
     confirmBox.hidden = false;
     document.getElementById("rerun-confirm-button").focus();
   });
   document.getElementById("rerun-cancel").addEventListener("click", () => { confirmBox.hidden = true; });
   document.getElementById("rerun-confirm-button").addEventListener("click", async () => {
     confirmBox.hidden = true;
-    const data = await call("POST", "/rerun", { version: select.value });
+    const data = await call("POST", "/rerun", { version: select.value, make_current: makeCurrent });
     if (data) window.location.href = "/jobs/" + data.job_id;
   });
   loadVersions();
