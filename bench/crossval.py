@@ -33,11 +33,16 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from accuracy import robustness_variants  # noqa: E402
+from accuracy import LABEL_KIND, P7, metric_cells, metric_header, p7_case, robustness_variants  # noqa: E402
+
+SCORED = ("dice", "precision", "recall", "hd95_mm", "surface_dice_1mm", "surface_dice_2mm",
+          "signed_surface_distance_mm", "interior_recall")
+"""The figures kept per case and setting (``evaluate_masks`` keys)."""
 
 
 def fold_specs(specs, held_out: set[str]):
@@ -47,7 +52,7 @@ def fold_specs(specs, held_out: set[str]):
     return train, test
 
 
-def scored(seg_mask, truth, spacing, partial: bool) -> dict:
+def scored(seg_mask, truth, spacing, partial: bool, roi=None) -> dict:
     import numpy as np
 
     from spineseg.metrics import evaluate_masks
@@ -56,8 +61,8 @@ def scored(seg_mask, truth, spacing, partial: bool) -> dict:
         present = np.flatnonzero(truth.any(axis=(0, 1)))
         span = slice(int(present[0]), int(present[-1]) + 1)
         seg_mask, truth = seg_mask[:, :, span], truth[:, :, span]
-    m = evaluate_masks(seg_mask, truth, spacing)
-    return {k: float(m[k]) for k in ("dice", "precision", "recall", "hd95_mm")}
+    m = evaluate_masks(seg_mask, truth, spacing, roi)
+    return {k: float(m[k]) for k in SCORED}
 
 
 def post_processed(mask, canonical, ornt, steps: str):
@@ -83,18 +88,24 @@ def post_processed(mask, canonical, ornt, steps: str):
 
 
 def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, posts: list[str],
-                  ttas: tuple[bool, ...] = (False,)) -> list[dict]:
+                  ttas: tuple[bool, ...] = (False,), p7=None) -> list[dict]:
+    """Scores of the fold's held-out cases, and of P7 when ``p7`` (``accuracy.p7_case``) is given."""
     from spineseg.imaging.io import load_labels, load_volume
     from spineseg.imaging.resample import to_canonical
     from spineseg.model.inference import segment
 
     rows = []
     base_card = loaded.card
-    for spec in tests:
-        volume = load_volume(Path(spec.ct))
-        truth = load_labels(Path(spec.labels), volume, convention=spec.convention).mask > 0
+    for spec in [*tests, *([None] if p7 is not None else [])]:
+        if spec is None:  # P7: evaluation only, never trained on, so held out by every fold
+            volume, truth, roi = p7
+            spec = SimpleNamespace(name=P7, patient="P7", partial=False)
+        else:
+            volume = load_volume(Path(spec.ct))
+            truth, roi = load_labels(Path(spec.labels), volume, convention=spec.convention).mask > 0, None
         canonical, ornt = to_canonical(volume) if posts != ["none"] else (None, None)
-        row = {"case": spec.name, "patient": spec.patient, "partial": spec.partial, "by_threshold": {}}
+        row = {"case": spec.name, "patient": spec.patient, "partial": spec.partial,
+               "labels": LABEL_KIND.get(spec.name, "model"), "by_threshold": {}}
         for tta, threshold in ((tta, threshold) for tta in ttas for threshold in thresholds):
             loaded.card = replace(base_card, threshold=threshold, tta_flip=tta)
             t0 = time.perf_counter()
@@ -104,10 +115,10 @@ def evaluate_fold(loaded, tests, thresholds: list[float], robustness: bool, post
                 t0 = time.perf_counter()
                 mask = post_processed(seg.mask, canonical, ornt, post)
                 key = " ".join([str(threshold)] + ["tta"] * tta + [post] * (post != "none"))
-                row["by_threshold"][key] = scored(mask, truth, volume.spacing, spec.partial) | {
+                row["by_threshold"][key] = scored(mask, truth, volume.spacing, spec.partial, roi) | {
                     "seconds": seconds + time.perf_counter() - t0}
         loaded.card = base_card
-        if robustness:
+        if robustness and spec.name != P7:
             row["robustness"] = {}
             for name, variant, variant_truth in robustness_variants(volume, truth.astype("uint8")):
                 if spec.partial and not variant_truth.any():  # the variant cut the labelled part away
@@ -166,20 +177,23 @@ def summary_lines(results: list[dict]) -> list[str]:
     keys = [k for k in (rows[0]["by_threshold"] if rows else {}) if all(k in r["by_threshold"] for r in rows)]
     for key in keys:
         lines.append(f"threshold {key}:")
-        lines.append(f"  {'fold':12} {'case':18} {'dice':>6} {'prec':>6} {'recall':>6} {'hd95mm':>7} {'s':>6}")
-        per_metric: dict[str, list[float]] = {"dice": [], "precision": [], "recall": [], "hd95_mm": []}
+        lines.append(f"  {'fold':12} {'case':18} {'labels':6} {metric_header()} {'s':>6}")
+        per_kind: dict[str, dict[str, list[float]]] = {}
         for fold in results:
             for row in fold["cases"]:
                 m = row["by_threshold"][key]
                 note = "  (partial labels: read recall)" if row["partial"] else ""
-                lines.append(f"  {fold['fold']:12} {row['case']:18} {m['dice']:6.3f} {m['precision']:6.3f} "
-                             f"{m['recall']:6.3f} {m['hd95_mm']:7.2f} {m['seconds']:6.1f}{note}")
+                kind = row.get("labels", "model")
+                lines.append(f"  {fold['fold']:12} {row['case']:18} {kind:6} {metric_cells(m)} "
+                             f"{m['seconds']:6.1f}{note}")
                 if not row["partial"]:
-                    for k in per_metric:
-                        per_metric[k].append(m[k])
-        if len(per_metric["dice"]) >= 2:
-            lines.append("  mean +- SD over fully labelled held-out cases: " + ", ".join(
-                f"{k} {statistics.mean(v):.3f} +- {statistics.stdev(v):.3f}" for k, v in per_metric.items()))
+                    for k in ("dice", "surface_dice_1mm", "signed_surface_distance_mm", "interior_recall"):
+                        if k in m:
+                            per_kind.setdefault(kind, {}).setdefault(k, []).append(m[k])
+        for kind, per_metric in sorted(per_kind.items()):
+            if len(per_metric["dice"]) >= 2:
+                lines.append(f"  mean +- SD over fully labelled held-out cases, {kind} labels: " + ", ".join(
+                    f"{k} {statistics.mean(v):.3f} +- {statistics.stdev(v):.3f}" for k, v in per_metric.items()))
     robust = [row for fold in results for row in fold["cases"] if "robustness" in row]
     if robust:
         lines.append("robustness (threshold of the card), Dice / precision / recall:")
@@ -195,10 +209,16 @@ def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
     records them: per case, the mean and SD of the fully labelled cases, and each robustness
     variant's mean Dice over the fully labelled cases (a partially labelled case's Dice counts
     its unlabelled spine as false positives)."""
-    cases = {row["case"]: {"patient": row["patient"], "fold": fold["fold"], "partial": row["partial"]}
-             | {k: round(row["by_threshold"][key][k], 4) for k in ("dice", "precision", "recall", "hd95_mm")}
+    # P7 is held out by every fold: one entry per fold.
+    cases = {(row["case"] if row["case"] != P7 else f"{P7} ({fold['fold']})"):
+             {"patient": row["patient"], "fold": fold["fold"], "partial": row["partial"],
+              "labels": row.get("labels", "model")}
+             | {k: round(row["by_threshold"][key][k], 4) for k in SCORED if k in row["by_threshold"][key]}
              for fold in results for row in fold["cases"]}
-    full = [c["dice"] for c in cases.values() if not c["partial"]]
+    # The mean Dice stays that of the model-made labels (comparable with earlier cards); the
+    # hand-drawn cases (P4, P7) are summarised apart.
+    full = [c["dice"] for c in cases.values() if not c["partial"] and c["labels"] == "model"]
+    hand = [c for c in cases.values() if c["labels"] == "hand"]
     variants: dict[str, list[float]] = {}
     for fold in results:
         for row in fold["cases"]:
@@ -209,6 +229,8 @@ def expected_accuracy(results: list[dict], key: str = "0.5") -> dict:
     return {"scoring": key, "folds": [f["fold"] for f in results], "cases": cases,
             "mean_dice": round(statistics.mean(full), 4) if full else None,
             "sd_dice": round(statistics.stdev(full), 4) if len(full) >= 2 else None,
+            "hand_drawn_mean": {k: round(statistics.mean(c[k] for c in hand), 4)
+                                for k in SCORED if hand and all(k in c for c in hand)},
             "robustness_mean_dice": {name: {"mean": round(statistics.mean(v), 4), "cases": len(v)}
                                      for name, v in variants.items()}}
 
@@ -228,6 +250,8 @@ def main() -> None:
     parser.add_argument("--tta", default="off", help="comma-separated off,on: score without / with the flip TTA")
     parser.add_argument("--saved", action="store_true", help="score the fold networks kept in --out (no training)")
     parser.add_argument("--no-robustness", action="store_true")
+    parser.add_argument("--no-p7", action="store_true", help="do not score P7 (evaluation-only, hand-drawn)")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--summarise", action="store_true",
                         help="print the table of the folds' results.json in --out (folds run as separate processes)")
     parser.add_argument("--expected-accuracy", type=Path, metavar="JSON",
@@ -258,6 +282,7 @@ def main() -> None:
     folds = [f for f in args.folds.split(",") if not args.only_fold or f == args.only_fold]
     patients = {s.patient for s in specs}
     results = []
+    p7 = None if args.no_p7 else p7_case(args.shared)
     print(f"manifest {args.manifest} ({len(specs)} cases, patients {sorted(patients)}); schedule "
           f"{args.epochs} x {args.steps_per_epoch} steps; recipe changes {recipe_overrides(args.set)}; "
           f"folds {folds}", flush=True)
@@ -276,7 +301,7 @@ def main() -> None:
             loaded, seconds = train_fold(train_specs, out, args)
         print(f"fold {fold}: trained on {sorted({s.patient for s in train_specs})} in {seconds / 60:.1f} min",
               flush=True)
-        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness, posts, ttas)
+        cases = evaluate_fold(loaded, test_specs, thresholds, not args.no_robustness, posts, ttas, p7)
         results.append({"fold": fold, "train_patients": sorted({s.patient for s in train_specs}),
                         "train_minutes": seconds / 60, "cases": cases})
         (out / "results.json").write_text(json.dumps(results[-1], indent=1))
