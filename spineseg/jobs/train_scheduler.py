@@ -4,7 +4,8 @@ stays responsive while the CPU trains.
 The ``training_runs`` rows are the queue: a thread in the web process claims the oldest queued
 run (a guarded UPDATE), starts ``python -m spineseg.jobs.train_job`` with the log going to
 ``DATA_DIR/training/<run id>/train.log``, and watches it. A cancel request reaches the child
-through its row (it stops at its next progress write) and, as a backstop, as SIGTERM. On stop
+through its row (it stops at its next progress write) and, as a backstop, as SIGTERM; a run
+whose child ends after a cancel request, however it ends, is ``cancelled``. On stop
 the children get SIGTERM (they stop after the current step and re-queue themselves). A child
 also stops when this process dies, even by SIGKILL (``spineseg.jobs.processes``). On start,
 runs a crashed server left ``running`` are queued again, after any trainer of theirs that is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 LOG_FILE = "train.log"
+CANCELLED_MESSAGE = "cancelled while running; nothing was registered"
 
 
 def run_log_path(settings: Settings, run_id: str) -> Path:
@@ -158,10 +161,19 @@ class TrainingScheduler:
         for run_id, child in finished.items():
             with self.database.session() as session:
                 run = get_run(session, run_id=run_id)
-                if run is not None and run.status == "running":  # the process died without recording an end
-                    tail = read_log_tail(self.settings, run_id, 600).strip().splitlines()[-3:]
-                    finish_run(session, run_id=run_id, status="failed",
-                               error=f"training process exited with code {child.returncode}: " + " | ".join(tail))
+                if run is None or run.status != "running":
+                    continue
+                # The process ended without recording an end. After a cancel request that is the
+                # cancel (the SIGTERM backstop ends a trainer that is still importing or building
+                # its dataset, before it listens for the signal): cancelled, never failed.
+                if run.cancel_requested:
+                    finish_run(session, run_id=run_id, status="cancelled", error=CANCELLED_MESSAGE)
+                    shutil.rmtree(run_log_path(self.settings, run_id).parent / "checkpoint", ignore_errors=True)
+                    log.info("training run %s cancelled (its process exited with code %s)", run_id, child.returncode)
+                    continue
+                tail = read_log_tail(self.settings, run_id, 600).strip().splitlines()[-3:]
+                finish_run(session, run_id=run_id, status="failed",
+                           error=f"training process exited with code {child.returncode}: " + " | ".join(tail))
 
     def _signal_cancelled(self) -> None:
         with self._lock:

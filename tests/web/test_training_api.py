@@ -132,6 +132,11 @@ def test_researcher_fine_tunes_compares_promotes_and_a_new_study_uses_it(env: We
                             headers=bearer(clinician))
     assert rerun.status_code == 202, rerun.text
     assert wait_for_job(env.client, rerun.json()["job_id"], clinician)["status"] == "done"
+    # an older version's re-run does not replace the study's result (issue 28); choosing it does
+    assert env.client.get(f"/api/studies/{study['id']}", headers=bearer(clinician)).json()["model_id"] == new_id
+    chosen = env.client.put(f"/api/studies/{study['id']}/current-run", json={"run_id": rerun.json()["run_id"]},
+                            headers=bearer(clinician))
+    assert chosen.status_code == 200, chosen.text
     assert env.client.get(f"/api/studies/{study['id']}", headers=bearer(clinician)).json()["model_id"] == BASE_VERSION
 
     rolled = env.client.post("/api/models/rollback", headers=headers)
@@ -183,6 +188,30 @@ def test_cancelling_leaves_the_registry_as_it_was_and_runs_queue_one_at_a_time(e
     assert "training from tiny-base on dataset 'to-cancel'" in log_text and "nothing was registered" in log_text
     after = env.client.get(f"/api/datasets/{dataset['id']}", headers=headers).json()
     assert after["locked_by"] is None and after["split_editable"]
+
+
+def test_a_run_cancelled_while_its_trainer_starts_is_cancelled_not_failed(env: WebEnv, tmp_path: Path) -> None:
+    """Issue 28: the scheduler's SIGTERM backstop ended a trainer still importing (before it
+    listens for the signal), and the run was listed as failed, "training process exited with
+    code -15". A run whose process ends after a cancel request is cancelled."""
+    headers = bearer(env.tokens["researcher"])
+    registry = Registry(env.settings.registry_dir)
+    before = registry.version_ids()
+    dataset = make_dataset(env, "cancel-early", [("E1", "north", 7), ("E2", "north", 8)], tmp_path)
+    body = {"dataset_id": dataset["id"], "base": BASE_VERSION,
+            "settings": {"epochs": 50, "steps_per_epoch": 100, "batch_size": 2, "patch_size": 32}}
+    run = env.client.post("/api/training", headers=headers, json=body).json()
+    wait_until(env, run["id"], lambda r: r["status"] == "running")  # claimed; its process is starting
+    asked = env.client.post(f"/api/training/{run['id']}/cancel", headers=headers)
+    assert asked.status_code == 200 and asked.json()["cancel_requested"]
+    final = wait_for_run(env.client, run["id"], env.tokens["researcher"])
+    assert final["status"] == "cancelled", final
+    assert "exited with code" not in final["error"] and "nothing was registered" in final["error"]
+    assert final["version_id"] is None and registry.version_ids() == before
+    listed = {r["id"]: r for r in env.client.get("/api/training", headers=headers).json()}
+    assert listed[run["id"]]["status"] == "cancelled"
+    unknown = env.client.post(f"/api/training/{'0' * 32}/cancel", headers=headers)
+    assert unknown.status_code == 404 and "0" * 32 in unknown.json()["detail"]
 
 
 def wait_until(env: WebEnv, run_id: str, condition, timeout_s: float = 60) -> dict:
