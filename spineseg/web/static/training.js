@@ -1,5 +1,6 @@
 // Training run page: polls the run's state every second and its log every few seconds, and
-// draws the loss (per step) and validation Dice (per epoch) as small SVG line charts.
+// draws the loss (per step) and validation Dice (per epoch) as small SVG line charts. Cancel
+// asks first: the button opens a confirmation whose "Yes" posts the cancel form.
 "use strict";
 (function () {
   const box = document.getElementById("run");
@@ -68,7 +69,11 @@
     $("run-loss").textContent = last === null ? "–" : last.toFixed(4);
     const dices = run.history.filter((h) => h.val_dice !== null).map((h) => h.val_dice);
     $("run-dice").textContent = dices.length ? Math.max(...dices).toFixed(4) : "–";
-    if (run.error) { $("run-error").textContent = run.error; $("run-error").hidden = false; }
+    if (run.error) {
+      $("run-error").textContent = run.error;
+      $("run-error").className = run.status === "cancelled" ? "notice" : "error";  // cancelled is no failure
+      $("run-error").hidden = false;
+    }
     if (run.version_id) {
       $("run-version").hidden = false;
       $("run-version-link").firstChild.textContent = run.version_id;
@@ -107,5 +112,14 @@
     ticks += 1;
     if (active) setTimeout(poll, 1000);
   }
+  $("run-cancel-open").addEventListener("click", () => {
+    $("run-cancel-confirm").hidden = false;
+    $("run-cancel-open").hidden = true;
+    $("run-cancel-no").focus();
+  });
+  $("run-cancel-no").addEventListener("click", () => {
+    $("run-cancel-confirm").hidden = true;
+    $("run-cancel-open").hidden = false;
+  });
   poll();
 })();
