@@ -10,6 +10,22 @@ from collections.abc import Iterable
 _ABSOLUTE_DIRS = re.compile(r"(?<![\w.:~-])(?:/[^\s/:'\"]+)+/")
 
 
+# An error message quotes the value it refuses, but never whole: a long "name" must not come
+# back in an answer or a page. Where a message leaves the server (web.errors, web.flash, once
+# server paths are stripped) a long one keeps its start and end (the value's beginning, and the
+# rule it broke) and says how much was cut between.
+MAX_MESSAGE_CHARS = 600
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` if it has at most ``limit`` characters, else its first and last ``limit // 2 - 20``
+    with ``…[N characters cut]…`` between."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit // 2 - 20, 1)
+    return f"{text[:keep]} …[{len(text) - 2 * keep} characters cut]… {text[-keep:]}"
+
+
 class SpineSegError(Exception):
     """Base class for every error SpineSeg raises on purpose."""
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -29,6 +29,7 @@ from spineseg.store.datasets import remove_orphan_case_dirs
 from spineseg.store.locks import guard_registry
 from spineseg.store.models import PASSWORD_RULE
 from spineseg.web import openapi_errors
+from spineseg.web.body_limit import BodyLimit, route_limits
 from spineseg.web.deps import AppServices, CurrentUser
 from spineseg.web.errors import install_error_handlers
 from spineseg.web.security_headers import SecurityHeaders
@@ -91,6 +92,33 @@ def _add_docs(app: FastAPI) -> None:
         )
 
 
+def all_routers() -> tuple[APIRouter, ...]:
+    """Every router of the app, in the order they are included (it matters: ``pacs`` claims
+    ``/pacs`` before ``pages`` would)."""
+    from spineseg.web.routes import (
+        admin,
+        api,
+        datasets,
+        downloads,
+        evaluation,
+        first_run,
+        models,
+        pacs,
+        pages,
+        study_models,
+        training,
+        training_pages,
+        uploads,
+        viewer,
+    )
+
+    return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
+            downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
+            models.router, study_models.router, training_pages.router, viewer.router,
+            pacs.router,  # DICOMweb: search, import, send back (before pages: /pacs)
+            pages.router)
+
+
 def create_app(settings: Settings | None = None, *, start_workers: bool = True) -> FastAPI:
     """The SpineSeg web app. ``start_workers=False`` leaves jobs queued (for tests of the queue
     itself); the session secret is checked here, so a bad production set-up fails at start."""
@@ -138,6 +166,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         redoc_url=None,
         openapi_url=None,
     )
+    routers = all_routers()
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -146,29 +175,15 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         same_site="lax",
         https_only=settings.secure_cookies,
     )
-    app.add_middleware(SecurityHeaders)
+    # every body bounded before it is parsed; a route that takes more says so (max_body_size=)
+    app.add_middleware(BodyLimit, limits=route_limits(route for router in routers for route in router.routes))
+    app.add_middleware(SecurityHeaders)  # outermost: the 413 above gets the headers too
 
     app.state.templates = make_templates()
     app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
-
-    from spineseg.web.routes import admin, api, downloads, evaluation, first_run, pages, uploads
-
-    app.include_router(api.router)
-    app.include_router(uploads.router)  # resumable uploads; its lifespan sweeps idle ones
-    app.include_router(downloads.router)
-    app.include_router(evaluation.router)
-    app.include_router(admin.router)
-    app.include_router(first_run.router)
-    from spineseg.web.routes import datasets, models, study_models, training, training_pages, viewer
-
-    for router in (datasets.router, training.router, models.router, study_models.router, training_pages.router,
-                   viewer.router):
+    for router in routers:
         app.include_router(router)
-    from spineseg.web.routes import pacs
-
-    app.include_router(pacs.router)  # DICOMweb: search, import, send back (before pages: /pacs)
-    app.include_router(pages.router)
     openapi_errors.install(app)  # the real error shape and statuses in the OpenAPI document
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")

@@ -8,6 +8,7 @@ exception                 status  why
 InputError                422     a file or value we cannot use (names it; server paths stripped)
 InputTooLarge             413     an input over a size/voxel/memory limit (an InputError)
 UploadRefused             400/408/413/415 malformed body / stalled / too large / not multipart
+(web.body_limit)          413     a body over its route's limit, refused before it is parsed
 NotAuthenticated          401     no valid session or token
 Forbidden                 403     role may not do this, or CSRF token missing
 ModelNotFoundError        503     no production model installed: the service cannot segment
@@ -16,6 +17,9 @@ OperationalError (SQL)    503     database locked or unreachable: nothing change
 any other exception       500     a reference to the server log, never a traceback
 HTTPException             as set  404s with a reason, etc.
 ========================  ======  ==============================================
+
+Messages quote the values they refuse, never whole: ``error_body`` bounds every detail and the
+validation handler never shows a pydantic error's ``input``.
 """
 
 from __future__ import annotations
@@ -30,15 +34,34 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, strip_server_paths
+from spineseg.errors import (
+    InputError,
+    IntegrityError,
+    ModelNotFoundError,
+    bounded,
+    strip_server_paths,
+)
 from spineseg.web.auth import SESSION_ID, Forbidden, NotAuthenticated, csrf_token
 from spineseg.web.uploads import UploadRefused
 
 log = logging.getLogger(__name__)
 
 
+MAX_DETAIL_CHARS = 1000  # a message that quotes values never sends them back whole (``bounded``)
+
+
 def error_body(detail: object, *, field: str | None = None, source: str | None = None) -> dict[str, object]:
-    return {"detail": detail, "field": field, "source": source}
+    if isinstance(detail, str):
+        detail = bounded(detail, MAX_DETAIL_CHARS)
+    return {"detail": detail, "field": field and bounded(field, 200), "source": source and bounded(source, 200)}
+
+
+def validation_problem(error: dict[str, object]) -> str:
+    """One pydantic error as ``body.name: message``: never its ``input`` (the value may be
+    megabytes, or a secret), and a location that quotes a dict key of the body is bounded."""
+    loc = error.get("loc", ())
+    where = ".".join(bounded(str(part), 60) for part in loc) if isinstance(loc, (list, tuple)) else ""
+    return f"{where}: {bounded(str(error.get('msg', 'invalid')), 300)}"
 
 
 def _wants_html(request: Request) -> bool:
@@ -49,6 +72,7 @@ def _html_error(request: Request, status: int, message: str) -> Response:
     """The error page inside the usual layout: the caller's navigation (when a route's
     dependencies found who it is) and a way back, never a dead end."""
     templates = request.app.state.templates
+    message = bounded(message, MAX_DETAIL_CHARS)
     user = getattr(request.state, "principal", None)
     referer = urlsplit(request.headers.get("referer", ""))
     back = (referer.path + (f"?{referer.query}" if referer.query else "")
@@ -136,5 +160,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> Response:
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        problems = [validation_problem(e) for e in exc.errors()[:20]]
         return JSONResponse(error_body("; ".join(problems) or "invalid request"), 422)

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from spineseg.errors import InputError, strip_server_paths
+from spineseg.errors import InputError, bounded, strip_server_paths
 
 FLASH_KEY = "flash"
 SECRET_FIELDS = frozenset({"password", "csrf_token", "new_password"})
@@ -30,13 +30,13 @@ def field_errors(exc: Exception, fields: tuple[str, ...] = ()) -> dict[str, str]
         for error in exc.errors():
             loc = [str(p) for p in error.get("loc", ())]
             name = next((p for p in reversed(loc) if p in fields), loc[-1] if loc else "")
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            message = bounded(str(error.get("msg", "invalid")).removeprefix("Value error, "))
             errors[name] = f"{errors[name]}; {message}" if name in errors else message
         return errors
     if isinstance(exc, InputError):
         name = getattr(exc, "field", None) or (str(exc.source) if str(exc.source) in fields else "")
         text = strip_server_paths(exc.reason if name else f"{exc.source}: {exc.reason}")
-        return {name: text}
+        return {name: bounded(text)}  # a refused value is quoted, never whole
     return {"": str(exc)}
 
 

@@ -34,6 +34,7 @@ from spineseg.store.studies import (
     request_cancel,
 )
 from spineseg.web.auth import Principal
+from spineseg.web.body_limit import STREAMED_BODY
 from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
 from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.uploads import receive_upload
@@ -122,7 +123,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(report, status_code=503 if report["status"] == "unavailable" else 200)
 
 
-@router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA,
+@router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA, max_body_size=STREAMED_BODY,
              summary="Upload a CT (and optional ground truth); queues a segment job")
 async def upload_study(request: Request, user: Uploader, services: Services) -> JSONResponse:
     """One request with every file. For large studies over a slow network use the resumable

@@ -35,6 +35,7 @@ from spineseg.store.datasets import (
 )
 from spineseg.store.studies import get_study, new_id
 from spineseg.store.training_models import Dataset
+from spineseg.web.body_limit import STREAMED_BODY
 from spineseg.web.deps import DbSession, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
@@ -146,7 +147,7 @@ def _field_of(exc: InputError, folder: Path) -> str:
     return exc.source
 
 
-@router.post("/{dataset_id}/cases", status_code=201, openapi_extra=CASE_UPLOAD_SCHEMA,
+@router.post("/{dataset_id}/cases", status_code=201, openapi_extra=CASE_UPLOAD_SCHEMA, max_body_size=STREAMED_BODY,
              summary="Add a labelled case by upload (validated first; nothing is kept when refused)")
 async def upload_case(dataset_id: str, request: Request, user: Trainer, services: Services) -> dict[str, Any]:
     await run_in_session(services, lambda session: load_dataset_row(session, dataset_id))

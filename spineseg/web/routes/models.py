@@ -38,6 +38,7 @@ from spineseg.store import accounts
 from spineseg.store.datasets import get_dataset
 from spineseg.store.studies import new_id
 from spineseg.store.training_runs import runs_by_version
+from spineseg.web.body_limit import STREAMED_BODY
 from spineseg.web.deps import DbSession, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
@@ -149,7 +150,7 @@ def _public(text: str, path: Path, name: str) -> str:
     return public_text(text, ((path, name),))
 
 
-@router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA,
+@router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA, max_body_size=STREAMED_BODY,
              summary="Import a version exported at another site (card and weights hash kept)")
 async def import_version(request: Request, user: Trainer, services: Services) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="spineseg-import-") as folder:

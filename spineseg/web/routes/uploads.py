@@ -36,6 +36,7 @@ from spineseg.services.resumable_uploads import (
 )
 from spineseg.services.study_intake import check_identity, require_production_model
 from spineseg.store.uploads import UPLOADING, UploadFolder
+from spineseg.web.body_limit import ANNOUNCE_MAX_BYTES, STREAMED_BODY
 from spineseg.web.chunks import MAX_CHUNK_BYTES, ChunkStalled, OffsetConflict, append_chunk
 from spineseg.web.deps import AppServices, Services, Uploader
 from spineseg.web.errors import error_body
@@ -138,6 +139,7 @@ def _offset_response(status: int, message: str, index: int, received: int) -> JS
 
 
 @router.post("", status_code=201, summary="Start a resumable upload: announce the files (names and sizes)",
+             max_body_size=ANNOUNCE_MAX_BYTES,
              responses={413: {"description": "over SPINESEG_MAX_UPLOAD_MB, or too many files"}})
 async def create_upload(body: NewUpload, user: Uploader, services: Services) -> JSONResponse:
     """Returns the upload id and each file's `index` (the truth comes last, role `truth`) with
@@ -165,7 +167,7 @@ async def upload_status(upload_id: UploadId, user: Uploader, services: Services)
     return state_json(await run_in_threadpool(_state_or_404, services, upload_id, user.user_id))
 
 
-@router.put("/{upload_id}/files/{index}", openapi_extra=CHUNK_BODY,
+@router.put("/{upload_id}/files/{index}", openapi_extra=CHUNK_BODY, max_body_size=STREAMED_BODY,
             summary="Send one chunk of a file at `offset` (409 with the server's offset when it differs)",
             responses={409: {"description": "wrong offset, or another chunk of the file is being written; "
                                             "`received` and the Upload-Offset header give the server's offset"},
