@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
 from spineseg.store import audit
-from spineseg.store.models import MIN_PASSWORD_LENGTH, ROLES, ApiToken, AuditEvent, User
+from spineseg.store.models import MIN_PASSWORD_LENGTH, ROLES, ApiToken, AuditEvent, Study, Upload, User
 from spineseg.store.web_sessions import end_user_sessions
 
 TOKEN_PREFIX = "sst_"
@@ -234,6 +235,29 @@ def update_user(session: Session, *, username: str, role: str | None = None, act
         session.flush()
         end_user_sessions(session, user_id=user.id)
     return user
+
+
+def deletion_effects(session: Session) -> dict[int, dict[str, int]]:
+    """What deleting each user would touch, by user id: ``studies`` they own (kept, owner
+    removed), ``tokens`` (every one deleted; ``active_tokens`` of them still usable) and
+    ``uploads`` (unfinished resumable uploads, discarded). Users with none are absent."""
+    effects: dict[int, dict[str, int]] = {}
+
+    def add(key: str, rows: Any) -> None:
+        for user_id, count in rows:
+            if user_id is not None:
+                effects.setdefault(user_id, {"studies": 0, "tokens": 0, "active_tokens": 0, "uploads": 0})[key] = count
+
+    add("studies", session.execute(select(Study.owner_id, func.count()).group_by(Study.owner_id)))
+    add("tokens", session.execute(select(ApiToken.user_id, func.count()).group_by(ApiToken.user_id)))
+    active: dict[int, int] = {}
+    for row in session.scalars(select(ApiToken).where(ApiToken.revoked.is_(False))):
+        if not token_is_expired(row):
+            active[row.user_id] = active.get(row.user_id, 0) + 1
+    add("active_tokens", active.items())
+    add("uploads", session.execute(select(Upload.owner_id, func.count()).where(Upload.status != "done")
+                                   .group_by(Upload.owner_id)))
+    return effects
 
 
 def delete_user(session: Session, *, username: str) -> None:

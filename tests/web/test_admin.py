@@ -86,3 +86,24 @@ def test_a_password_change_ends_existing_sessions(web_env: WebEnv) -> None:
     assert client.get("/api/studies").status_code == 200
     web_env.client.patch("/api/users/pat", headers=admin, json={"password": "a brand new password"})
     assert client.get("/api/studies").status_code == 401
+
+
+def test_deleting_a_user_says_what_it_did_to_their_tokens_and_studies(web_env: WebEnv) -> None:
+    """Issue 28 item 4: the answer (and the audit row) say what the page's confirmation says."""
+    from tests.web.web_helpers import add_user
+
+    admin = bearer(web_env.tokens["admin"])
+    token = add_user(web_env.settings, "leaving", "clinician")
+    assert web_env.client.get("/api/studies", headers=bearer(token)).status_code == 200
+    page = logged_in_client(web_env, "admin").get("/admin")
+    assert "Delete the user <strong>leaving</strong>?" in page.text and "1 API token (1 still active) is deleted" \
+        in page.text and "0 studies stay" in page.text
+    gone = web_env.client.delete("/api/users/leaving", headers=admin)
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"deleted": "leaving", "studies_kept": 0, "tokens_deleted": 1, "uploads_discarded": 0}
+    assert web_env.client.get("/api/studies", headers=bearer(token)).status_code == 401  # the token went with her
+    again = web_env.client.delete("/api/users/leaving", headers=admin)
+    assert again.status_code == 422 and "leaving" in again.json()["detail"]
+    events = web_env.client.get("/api/audit", headers=admin).json()
+    deleted = next(e for e in events if e["action"] == "user.delete" and e["target"] == "leaving")
+    assert "1 tokens deleted" in deleted["detail"]

@@ -70,10 +70,21 @@ def change_user(session: Any, admin: Principal, username: str, change: UserChang
     return user
 
 
-def delete_user(session: Any, admin: Principal, username: str) -> None:
+NO_EFFECTS = {"studies": 0, "tokens": 0, "active_tokens": 0, "uploads": 0}
+
+
+def delete_user(session: Any, admin: Principal, username: str) -> dict[str, int]:
+    """Delete ``username`` (``accounts.delete_user``) and audit it; returns what it touched:
+    ``studies`` kept without an owner, ``tokens`` deleted, ``uploads`` discarded."""
     _check_not_self(admin, username, remove=True)
+    user = accounts.get_user(session, username=username)
+    effects = accounts.deletion_effects(session).get(user.id, NO_EFFECTS) if user is not None else NO_EFFECTS
     accounts.delete_user(session, username=username)
-    accounts.record(session, username=admin.username, action="user.delete", target=username)
+    accounts.record(session, username=admin.username, action="user.delete", target=username,
+                    detail=f"{effects['studies']} studies kept without owner, {effects['tokens']} tokens deleted, "
+                           f"{effects['uploads']} unfinished uploads discarded")
+    return {"studies_kept": effects["studies"], "tokens_deleted": effects["tokens"],
+            "uploads_discarded": effects["uploads"]}
 
 
 def revoke_token(session: Any, admin: Principal, token_id: int) -> ApiToken:
@@ -101,11 +112,11 @@ def patch_user(username: str, body: UserChange, admin: Admin, session: DbSession
     return user_json(change_user(session, admin, username, body))
 
 
-@router.delete("/api/users/{username}", summary="Delete a user (admin); their studies stay, owner shown as deleted",
+@router.delete("/api/users/{username}", summary="Delete a user (admin) with their sessions, API tokens and unfinished "
+                                                "uploads; their studies stay, owner shown as deleted",
                responses=REFUSED)
 def remove_user(username: str, admin: Admin, session: DbSession) -> dict[str, Any]:
-    delete_user(session, admin, username)
-    return {"deleted": username}
+    return {"deleted": username} | delete_user(session, admin, username)
 
 
 @router.get("/api/tokens", summary="API tokens of all users, or of one (admin)")
@@ -126,7 +137,10 @@ def _page(request: Request, admin: Principal, session: Any, filters: AuditFilter
 
     events = audit.search(session, **filters.query(), limit=filters.limit)
     chain, checked_at = chain_state(request, session, fresh=verify)
-    return render(request, "admin.html", admin, status_code, users=accounts.list_users(session),
+    users = accounts.list_users(session)
+    effects = accounts.deletion_effects(session)
+    return render(request, "admin.html", admin, status_code, users=users,
+                  deletion={u.username: effects.get(u.id, NO_EFFECTS) for u in users},
                   tokens=[token_json(t) for t in accounts.list_tokens(session)], events=[event_json(e) for e in events],
                   chain=chain, checked_at=checked_at, actions=audit.actions(session), filters=filters, error=error,
                   errors=errors or {}, values=values or {})
