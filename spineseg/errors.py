@@ -68,5 +68,11 @@ class ModelNotFoundError(SpineSegError):
     """No model was given and none is installed, or a named version does not exist."""
 
 
+class ModelUnavailableError(SpineSegError):
+    """A model exists but cannot be used now (its weights are missing, unreadable or do not
+    match their recorded sha256): work that needs it is refused with this reason (HTTP 503)
+    instead of being accepted and failing later."""
+
+
 class IntegrityError(SpineSegError):
     """Stored data does not match its recorded checksum (e.g. tampered weights)."""

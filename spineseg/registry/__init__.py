@@ -15,6 +15,7 @@ from spineseg.registry.lookup import (
     open_registry,
     resolve_model,
     shipped_default_dir,
+    usable_production,
 )
 from spineseg.registry.state import RegistryEvent
 from spineseg.registry.store import Registry
@@ -31,5 +32,6 @@ __all__ = [
     "open_registry",
     "resolve_model",
     "shipped_default_dir",
+    "usable_production",
     "validate_version_id",
 ]

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from spineseg.config import Settings
-from spineseg.errors import InputError, IntegrityError, ModelNotFoundError
+from spineseg.errors import InputError, IntegrityError, ModelNotFoundError, ModelUnavailableError
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file
 from spineseg.registry.store import Registry
 from spineseg.registry.version import RegisteredModel
@@ -22,6 +22,24 @@ NO_MODEL_MESSAGE = (
     "no trained model is installed: train one with `spineseg train` "
     "or import one with `spineseg models import`"
 )
+
+
+def usable_production(registry: Registry) -> RegisteredModel:
+    """The production version, weights verified: what new work will segment with. Checked
+    before any work is taken (an upload, a re-run, an import), so work that cannot run is
+    refused with the reason instead of being queued to fail. ``ModelNotFoundError`` when no
+    version is production, ``ModelUnavailableError`` naming what is wrong with it otherwise
+    (hashing is cached: only a changed file is hashed again)."""
+    try:
+        model = registry.production()
+    except (IntegrityError, OSError) as exc:
+        production_id = registry.production_id()
+        raise ModelUnavailableError(
+            f"the production model {production_id} cannot be used ({exc}): promote another version, roll back, "
+            "or restore its files from a backup") from exc
+    if model is None:
+        raise ModelNotFoundError(NO_MODEL_MESSAGE)
+    return model
 
 
 def shipped_default_dir() -> Path:

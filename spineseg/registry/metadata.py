@@ -70,7 +70,7 @@ def write_metadata(registry: Registry, version_id: str, *, display_name: str, no
     if len(notes) > MAX_NOTES:
         raise InputError("notes", f"is {len(notes)} characters; at most {MAX_NOTES}")
     with registry.mutation_lock():
-        registry.get(version_id)  # unknown id: ModelNotFoundError listing the known ones
+        registry.unverified(version_id)  # unknown id: ModelNotFoundError listing the known ones
         metadata = VersionMetadata(display_name, notes, actor, utc_now_iso())
         path = _path(registry, version_id)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -138,14 +138,21 @@ class Registry:
     def get(self, version_id: str) -> RegisteredModel:
         """The version ``version_id``, its weights verified; ``ModelNotFoundError`` listing the
         known ids when it does not exist, ``IntegrityError`` when its weights were altered."""
+        model = self.unverified(version_id)
+        self._verify_cached(model)
+        return model
+
+    def unverified(self, version_id: str) -> RegisteredModel:
+        """The version ``version_id`` as its card describes it, its weights *not* checked: for
+        showing a version and its recorded figures (one whose weights were damaged can still be
+        shown, compared by its card and replaced), never for segmenting. ``ModelNotFoundError``
+        when it does not exist, ``IntegrityError`` when its card cannot be read."""
         if not isinstance(version_id, str) or not VERSION_ID_PATTERN.fullmatch(version_id):
             raise self._unknown(str(version_id))
         folder = self.versions_dir / version_id
         if not (folder / CARD_FILE).is_file():
             raise self._unknown(version_id)
-        model = read_version_folder(folder, is_production=self._state().production == version_id)
-        self._verify_cached(model)
-        return model
+        return read_version_folder(folder, is_production=self._state().production == version_id)
 
     def _verify_cached(self, model: RegisteredModel) -> None:
         try:

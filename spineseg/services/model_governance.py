@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from spineseg.errors import SpineSegError
+from spineseg.errors import IntegrityError, SpineSegError, strip_server_paths
 from spineseg.model.card import ModelCard
 from spineseg.model.dataset import CaseSpec
 from spineseg.registry import RegisteredModel, Registry
@@ -132,6 +132,15 @@ def _compare_on(registry: Registry, production_id: str, candidate_id: str, cases
     return figures(candidate_id), figures(production_id)
 
 
+def _unusable(registry: Registry, version_id: str) -> str | None:
+    """Why ``version_id``'s weights cannot be used (missing, unreadable, altered), or ``None``."""
+    try:
+        registry.get(version_id)
+    except (IntegrityError, OSError) as exc:
+        return strip_server_paths(str(exc))
+    return None
+
+
 def review_promotion(registry: Registry, candidate_id: str, *,
                      locate_cases: Callable[[list[str]], list[CaseSpec]] | None = None,
                      cache_dir: Path | None = None, device: str = "auto") -> PromotionReview:
@@ -155,7 +164,13 @@ def review_promotion(registry: Registry, candidate_id: str, *,
         if review.missing:
             review.warnings.append(f"{candidate_id} has no validation Dice")
         return review
-    production = card_figures(production_id, registry.get(production_id).card)
+    production = card_figures(production_id, registry.unverified(production_id).card)
+    broken = _unusable(registry, production_id)
+    if broken:  # nothing to measure it with: its recorded figures, and why it should be replaced
+        review = PromotionReview(candidate, production, False, False, candidate.dice is None)
+        review.warnings.append(f"the production version {production_id} cannot be used ({broken}): promoting "
+                               f"{candidate_id} replaces it; its recorded figures cannot be checked")
+        return review
     comparable = candidate.dice is not None and production.dice is not None and bool(candidate.cases) \
         and candidate.cases == production.cases
     if candidate.dice is not None and not comparable and locate_cases is not None:
@@ -283,6 +298,6 @@ def rollback_audited(registry: Registry, session: Session, *, actor: str) -> Reg
     model = registry.rollback(actor=actor)
     parts = [f"back to {card_figures(model.id, model.card).text()}"]
     if previous_id:
-        parts.append(f"from {card_figures(previous_id, registry.get(previous_id).card).text()}")
+        parts.append(f"from {card_figures(previous_id, registry.unverified(previous_id).card).text()}")
     accounts.record(session, username=actor, action="model.rollback", target=model.id, detail="; ".join(parts))
     return model

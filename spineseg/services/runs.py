@@ -30,9 +30,9 @@ import nibabel as nib
 import numpy as np
 from sqlalchemy.orm import Session
 
-from spineseg.errors import InputError, ModelNotFoundError
+from spineseg.errors import InputError, IntegrityError, ModelUnavailableError
 from spineseg.metrics.overlap import confusion_counts, dice_from_counts
-from spineseg.registry import NO_MODEL_MESSAGE, Registry
+from spineseg.registry import Registry, usable_production
 from spineseg.store.files import RunFiles, StudyFiles
 from spineseg.store.models import Job, Study
 from spineseg.store.studies import create_job, finish_job, get_job, get_study
@@ -136,14 +136,17 @@ def find_run(study: Study, run_id: str) -> Job | None:
 
 
 def resolve_version(registry: Registry, version: str | None) -> str:
-    """The concrete version id a run will use: ``version`` when named (``ModelNotFoundError``
-    when the registry has no such version), else the production version now."""
+    """The concrete version id a run will use, its weights verified: ``version`` when named
+    (``ModelNotFoundError`` when the registry has no such version), else the production version
+    now. ``ModelUnavailableError`` (with the reason) when that version's files are unusable: a
+    run that cannot run is refused, not queued to fail."""
     if version and version != PRODUCTION:
-        return registry.get(version).id
-    production = registry.production_id()
-    if production is None:
-        raise ModelNotFoundError(NO_MODEL_MESSAGE)
-    return production
+        try:
+            return registry.get(version).id
+        except IntegrityError as exc:
+            raise ModelUnavailableError(f"version {version} cannot be used ({exc}): choose another version, or "
+                                        "restore its files from a backup") from exc
+    return usable_production(registry).id
 
 
 def new_run(session: Session, *, study_id: str, registry: Registry, version: str | None = None,

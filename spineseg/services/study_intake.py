@@ -16,9 +16,9 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from spineseg.config import Settings
-from spineseg.errors import InputError, ModelNotFoundError, public_text
+from spineseg.errors import InputError, public_text
 from spineseg.jobs.queue import JobQueue
-from spineseg.registry import NO_MODEL_MESSAGE, Registry
+from spineseg.registry import Registry, usable_production
 from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
 from spineseg.services.ingest import arrange_input, check_inputs, extract_limit_bytes, unpack_truth
 from spineseg.services.runs import new_run
@@ -59,9 +59,10 @@ class AcceptedStudy:
 
 
 def require_production_model(registry: Registry) -> None:
-    """``ModelNotFoundError`` (503) before any upload is taken when nothing could segment it."""
-    if registry.production_id() is None:
-        raise ModelNotFoundError(NO_MODEL_MESSAGE)
+    """``ModelNotFoundError`` (503) before any upload is taken when nothing could segment it,
+    ``ModelUnavailableError`` (503, with the reason) when the production model's files are
+    unusable (``registry.usable_production``)."""
+    usable_production(registry)
 
 
 def public_text_of(text: str, files: StudyFiles) -> str:

@@ -12,6 +12,7 @@ UploadRefused             400/408/413/415 malformed body / stalled / too large /
 NotAuthenticated          401     no valid session or token
 Forbidden                 403     role may not do this, or CSRF token missing
 ModelNotFoundError        503     no production model installed: the service cannot segment
+ModelUnavailableError     503     its weights are missing or corrupt: work is refused, with why
 IntegrityError            500     stored data failed its checksum (says so)
 OperationalError (SQL)    503     database locked or unreachable: nothing changed, retry
 any other exception       500     a reference to the server log, never a traceback
@@ -38,6 +39,7 @@ from spineseg.errors import (
     InputError,
     IntegrityError,
     ModelNotFoundError,
+    ModelUnavailableError,
     bounded,
     strip_server_paths,
 )
@@ -126,6 +128,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def no_model(request: Request, exc: ModelNotFoundError) -> Response:
         return JSONResponse(error_body(f"the service cannot segment right now: {strip_server_paths(str(exc))}"),
                             503)
+
+    @app.exception_handler(ModelUnavailableError)
+    async def model_unusable(request: Request, exc: ModelUnavailableError) -> Response:
+        message = f"the service cannot segment right now: {strip_server_paths(str(exc))}"
+        if _wants_html(request):
+            return _html_error(request, 503, message)
+        return JSONResponse(error_body(message), 503)
 
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, exc: IntegrityError) -> Response:

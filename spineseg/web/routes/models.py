@@ -63,11 +63,15 @@ class CompareRequest(BaseModel):
 @contextmanager
 def known_versions() -> Iterator[None]:
     """An unknown version id is a 404 here (the service still segments), not the 503 that a
-    missing production model means."""
+    missing production model means; a version whose weights are damaged is a 409 saying so
+    (restore it or use another), never a 500."""
     try:
         yield
     except ModelNotFoundError as exc:
         raise HTTPException(404, strip_server_paths(str(exc))) from exc
+    except IntegrityError as exc:
+        raise HTTPException(409, f"{strip_server_paths(str(exc))}; restore the version's files from a backup or "
+                                 "import it again (its card and figures stay readable)") from exc
 
 
 class PromoteRequest(BaseModel):
@@ -230,10 +234,18 @@ def comparison_plot(comparison_id: str, version_id: str, _user: Trainer, service
 
 @router.get("/{version_id}", summary="One version: its card (parent, dataset, settings, metrics)")
 def version(version_id: str, _user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
+    """`weights` says whether the weights match the sha256 the card records, and what is wrong
+    when they do not (the version is still shown: its card and figures are intact)."""
     with known_versions():
-        model = services.registry.get(version_id)
+        model = services.registry.unverified(version_id)
+    try:
+        services.registry.get(version_id)
+        weights = {"verified": True, "problem": None}
+    except (IntegrityError, OSError) as exc:
+        weights = {"verified": False, "problem": strip_server_paths(str(exc))}
     data = version_json(model, runs_by_version(session), read_metadata(services.registry, version_id))
     data["card"] = json.loads(model.card.to_json())
+    data["weights"] = weights
     return data
 
 
@@ -246,7 +258,7 @@ def label(version_id: str, body: VersionLabel, user: Trainer, session: DbSession
     accounts.record(session, username=user.username, action="model.label", target=version_id,
                     detail=metadata.display_name)
     session.commit()
-    return version_json(services.registry.get(version_id), runs_by_version(session), metadata)
+    return version_json(services.registry.unverified(version_id), runs_by_version(session), metadata)
 
 
 def promotion_review(services: Any, session: Session, version_id: str) -> PromotionReview:
@@ -281,7 +293,9 @@ def promote(version_id: str, user: Trainer, session: DbSession, services: Servic
     return {"production": model.id, "review": review.to_json(), "history": history_json(services.registry)}
 
 
-@router.get("/{version_id}/export", summary="Download the version as the registry's export archive (.zip)")
+@router.get("/{version_id}/export", summary="Download the version as the registry's export archive (.zip)",
+            responses={409: {"description": "the version's weights do not match their recorded sha256 (said in "
+                                            "`detail`): nothing is exported"}})
 def export(version_id: str, user: Trainer, session: DbSession, services: Services) -> FileResponse:
     folder = Path(tempfile.mkdtemp(prefix="spineseg-export-"))
     try:
