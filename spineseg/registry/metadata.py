@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spineseg.errors import InputError, IntegrityError
+from spineseg.names import check_typed_name, check_typed_text
 from spineseg.registry.atomic import atomic_write_json
 from spineseg.registry.store import Registry
 from spineseg.registry.version import utc_now_iso
@@ -67,6 +68,8 @@ def write_metadata(registry: Registry, version_id: str, *, display_name: str, no
         raise InputError("display_name", f"is {len(display_name)} characters; at most {MAX_NAME}")
     if any(ch in display_name for ch in "\r\n\t"):
         raise InputError("display_name", "must be one line")
+    check_typed_name(display_name, "display_name")
+    check_typed_text(notes, "notes")
     if len(notes) > MAX_NOTES:
         raise InputError("notes", f"is {len(notes)} characters; at most {MAX_NOTES}")
     with registry.mutation_lock():

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from spineseg.config import Settings
 from spineseg.errors import InputError, public_text
 from spineseg.jobs.queue import JobQueue
+from spineseg.names import check_typed_name
 from spineseg.registry import Registry, usable_production
 from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
 from spineseg.services.ingest import arrange_input, check_inputs, extract_limit_bytes, unpack_truth
@@ -79,7 +80,7 @@ def study_name(study_id: str, chosen: str = "", deidentified: DeidentifiedInput 
     ``Study <short id>`` with the modality, body part and (shifted) study date the
     de-identification kept. Never a file name: those often carry the patient's name or record
     number."""
-    text = " ".join(chosen.split())
+    text = check_typed_name(" ".join(chosen.split()), "name")
     if len(text) > MAX_NAME_LENGTH:
         raise InputError("name", f"is {len(text)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     if text:

@@ -14,6 +14,7 @@ from sqlalchemy import Boolean, DateTime, String, delete, exists, func, insert, 
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
+from spineseg.names import check_typed_name
 from spineseg.store import audit
 from spineseg.store.models import MIN_PASSWORD_LENGTH, ROLES, ApiToken, AuditEvent, Study, Upload, User
 from spineseg.store.web_sessions import end_user_sessions
@@ -128,6 +129,7 @@ def create_token(session: Session, *, username: str, name: str = "",
         raise InputError("username", f"no user named {username!r}")
     if days is not None and not (1 <= days <= MAX_TOKEN_DAYS):
         raise InputError("days", f"{days!r} must be 1-{MAX_TOKEN_DAYS} days")
+    check_typed_name(name, "name")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = None if days is None else datetime.now(UTC) + timedelta(days=days)
     row = ApiToken(user_id=user.id, token_sha256=_token_digest(secret), prefix=secret[:10], name=name[:100],

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError
 from spineseg.model.dataset import SPLITS
+from spineseg.names import check_typed_text
 from spineseg.store.studies import new_id
 from spineseg.store.training_models import Dataset, DatasetCase
 
@@ -47,6 +48,7 @@ def check_name(value: str, field: str) -> str:
 def create_dataset(session: Session, *, name: str, description: str, created_by: str | None,
                    seed: int = 0) -> Dataset:
     name = check_name(name, "name")
+    check_typed_text(description, "description")
     if session.scalar(select(Dataset).where(Dataset.name == name)) is not None:
         raise InputError("name", f"a dataset named {name!r} exists already")
     dataset = Dataset(id=new_id(), name=name, description=description[:2000], created_by=created_by, seed=seed,
