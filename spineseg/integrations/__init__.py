@@ -9,7 +9,22 @@ back to the source (original UIDs) lives only in ``store.pacs_links``.
 
 from __future__ import annotations
 
-from spineseg.errors import SpineSegError
+import re
+
+from spineseg.errors import InputError, SpineSegError
+
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+MAX_UID_CHARS = 64  # DICOM PS3.5 9.1: digits and dots, at most 64 characters
+
+
+def check_uid(value: str, name: str) -> str:
+    """``value`` (stripped) when it is a DICOM UID, else ``InputError`` naming ``name``: a UID
+    names files and rows here, so "../../x" or 200 characters must never get that far."""
+    value = value.strip()
+    if not (0 < len(value) <= MAX_UID_CHARS and UID_PATTERN.fullmatch(value)):
+        raise InputError(name, f"{value[:80]!r} is not a DICOM UID (digits and dots, at most {MAX_UID_CHARS} "
+                               "characters)")
+    return value
 
 
 class PacsError(SpineSegError):

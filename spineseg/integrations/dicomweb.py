@@ -21,7 +21,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from spineseg.errors import InputError
-from spineseg.integrations import PacsError
+from spineseg.integrations import PacsError, check_uid
 from spineseg.integrations.endpoints import PacsEndpoint
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ SERIES_FIELDS = ("PatientID", "PatientName", "StudyDate", "StudyDescription", "A
                  "StudyInstanceUID", "SeriesInstanceUID", "BodyPartExamined")
 _DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 _MODALITY = re.compile(r"[A-Z0-9]{1,16}")
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # WADO-RS: the instances in the transfer syntax the PACS stored them in (``*``). Without it a
 # PACS must transcode to Explicit VR Little Endian, which fails for compressed series when it
 # has no codec (Orthanc 1.10 cannot decode JPEG 2000: "Cannot transcode image", HTTP 500).
@@ -77,13 +76,6 @@ def _date_filter(text: str) -> str:
         return _one_date(text)
     start, end = (part.strip() for part in text.split("..", 1))
     return f"{_one_date(start) if start else ''}-{_one_date(end) if end else ''}"
-
-
-def check_uid(value: str, name: str) -> str:
-    value = value.strip()
-    if not (0 < len(value) <= 64 and _UID.fullmatch(value)):
-        raise InputError(name, f"{value[:80]!r} is not a DICOM UID (digits and dots, at most 64 characters)")
-    return value
 
 
 def _no_bulk_data(_tag: str, _vr: str, _uri: str) -> None:

@@ -1,4 +1,6 @@
-"""A DICOM network node (pynetdicom): C-ECHO and C-STORE of CT from allowed calling AE titles;
+"""A DICOM network node (pynetdicom): C-ECHO and C-STORE of CT from allowed calling AE titles
+that call this node's own AE title, with valid Study, Series and SOP Instance UIDs, while a
+usable production model exists (else A700: the sender tries again later);
 a series whose instances stop arriving for ``idle_s`` becomes a study and a job (through
 ``pacs_intake.accept_pacs_series``, the upload path); each finished job's SEG is sent back by
 C-STORE to the destination AE.
@@ -32,11 +34,11 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from spineseg.errors import SpineSegError
-from spineseg.integrations import PacsError
+from spineseg.errors import InputError, SpineSegError
+from spineseg.integrations import PacsError, check_uid
 from spineseg.integrations.pacs_intake import accept_pacs_series
 from spineseg.integrations.results import header_from_json, reidentified, study_result
-from spineseg.services.study_intake import IntakeServices
+from spineseg.services.study_intake import IntakeServices, require_production_model
 from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
 from spineseg.store.pacs_links import links_awaiting_send, mark_send_failed, mark_sent
@@ -46,10 +48,18 @@ log = logging.getLogger(__name__)
 
 STORAGE_CLASSES = (CTImageStorage, EnhancedCTImageStorage)  # only what can be segmented is accepted
 RESULT_CLASSES = (SegmentationStorage, RTStructureSetStorage)
-SUCCESS, OUT_OF_RESOURCES, NOT_CT = 0x0000, 0xA700, 0xA900
+SUCCESS, OUT_OF_RESOURCES, NOT_CT, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
 HELD_NOTE = "HELD.txt"
 SEND_POLL_S = 2.0
 _DESTINATION = re.compile(r"([^@\s]{1,16})@([^:\s]+):(\d{1,5})")
+
+
+def _status(status: int, comment: str) -> Dataset:
+    """A C-STORE response status with an Error Comment (LO: at most 64 characters)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
 
 
 def parse_destination(text: str) -> tuple[str, str, int]:
@@ -172,7 +182,7 @@ class DicomNode:
     def _on_echo(self, event) -> int:
         return SUCCESS
 
-    def _on_store(self, event) -> int | tuple[int, str]:
+    def _on_store(self, event) -> int | Dataset:
         calling = event.assoc.requestor.ae_title.strip()
         try:
             ds = event.dataset
@@ -183,6 +193,17 @@ class DicomNode:
         if str(ds.get("Modality", "")) != "CT":
             log.warning("AE %s sent a %s instance: only CT is taken", calling, ds.get("Modality", "?"))
             return NOT_CT
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            try:  # they name folders, files and rows: "../../x" or 200 characters never get that far
+                check_uid(str(ds.get(keyword, "") or ""), keyword)
+            except InputError as exc:
+                log.warning("AE %s sent an instance refused: %s", calling, exc)
+                return _status(CANNOT_UNDERSTAND, f"{keyword} is not a DICOM UID")
+        try:  # work that cannot run is refused (the sender retries later), not stored to fail
+            require_production_model(self.services.registry)
+        except SpineSegError as exc:
+            log.error("instance from AE %s refused: %s", calling, exc)
+            return _status(OUT_OF_RESOURCES, "no usable model: the node cannot segment now")
         try:
             entry = self.collector.store(calling, ds)
         except OSError as exc:
@@ -202,14 +223,30 @@ class DicomNode:
 
     def _on_rejected(self, event) -> None:
         calling = event.assoc.requestor.ae_title.strip()
-        log.warning("association from AE %r (%s) refused: not one of the allowed AE titles %s", calling,
-                    event.assoc.requestor.address, ", ".join(self.allowed))
+        called = str(getattr(event.assoc.requestor.primitive, "called_ae_title", "") or "").strip()
+        reasons = []
+        if calling not in self.allowed:
+            reasons.append("calling AE title not allowed")
+            log.warning("association from AE %r (%s) refused: not one of the allowed AE titles %s", calling,
+                        event.assoc.requestor.address, ", ".join(self.allowed))
+        if called != self.ae_title.strip():
+            reasons.append(f"called AE title {called[:16]!r} is not this node's")
+            log.warning("association from AE %r (%s) refused: it called AE title %r, this node is %r", calling,
+                        event.assoc.requestor.address, called[:16], self.ae_title)
         with self.services.database.session() as session:
             accounts.record(session, username=None, action="dicom.refused", target=calling[:64],
-                            detail=f"from {event.assoc.requestor.address}: calling AE title not allowed")
+                            detail=f"from {event.assoc.requestor.address}: " + ("; ".join(reasons) or "refused"))
 
     # --- taking series in and sending results ------------------------------------------------
     def _intake(self, entry: IncomingSeries) -> None:
+        try:  # no usable model: the series waits (kept) and is taken in once one is promoted
+            require_production_model(self.services.registry)
+        except SpineSegError as exc:
+            entry.last_seen = time.monotonic()
+            with self.collector.lock:
+                self.collector.series[entry.folder.name] = entry
+            log.error("series from AE %s waits, kept: %s", entry.calling_ae, exc)
+            return
         files = StudyFiles.of(self.services.settings.studies_dir, new_id())
         files.create()
         target = files.input_dir / "received"
@@ -299,6 +336,7 @@ class DicomNode:
         self.collector.recover()
         ae = AE(ae_title=self.ae_title)
         ae.require_calling_aet = list(self.allowed)
+        ae.require_called_aet = True  # an association meant for another node is refused
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_CLASSES:  # kept as sent (JPEG 2000 ... too: the readers decode them)
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
