@@ -182,6 +182,12 @@ class Registry:
                 "which is missing from the registry"
             ) from exc
 
+    def rollback_target(self) -> str | None:
+        """The version ``rollback`` would make production (the one before the current one);
+        ``None`` when there is nothing to roll back to."""
+        stack = self._state().production_stack
+        return stack[-2] if len(stack) >= 2 else None
+
     def history(self) -> list[RegistryEvent]:
         """Promotions and rollbacks, oldest first, each with who and when."""
         return list(self._state().history)

@@ -149,6 +149,7 @@ def _models_context(session: Any, services: Any) -> dict[str, Any]:
     versions = all_versions(services.registry, session)
     return {"versions": list(reversed(versions)), "tree_nodes": lineage(versions),
             "history": history_json(services.registry), "production": services.registry.production_id(),
+            "rollback_to": services.registry.rollback_target(),
             "datasets": [dataset_json(d, with_cases=False) for d in list_datasets(session)]}
 
 
