@@ -1,5 +1,7 @@
-"""Who may change a study: its owner or an admin. Viewing stays open to every role that can
-view; deleting a study, cancelling its job and re-running it are changes (API and pages)."""
+"""Who may change a study: its owner or an admin, one rule for every change (API and pages):
+renaming it, setting its site, choosing its current run, re-running it, cancelling its job,
+sending its result to the PACS, deleting it. Viewing, downloading and using it in evaluations
+or datasets stay open to every role that may do those."""
 
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ from spineseg.integrations.dicomweb import SeriesQuery, import_series, search, s
 from spineseg.integrations.endpoints import load_endpoints
 from spineseg.store.pacs_links import get_link
 from spineseg.web.auth import csrf_matches
-from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader, run_in_session
+from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.routes.api import load_study
 from spineseg.web.routes.pages import render
 
@@ -81,8 +82,11 @@ def study_pacs(study_id: str, _user: CurrentUser, session: DbSession) -> dict[st
 
 
 @router.post("/api/studies/{study_id}/pacs/send", responses=PACS_ERRORS,
-             summary="STOW-RS: send the current run's DICOM SEG (and other DICOM outputs) back to the PACS")
+             summary="STOW-RS: send the current run's DICOM SEG (and other DICOM outputs) back to the PACS (the "
+                     "study's owner or an admin)")
 async def send_to_pacs(study_id: str, user: Uploader, services: Services) -> dict[str, object]:
+    await run_in_session(services, lambda session: require_owner_or_admin(load_study(session, study_id), user,
+                                                                          "send to the PACS"))
     return await _call(send_result, services, study_id=study_id, username=user.username)
 
 

@@ -132,11 +132,12 @@ def study_versions(study_id: str, _user: CurrentUser, session: DbSession, servic
             "versions": [m.id for m in reversed(services.registry.list_versions())]}
 
 
-@router.put("/studies/{study_id}/site", summary="Set (or clear) the site tag of a study")
+@router.put("/studies/{study_id}/site", summary="Set (or clear) the site tag of a study (its owner or an admin)")
 def set_site(study_id: str, body: SiteTag, user: Uploader, session: DbSession) -> dict[str, Any]:
     study = get_study(session, study_id=study_id)
     if study is None:
         raise HTTPException(404, f"no study with id {study_id!r}")
+    require_owner_or_admin(study, user, "change the site of")
     study.site = check_name(body.site, "site") if body.site.strip() else ""
     accounts.record(session, username=user.username, action="study.site", target=study_id, detail=study.site)
     session.commit()  # before the answer: the next request must see it
