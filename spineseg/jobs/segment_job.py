@@ -32,6 +32,7 @@ from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
 from spineseg.services import viewer_files
 from spineseg.services.levels import write_run_levels
 from spineseg.services.outputs import summary, write_mask
+from spineseg.services.quality import assess_run
 from spineseg.services.runs import finish_run, record_results, run_files
 from spineseg.store.database import Database
 from spineseg.store.files import RunFiles, StudyFiles
@@ -193,6 +194,7 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     facts = summary(seg) | {"source": Path(volume.provenance.source).name, "model_version": model.id,
                             "series_uid": volume.provenance.series_uid}
     facts |= write_run_levels(seg.mask, volume.array, volume.affine, files, truth_levels)
+    facts["quality"] = assess_run(volume, seg.mask, facts.get("vertebrae"))  # once, read by every page and export
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
