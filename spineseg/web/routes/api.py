@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
+from spineseg.services.quality import verdict_of
 from spineseg.services.runs import current_reason, current_run, run_downloads, runs_json
 from spineseg.services.study_deletion import delete_study_and_files
 from spineseg.services.study_intake import ReceivedFiles, accept_study, require_production_model, study_name
@@ -103,6 +104,7 @@ def study_json(session: Any, study: Study, *, full: bool = True) -> dict[str, An
         "current_run_reason": current_reason(study),
         "spine_volume_ml": study.spine_volume_ml,
         "dice": study.dice,
+        "quality_verdict": verdict_of(study.summary),  # the current run's (services.quality); None: not checked
         "job": job_json(session, job) if job else None,
     }
     if full:
