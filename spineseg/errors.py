@@ -74,5 +74,10 @@ class ModelUnavailableError(SpineSegError):
     instead of being accepted and failing later."""
 
 
+class StorageFullError(SpineSegError):
+    """The data directory has not room for what was asked, with the reserve the service keeps
+    for results, the database and its log: refused before anything is written (HTTP 507)."""
+
+
 class IntegrityError(SpineSegError):
     """Stored data does not match its recorded checksum (e.g. tampered weights)."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from spineseg.errors import InputError
+from spineseg.errors import InputError, StorageFullError
 from spineseg.imaging.limits import MAX_SERIES_FILES
 from spineseg.services.study_intake import (
     AcceptedStudy,
@@ -39,6 +41,7 @@ from spineseg.store.uploads import (
     UploadFolder,
     begin_completion,
     create_upload,
+    declared_bytes_in_progress,
     delete_upload,
     get_upload,
     interrupted_completions,
@@ -53,6 +56,10 @@ from spineseg.store.uploads import (
 log = logging.getLogger(__name__)
 
 MAX_FILES = MAX_SERIES_FILES  # the same cap as a multipart upload or a zip: one series
+# Free disk an announce may not take: room for results (a 512x512x1000 CT's outputs need about
+# 1 GB), the database and the log while the announced uploads arrive.
+DISK_RESERVE_BYTES = 2 * 2**30
+_ANNOUNCE_LOCK = threading.Lock()
 CT, TRUTH = "ct", "truth"
 
 
@@ -107,12 +114,44 @@ class UploadState:
         return [f for f in self.files if f.received != f.size]
 
 
+def free_disk_bytes(folder: Path) -> int:
+    """Free bytes on the filesystem of ``folder`` (or of its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def outstanding_bytes(session: Session, uploads_dir: Path) -> int:
+    """Bytes announced by unfinished uploads that have not arrived yet (what they will still
+    write); what arrived is on disk already, so it is in the free space's count."""
+    return sum(max(0, total - UploadFolder.of(uploads_dir, upload_id).received_total())
+               for upload_id, total in declared_bytes_in_progress(session).items())
+
+
+def _check_room(session: Session, uploads_dir: Path, announced: int) -> None:
+    """``StorageFullError`` (507) when ``announced`` bytes on top of every unfinished upload's
+    outstanding bytes would not fit in the free disk minus ``DISK_RESERVE_BYTES``."""
+    free = free_disk_bytes(uploads_dir)
+    waiting = outstanding_bytes(session, uploads_dir)
+    room = free - DISK_RESERVE_BYTES - waiting
+    if announced > room:
+        gib = 2**30
+        raise StorageFullError(
+            f"not enough disk for this upload: it announces {announced / gib:.2f} GiB, and with "
+            f"{waiting / gib:.2f} GiB still to arrive for unfinished uploads and {DISK_RESERVE_BYTES / gib:.0f} GiB "
+            f"kept in reserve, {max(room, 0) / gib:.2f} GiB of the {free / gib:.2f} GiB free are left: finish or "
+            "abort other uploads, or free disk space, then announce it again")
+
+
 def start_upload(database: Database, uploads_dir: Path, *, owner_id: int, purpose: str,
                  files: list[AnnouncedFile], study_name: str = "", study_site: str = "") -> UploadState:
     """Record a new upload of ``files`` (the caller has checked their count and total size,
-    and the study's name and site: ``study_intake.check_identity``)."""
+    and the study's name and site: ``study_intake.check_identity``). ``StorageFullError``
+    when the disk cannot hold it with every other unfinished upload (``_check_room``; checked
+    and recorded under one lock, so two announces cannot both take the last room)."""
     upload_id = new_id()
-    with database.session() as session:
+    with _ANNOUNCE_LOCK, database.session() as session:
+        _check_room(session, uploads_dir, sum(f.size for f in files))
         create_upload(session, upload_id=upload_id, owner_id=owner_id, purpose=purpose,
                       files=[{"name": f.name, "size": f.size, "role": f.role} for f in files],
                       study_name=study_name, study_site=study_site)

@@ -11,6 +11,7 @@ folder without a row is always left over from a crash and safe to remove.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ def stale_upload_ids(session: Session, *, idle_since: datetime) -> list[str]:
     return list(session.scalars(select(Upload.id).where(Upload.updated_at < idle_since)))
 
 
+def declared_bytes_in_progress(session: Session) -> dict[str, int]:
+    """``{upload id: bytes announced}`` of every upload not done yet (uploading or completing)."""
+    rows = session.execute(select(Upload.id, Upload.total_bytes).where(Upload.status.in_((UPLOADING, COMPLETING))))
+    return {upload_id: int(total) for upload_id, total in rows}
+
+
 def upload_ids(session: Session) -> set[str]:
     return set(session.scalars(select(Upload.id)))
 
@@ -120,6 +127,14 @@ class UploadFolder:
         """Bytes of file ``index`` on disk (0 before its first chunk)."""
         try:
             return self.part(index).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def received_total(self) -> int:
+        """Bytes of all its part files on disk (one directory scan)."""
+        try:
+            with os.scandir(self.root) as entries:
+                return sum(e.stat().st_size for e in entries if e.name.endswith(".part") and e.is_file())
         except FileNotFoundError:
             return 0
 

@@ -13,6 +13,7 @@ NotAuthenticated          401     no valid session or token
 Forbidden                 403     role may not do this, or CSRF token missing
 ModelNotFoundError        503     no production model installed: the service cannot segment
 ModelUnavailableError     503     its weights are missing or corrupt: work is refused, with why
+StorageFullError          507     not enough free disk (minus a reserve) for what was announced
 IntegrityError            500     stored data failed its checksum (says so)
 OperationalError (SQL)    503     database locked or unreachable: nothing changed, retry
 any other exception       500     a reference to the server log, never a traceback
@@ -40,6 +41,7 @@ from spineseg.errors import (
     IntegrityError,
     ModelNotFoundError,
     ModelUnavailableError,
+    StorageFullError,
     bounded,
     strip_server_paths,
 )
@@ -135,6 +137,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if _wants_html(request):
             return _html_error(request, 503, message)
         return JSONResponse(error_body(message), 503)
+
+    @app.exception_handler(StorageFullError)
+    async def storage_full(request: Request, exc: StorageFullError) -> Response:
+        message = strip_server_paths(str(exc))
+        if _wants_html(request):
+            return _html_error(request, 507, message)
+        return JSONResponse(error_body(message), 507)
 
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, exc: IntegrityError) -> Response:

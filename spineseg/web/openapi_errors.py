@@ -69,10 +69,10 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
             if method != "get" and "{" in path:
                 wanted |= CHANGES_ONE
             for status, description in wanted.items():
-                existing = responses.get(status)
-                if existing is None:
+                if status not in responses:
                     responses[status] = _error_response(description)
-                else:
+            for status, existing in responses.items():  # a route's own error statuses (408, 507...) too
+                if str(status)[:1] in ("4", "5"):
                     existing.setdefault("content", {})["application/json"] = {"schema": ERROR_REF}
     return document
 

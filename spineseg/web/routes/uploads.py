@@ -140,7 +140,9 @@ def _offset_response(status: int, message: str, index: int, received: int) -> JS
 
 @router.post("", status_code=201, summary="Start a resumable upload: announce the files (names and sizes)",
              max_body_size=ANNOUNCE_MAX_BYTES,
-             responses={413: {"description": "over SPINESEG_MAX_UPLOAD_MB, or too many files"}})
+             responses={413: {"description": "over SPINESEG_MAX_UPLOAD_MB, or too many files"},
+                        507: {"description": "the disk cannot hold it with every unfinished upload's outstanding "
+                                             "bytes and a reserve (said in `detail`)"}})
 async def create_upload(body: NewUpload, user: Uploader, services: Services) -> JSONResponse:
     """Returns the upload id and each file's `index` (the truth comes last, role `truth`) with
     `received` 0. Send each file with `PUT /api/uploads/{id}/files/{index}?offset=...`."""
