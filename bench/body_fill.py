@@ -1,6 +1,7 @@
 """The hollow-body safety net (``fill_body_holes``) on the shared cases; prints figures, asserts nothing.
 
     python bench/body_fill.py [--model ID_OR_FOLDER] [--shared ../shared/data]
+                              [--picture docs/screenshots/hollow-fill-P4.png]
 
 Per case, two questions:
 - Does it bring a hollow body back? Each case's truth with its voxels more than 3 mm deep
@@ -35,10 +36,51 @@ def enclosed_background(truth: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(truth, structure=plane) & ~truth
 
 
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The in-plane boundary of a 2D mask (its voxels with a 4-neighbour outside it)."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def picture(path: Path, hu: np.ndarray, truth: np.ndarray, shell: np.ndarray, filled: np.ndarray) -> None:
+    """Three axial slices through the bodies (RAS grid): the CT (-200..1200 HU), the truth's
+    outline in blue, the shell's in red and the filled mask's in green, side by side."""
+    from PIL import Image, ImageDraw
+
+    from spineseg.imaging.overlay import display_orientation
+
+    deep = truth & ~shell
+    slices = np.flatnonzero(deep.any(axis=(0, 1)))
+    chosen = slices[np.linspace(0, slices.size - 1, 5).astype(int)[1:4]]
+    tiles = []
+    for k in chosen:
+        grey = np.clip((display_orientation(hu[:, :, k]) + 200.0) / 1400.0, 0, 1) * 255
+        for label, mask in (("shell (the hollow mask)", shell), ("filled", filled)):
+            rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
+            rgb[outline(display_orientation(truth[:, :, k]))] = (60, 130, 255)
+            rgb[outline(display_orientation(mask[:, :, k]))] = (255, 60, 40) if label != "filled" else (60, 230, 60)
+            image = Image.fromarray(rgb).resize((rgb.shape[1] * 4, rgb.shape[0] * 4), Image.NEAREST)
+            framed = Image.new("RGB", (image.width, image.height + 16))
+            framed.paste(image, (0, 16))
+            ImageDraw.Draw(framed).text((3, 2), f"slice {k}: {label}", fill=(255, 255, 255))
+            tiles.append(framed)
+    sheet = Image.new("RGB", (sum(t.width for t in tiles[:2]) + 4, sum(t.height for t in tiles[::2]) + 8), (40, 40, 40))
+    for n, tile in enumerate(tiles):
+        sheet.paste(tile, ((n % 2) * (tile.width + 4), (n // 2) * (tile.height + 4)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    print(f"{path}: slices {chosen.tolist()}; blue = truth, red = shell, green = filled")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry id or model folder (default: production)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--picture", type=Path, help="write tptbox-lumbar's shell and fill (outlines on the CT) here")
     args = parser.parse_args()
 
     from scipy import ndimage
@@ -68,6 +110,8 @@ def main() -> None:
         canal = enclosed_background(t)
         shell = t & ~(ndimage.distance_transform_edt(t, sampling=canonical.spacing) > 3.0)
         filled = fill_body_holes(shell, canonical.array, canonical.spacing)
+        if args.picture and case == "tptbox-lumbar":
+            picture(args.picture, canonical.array, t, shell, filled)
         before, after = (evaluate_masks(m, t, canonical.spacing) for m in (shell, filled))
         mask = np.ascontiguousarray(canonical_view(segment(volume, loaded).mask, ornt)).astype(bool)
         if names is None:
