@@ -43,6 +43,10 @@ SPINESEG_DICOM_SERIES_IDLE_S   a received series with no new instance for this l
 SPINESEG_DICOM_DESTINATION     where the listener sends each SEG by C-STORE:
                                ``AE_TITLE@host:port``; unset: not sent
 SPINESEG_DICOM_OWNER           the user that owns studies received by the listener
+SPINESEG_PROMOTION_APPROVAL    ``two-person`` (default): making a version production is
+                               proposed by one person and approved by another, an admin
+                               (``services.promotions``); ``single``: whoever may promote
+                               does it alone (a single-user install)
 SPINESEG_RUNTIME               ``auto`` (default: ONNX Runtime where a probe at load finds it
                                faster than torch and agreeing), ``torch`` or ``onnxruntime``;
                                read by ``spineseg.model.runtime`` when a model loads
@@ -134,6 +138,18 @@ def _int(name: str, dotenv: dict[str, str], default: int) -> int:
         raise InputError(name, f"expected a whole number, got {text!r}") from exc
 
 
+PROMOTION_APPROVALS = ("two-person", "single")
+
+
+def _choice(name: str, dotenv: dict[str, str], choices: tuple[str, ...], default: str) -> str:
+    text = (_env(name, dotenv) or "").strip()
+    if not text:
+        return default
+    if text not in choices:
+        raise InputError(name, f"expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
 def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
 
@@ -180,6 +196,7 @@ class Settings:
     dicom_series_idle_s: float = 10.0
     dicom_destination: str = ""
     dicom_owner: str = ""
+    promotion_approval: str = "two-person"  # or "single": PROMOTION_APPROVALS
 
     def tls_files(self) -> tuple[Path, Path] | None:
         """(certificate, key) when HTTPS is configured, ``None`` when not; ``InputError`` naming
@@ -276,4 +293,6 @@ class Settings:
             dicom_series_idle_s=_int("SPINESEG_DICOM_SERIES_IDLE_S", dotenv, int(cls.dicom_series_idle_s)),
             dicom_destination=_env("SPINESEG_DICOM_DESTINATION", dotenv, "") or "",
             dicom_owner=_env("SPINESEG_DICOM_OWNER", dotenv, "") or "",
+            promotion_approval=_choice("SPINESEG_PROMOTION_APPROVAL", dotenv, PROMOTION_APPROVALS,
+                                       cls.promotion_approval),
         )

@@ -98,3 +98,30 @@ class TrainingRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     dataset: Mapped[Dataset] = relationship()
+
+
+PROPOSAL_STATUSES = ("pending", "approved", "rejected", "withdrawn")
+
+
+class PromotionProposal(Base):
+    """A request to make ``version_id`` production, waiting for a second person (an admin) when
+    ``SPINESEG_PROMOTION_APPROVAL`` is ``two-person`` (``services.promotions``).
+
+    confirm / force: what the proposer acknowledged on the review (a lower candidate, one
+    without validation figures), carried to the approval. status: ``PROPOSAL_STATUSES``;
+    decided_by / decided_at / note: who approved, rejected or withdrew it, when, and why.
+    """
+
+    __tablename__ = "promotion_proposals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[str] = mapped_column(String(128), index=True)
+    production_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # production when proposed
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    confirm: Mapped[bool] = mapped_column(Boolean, default=False)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")

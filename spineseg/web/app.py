@@ -105,6 +105,7 @@ def all_routers() -> tuple[APIRouter, ...]:
         models,
         pacs,
         pages,
+        promotions,
         study_models,
         training,
         training_pages,
@@ -114,7 +115,7 @@ def all_routers() -> tuple[APIRouter, ...]:
 
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
-            models.router, study_models.router, training_pages.router, viewer.router,
+            models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
             pacs.router,  # DICOMweb: search, import, send back (before pages: /pacs)
             pages.router)
 

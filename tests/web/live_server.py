@@ -35,7 +35,8 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, **extra_env: str) -> None:
-        env = os.environ | extra_env | {
+        # a single-user install unless asked otherwise (as web_helpers.make_settings)
+        env = os.environ | {"SPINESEG_PROMOTION_APPROVAL": "single"} | extra_env | {
             "SPINESEG_DATA_DIR": str(self.data_dir),
             "SPINESEG_SECRET_KEY": "sL7q-2WxZp9_Rk4Tb6Nc1Vf8Hm3Gd5Ja0Ey",  # passes the entropy check
             "SPINESEG_DEVICE": "cpu",

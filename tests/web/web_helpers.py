@@ -20,7 +20,9 @@ TEST_SECRET_KEY = "tK3v-9QzLw2_Xy7Rb5Nd8Pf1Hs4Gj6Mc0Ae"  # fixed, passes config.
 
 
 def make_settings(data_dir: Path, **changes: object) -> Settings:
-    values = {"secret_key": TEST_SECRET_KEY, "device": "cpu"} | changes
+    # "single": the tests that promote act alone, as on a single-user install; the two-person
+    # approval (the default) is tested where it is asked for (tests/web/test_promotions.py)
+    values = {"secret_key": TEST_SECRET_KEY, "device": "cpu", "promotion_approval": "single"} | changes
     return Settings(data_dir=data_dir, **values)  # type: ignore[arg-type]
 
 

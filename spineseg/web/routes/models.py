@@ -34,6 +34,7 @@ from spineseg.services.model_governance import (
     review_for,
     rollback_audited,
 )
+from spineseg.services.promotions import needs_second_person, proposal_json, propose
 from spineseg.store import accounts
 from spineseg.store.datasets import get_dataset
 from spineseg.store.studies import new_id
@@ -274,18 +275,30 @@ def promotion(version_id: str, _user: Trainer, session: DbSession, services: Ser
     return promotion_review(services, session, version_id).to_json()
 
 
-@router.post("/{version_id}/promote", summary="Make this version production (audited with the figures)",
-             responses={409: {"description": "lower than production or not comparable (send confirm), or "
+@router.post("/{version_id}/promote", summary="Make this version production (audited with the figures); with "
+                                              "SPINESEG_PROMOTION_APPROVAL=two-person (the default) propose it: "
+                                              "202, an admin other than you approves it (/api/promotions)",
+             responses={202: {"description": "proposed: production is unchanged until an admin approves"},
+                        409: {"description": "lower than production or not comparable (send confirm), or "
                                              "without validation figures (an administrator sends force)"}})
 def promote(version_id: str, user: Trainer, session: DbSession, services: Services,
-            body: PromoteRequest | None = None) -> dict[str, Any]:
+            body: PromoteRequest | None = None, response: Response = None) -> dict[str, Any]:  # type: ignore[assignment]
     body = body or PromoteRequest()
+    cache_dir = services.settings.data_dir / "promotion-reviews"
     try:
         with known_versions():
+            if needs_second_person(services.settings.promotion_approval):
+                proposal, review = propose(services.registry, session, version_id, actor=user.username,
+                                           confirm=body.confirm, force=body.force, cache_dir=cache_dir,
+                                           device=services.settings.device)
+                session.commit()  # before the answer: the next request must see it
+                if response is not None:
+                    response.status_code = 202
+                return {"production": services.registry.production_id(), "proposal": proposal_json(proposal),
+                        "review": review.to_json(), "history": history_json(services.registry)}
             model, review = promote_checked(
                 services.registry, session, version_id, actor=user.username, is_admin=user.role == "admin",
-                confirm=body.confirm, force=body.force, device=services.settings.device,
-                cache_dir=services.settings.data_dir / "promotion-reviews")
+                confirm=body.confirm, force=body.force, device=services.settings.device, cache_dir=cache_dir)
     except PromotionRefused as exc:
         raise HTTPException(409, exc.message) from exc
     services.production_changed()

@@ -18,6 +18,7 @@ from spineseg.errors import InputError
 from spineseg.registry.metadata import all_metadata
 from spineseg.services.datasets import dataset_json
 from spineseg.services.model_governance import rollback_audited
+from spineseg.services.promotions import needs_second_person, pending_proposals, proposal_json
 from spineseg.services.split_preview import describe_split, split_preview
 from spineseg.services.training import SCRATCH
 from spineseg.store import accounts
@@ -150,6 +151,7 @@ def _models_context(session: Any, services: Any) -> dict[str, Any]:
     return {"versions": list(reversed(versions)), "tree_nodes": lineage(versions),
             "history": history_json(services.registry), "production": services.registry.production_id(),
             "rollback_to": services.registry.rollback_target(),
+            "proposals": [proposal_json(p) for p in pending_proposals(session)],
             "datasets": [dataset_json(d, with_cases=False) for d in list_datasets(session)]}
 
 
@@ -173,6 +175,7 @@ async def promote_confirm_page(request: Request, version_id: str, user: Trainer,
     labels = all_metadata(services.registry)
     return render(request, "models_promote.html", user, review=found, labels=labels,
                   production=services.registry.production_id(), version_id=version_id,
+                  two_person=needs_second_person(services.settings.promotion_approval),
                   errors=kept["errors"], values=kept["values"])
 
 
@@ -181,17 +184,21 @@ async def promote_from_page(request: Request, version_id: str, user: Trainer, se
     form = await request.form()
     body = PromoteRequest(confirm=bool(form.get("confirm")), force=bool(form.get("force")))
 
-    def act(session: Any) -> None:
-        promote(version_id, user, session, services, body)
+    def act(session: Any) -> dict[str, Any]:
+        return promote(version_id, user, session, services, body)
 
     try:
-        await run_in_session(services, act)
+        result = await run_in_session(services, act)
     except HTTPException as exc:
         if exc.status_code != 409:
             raise
         field = "force" if "force" in str(exc.detail) else "confirm"
         return flash.redirect_with(request, f"/models/{version_id}/promote", "promote",
                                    values=flash.form_values(form, ("confirm", "force")), errors={field: exc.detail})
+    if "proposal" in result:
+        return flash.redirect_with(request, "/models", "models",
+                                   notice=f"proposed {version_id} for production: an administrator other than you "
+                                          "approves it below; production is unchanged until then")
     return flash.redirect_with(request, "/models", "models", notice=f"{version_id} is now the production version")
 
 
