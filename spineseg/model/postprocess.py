@@ -23,6 +23,17 @@ import numpy as np
 MAX_LATERAL_MM = 75.0
 COLUMN_WINDOW_MM = 45.0  # the column's position is the median of the mask within this of the last guess
 COLUMN_SMOOTH_MM = 30.0  # a running median along the spine over this length
+# Below this head-foot extent a scan cuts every structure short, so an absolute minimum volume
+# would take a vertebra's arch on one slice for a speck (one 1.5 mm slice of a lumbar arch is
+# about 0.6 mL, under the cards' 1 mL): the minimum shrinks with the scan's extent. About the
+# height of a vertebral body (cervical 13-15 mm, lumbar 25-35 mm).
+FULL_EXTENT_MM = 25.0
+
+
+def extent_scaled_min_ml(min_ml: float, n_slices: int, slice_mm: float) -> float:
+    """``min_ml`` for a scan of ``n_slices`` slices ``slice_mm`` apart: in proportion to its
+    head-foot extent below ``FULL_EXTENT_MM``, unchanged above."""
+    return min_ml * min(1.0, n_slices * slice_mm / FULL_EXTENT_MM)
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -164,8 +175,9 @@ def plausible_spine(
     """``foreground`` (bool, RAS grid) without components far from the spinal axis and without
     small components (the rules of ``implausible_components`` then ``remove_small_components``,
     on one labelling inside the foreground's bounding box), then without voxels more than
-    ``max_lateral_mm`` to the side of the column (``drop_lateral``; ``None``: kept). Returns
-    bool, same shape."""
+    ``max_lateral_mm`` to the side of the column (``drop_lateral``; ``None``: kept). ``min_ml``
+    applies to scans of at least ``FULL_EXTENT_MM`` head-foot and shrinks with shorter ones
+    (``extent_scaled_min_ml``). Returns bool, same shape."""
     out = np.zeros(foreground.shape, dtype=bool)
     box = _bounding_box(foreground)
     if box is None:
@@ -176,6 +188,7 @@ def plausible_spine(
                           origin_i=box[0].start, max_offset_mm=max_offset_mm,
                           midline_tolerance_mm=midline_tolerance_mm)
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    min_ml = extent_scaled_min_ml(min_ml, foreground.shape[2], spacing[2])
     keep = _keep_large(sizes * voxel_ml, ~drop, min_ml=min_ml, min_fraction=min_fraction)
     out[box] = keep[labelled]
     return drop_lateral(out, body, spacing, max_lateral_mm) if max_lateral_mm else out
