@@ -12,6 +12,7 @@ from spineseg.imaging.nifti import write_nifti
 from spineseg.imaging.overlay import write_overlays
 from spineseg.imaging.resample import canonical_transform, canonical_view
 from spineseg.model.inference import Segmentation
+from spineseg.services.quality import assess_run
 
 
 def write_mask(segmentation: Segmentation, path: Path) -> Path:
@@ -53,9 +54,11 @@ def write_summary(segmentation: Segmentation, path: Path, extra: dict[str, Any] 
 
 
 def write_all(segmentation: Segmentation, out_dir: Path, *, overlays: bool = True) -> dict[str, Path]:
-    """The standard output folder: mask.nii.gz, summary.json, overlays/slice_*.png."""
+    """The standard output folder: mask.nii.gz, summary.json (with the quality verdict, as a
+    web run's), overlays/slice_*.png."""
+    quality = assess_run(segmentation.volume, segmentation.mask)
     out = {"mask": write_mask(segmentation, out_dir / "mask.nii.gz"),
-           "summary": write_summary(segmentation, out_dir / "summary.json")}
+           "summary": write_summary(segmentation, out_dir / "summary.json", {"quality": quality})}
     if overlays:
         write_overlays(segmentation.volume, segmentation.mask, out_dir / "overlays")
         out["overlays"] = out_dir / "overlays"
