@@ -5,7 +5,8 @@
 
 Runs the model on every shared case (P7 inside its column ROI) and on the robustness variants of
 ``bench/accuracy.py`` plus two made failures (the case's voxels replaced by a random 8-bit
-picture, and a 3000 HU metal block beside the spine), and prints per row: Dice, its drop
+picture, and a 3000 HU metal block beside the spine) and on the clean mask broken as a failing
+model breaks it (hollowed, cracked, a far piece added), and prints per row: Dice, its drop
 against the clean case, the verdict of ``spineseg.metrics.quality.assess`` and the checks that
 fired. The goal (issue 29): flag >= 90 % of the rows whose Dice drops by more than 0.05, with at
 most 10 % false alarms on the clean shared cases. ``--cache`` keeps each mask (uint8 .npz per
@@ -25,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from accuracy import CASES, P7, p7_case, robustness_variants  # noqa: E402
+from accuracy import CASES, P7, _body_slice, p7_case, robustness_variants  # noqa: E402
 
 DROP = 0.05  # a Dice drop larger than this must be flagged (issue 29)
 
@@ -59,6 +60,38 @@ def metal_block(volume, truth):
     array[ci - half[0]:ci + half[0] + 1, cj - half[1]:cj + half[1] + 1,
           max(mid - zhalf, 0):mid + zhalf + 1] = 3000.0
     return Volume(array, can.affine), np.ascontiguousarray(t)
+
+
+def mask_failures(volume, mask):
+    """The model's clean mask of the case broken as a failing model breaks it (no model run):
+    bodies hollowed (bone more than 3 mm inside the mask, at 100 HU or more, left out), one
+    axial slice through a body left out (a crack), and a 20 x 20 x 30 mm piece 80 mm beside the
+    column (a rib or vessel marked). Yields (name, mask on the input grid)."""
+    from scipy import ndimage
+
+    from spineseg.imaging.resample import canonical_transform, canonical_view
+
+    ornt, affine = canonical_transform(volume.affine, volume.shape)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    hu = canonical_view(volume.array, ornt)
+    out = mask.copy()
+    view = canonical_view(out, ornt)  # writes go into ``out``
+    inside = ndimage.distance_transform_edt(view > 0, sampling=spacing) > 3.0
+    view[inside & (hu >= 100)] = 0
+    yield "mask: bodies hollowed (bone > 3 mm inside left out)", out
+    out = mask.copy()
+    view = canonical_view(out, ornt)
+    view[:, :, _body_slice(view)] = 0
+    yield "mask: one axial slice through a body left out", out
+    out = mask.copy()
+    view = canonical_view(out, ornt)
+    k = _body_slice(view)
+    ii, jj = np.nonzero(view[:, :, k])
+    ci, cj = int(ii.mean() + 80 / spacing[0]), int(jj.mean())
+    hi, hj, hk = (int(10 / spacing[0]), int(10 / spacing[1]), int(15 / spacing[2]))
+    if ci + hi < view.shape[0]:
+        view[ci - hi:ci + hi, cj - hj:cj + hj, max(k - hk, 0):k + hk + 1] = 1
+        yield "mask: a 20x20x30 mm piece 80 mm beside the column", out
 
 
 def slug(text: str) -> str:
@@ -100,7 +133,7 @@ def main() -> None:
 
     print(f"model {loaded.card.id}")
     print(f"{'case':18} {'variant':52} {'dice':>6} {'drop':>6} {'verdict':15} {'checks_s':>8}  checks that fired")
-    clean, rows, kept = {}, [], []
+    clean, clean_masks, rows, kept = {}, {}, [], []
     cases = [(c, args.shared / "cases" / c, names) for c, names in CASES.items()]
     for case, folder, names in [*cases, (P7, args.shared / "cases" / P7, None)]:
         if not folder.exists():
@@ -116,6 +149,7 @@ def main() -> None:
         dice = float(evaluate_masks(mask, truth, volume.spacing, roi)["dice"])
         q, seconds = judge(volume, mask)
         clean[case] = (dice, q["verdict"])
+        clean_masks[case] = mask
         print(f"{case:18} {'clean':52} {dice:6.3f} {'':>6} {q['verdict']:15} {seconds:8.3f}  {fired(q)}")
         if case in args.robustness_case.split(","):
             kept.append((case, volume, truth))
@@ -128,6 +162,12 @@ def main() -> None:
             mask = run(case, name, variant)
             dice = float(evaluate_masks(mask, variant_truth, variant.spacing)["dice"])
             q, seconds = judge(variant, mask)
+            drop = base - dice
+            rows.append((case, name, drop, q["verdict"] != "ok"))
+            print(f"{case:18} {name:52} {dice:6.3f} {drop:+6.3f} {q['verdict']:15} {seconds:8.3f}  {fired(q)}")
+        for name, mask in mask_failures(volume, clean_masks[case]):
+            dice = float(evaluate_masks(mask, truth, volume.spacing)["dice"])
+            q, seconds = judge(volume, mask)
             drop = base - dice
             rows.append((case, name, drop, q["verdict"] != "ok"))
             print(f"{case:18} {name:52} {dice:6.3f} {drop:+6.3f} {q['verdict']:15} {seconds:8.3f}  {fired(q)}")
