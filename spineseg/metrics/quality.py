@@ -203,9 +203,14 @@ def check_ct_like(hu: np.ndarray, *, intensity: str = "hu", t: QualityThresholds
     median = float(np.median(body))
     if soft < t.min_soft_tissue_share or median > t.max_body_median_hu:
         return Finding("ct_like", "not_assessable",
-                       f"not like a CT in HU: {soft:.0%} of the body is fat or soft tissue (a CT has "
-                       f"{t.min_soft_tissue_share:.0%} or more) and its median is {median:.0f} HU", soft)
-    if intensity == "scaled" or (levels <= t.max_picture_levels and sample.size >= 1000):
+                       f"not like a CT in HU: {soft:.0%} of the body is fat or soft tissue and its median is "
+                       f"{median:.0f} HU (a CT has {t.min_soft_tissue_share:.0%} or more, and a median below "
+                       f"{t.max_body_median_hu:.0f} HU)", soft)
+    if intensity == "scaled":
+        return Finding("ct_like", "review",
+                       "the file held a picture's grey levels, not CT numbers: they were mapped to HU by the "
+                       "paper's rule, so bone and air may be misjudged", float(levels))
+    if levels <= t.max_picture_levels and sample.size >= 1000:
         return Finding("ct_like", "review",
                        f"the image has {levels} grey levels, as a picture (8 bit) has, not CT numbers: "
                        "its HU were inferred, so bone and air may be misjudged", float(levels))
