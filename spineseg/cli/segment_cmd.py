@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             if args.summary:
                 from spineseg.services.quality import assess_run
 
-                extra["quality"] = assess_run(volume, seg.mask, extra.get("vertebrae"))  # as a web run's summary
+                extra["quality"] = assess_run(volume, seg.mask, extra.get("vertebrae"), cli_s)  # as a web run's summary
                 write_summary(seg, args.summary, {"cli_timings_s": cli_s, **extra})
             if args.overlays:
                 from spineseg.imaging.overlay import write_overlays

@@ -194,7 +194,8 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     facts = summary(seg) | {"source": Path(volume.provenance.source).name, "model_version": model.id,
                             "series_uid": volume.provenance.series_uid}
     facts |= write_run_levels(seg.mask, volume.array, volume.affine, files, truth_levels)
-    facts["quality"] = assess_run(volume, seg.mask, facts.get("vertebrae"))  # once, read by every page and export
+    # Once, read by every page and export; its time joins the stage times.
+    facts["quality"] = assess_run(volume, seg.mask, facts.get("vertebrae"), facts.get("timings_s"))
     if metrics is not None:
         facts["metrics"] = metrics
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
