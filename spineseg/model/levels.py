@@ -38,6 +38,9 @@ MIN_SEGMENT_MM = 5.0  # a piece of the curve shorter than this is part of its ne
 MIN_SEGMENT_ML = 0.5
 SLIVER_SHARE = 0.2  # a piece under this share of the median vertebra's volume is a sliver of a neighbour
 CONFIDENCE_DECAY = 0.97  # per vertebra counted away from an anchor
+# Sacrum length along its curve (adult ~100-115 mm; Gray's Anatomy, 41st ed.): its fused parts lie
+# within this of its top, and the disc choice may cut them apart (spine_curve.choose_discs).
+SACRUM_SPAN_MM = 120.0
 # Seeds in the posterior arch: mask voxels behind the body column, within this many mm of it...
 ARCH_SEED_MM = 25.0
 # ...and in the middle of the vertebra's arc interval, this share of it left out at either end.
@@ -210,7 +213,10 @@ def _merge_sacrum(labels: np.ndarray,
     # the fused sacral parts below it (S2..S5, clear of the ilia) belong to it.
     candidates = [i for i, f in enumerate(features) if f.sacrum_like]
     first = candidates[-1] if candidates else None
-    if first is not None and any(f.rib_bearing for f in features[first + 1:]):
+    # The fused sacral parts below S1 touch the ilia too, so they may read as rib-bearing: only
+    # bone contact further down than a sacrum reaches is a rib below (a false sacrum).
+    if first is not None and any(f.rib_bearing and f.arc_mm[0] - features[first].arc_mm[0] > SACRUM_SPAN_MM
+                                 for f in features[first + 1:]):
         first = None
     while first is not None and first > 0 and features[first - 1].sacrum_like:
         first -= 1  # the sacrum split in two along its length is still one sacrum

