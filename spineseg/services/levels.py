@@ -15,11 +15,12 @@ from scipy import ndimage as ndi
 
 from spineseg.errors import InputError
 from spineseg.imaging.nifti import write_nifti
+from spineseg.metrics.height_gate import grade_vertebrae
 from spineseg.metrics.levels import named_only, score_levels
 from spineseg.metrics.vertebra_measures import (
     FLAG_NOTE,
+    axis_hints,
     density_flag,
-    height_ratios,
     measure_vertebra,
 )
 from spineseg.model.level_ids import CONVENTIONS, colour_table
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("name", "verse_id", "confidence", "complete", "volume_ml", "hu_mean", "hu_median", "roi_ml",
                "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "ha_hp", "hm_hp",
-               "hp_neighbours", "genant_grade", "height_flag", "density_flag")
+               "hp_neighbours", "genant_grade", "height_flag", "assessable", "not_assessable", "density_flag")
 
 
 def check_convention(convention: str) -> str:
@@ -44,16 +45,20 @@ def _rounded(value: float | None, digits: int = 1) -> float | None:
 
 
 def measurements(levels: Levels, ct: np.ndarray, affine: np.ndarray) -> list[dict[str, Any]]:
-    """One row per vertebra (top to bottom): density and heights, flags, on the levels' grid."""
-    rows, heights = [], []
+    """One row per vertebra (top to bottom): density and heights, flags, on the levels' grid.
+    Height ratios and Genant grades only where the quality gate passes (``metrics.height_gate``):
+    elsewhere ``assessable`` is false, ``not_assessable`` says why, and the grade is empty."""
+    rows, measured = [], []
     top = max((v.label for v in levels.vertebrae), default=0)
     boxes = ndi.find_objects(levels.labels, max_label=top)  # each vertebra's box in one pass
-    for v in levels.vertebrae:
+    hints = axis_hints([v.centroid_mm for v in levels.vertebrae])
+    for v, hint in zip(levels.vertebrae, hints, strict=True):
         box = boxes[v.label - 1]
         shift = np.eye(4)
         shift[:3, 3] = [b.start for b in box]
-        m = measure_vertebra(levels.labels[box] == v.label, ct[box], affine @ shift)
-        heights.append(m.heights_mm)
+        m = measure_vertebra(levels.labels[box] == v.label, ct[box], affine @ shift,
+                             corner=tuple(b.start for b in box), grid_shape=levels.labels.shape, axis_hint=hint)
+        measured.append(m)
         rows.append({"name": v.name, "verse_id": v.verse_id, "confidence": round(v.confidence, 3),
                      "complete": v.complete, "volume_ml": round(v.volume_ml, 2),
                      "hu_mean": _rounded(m.hu_mean), "hu_median": _rounded(m.hu_median),
@@ -61,11 +66,9 @@ def measurements(levels: Levels, ct: np.ndarray, affine: np.ndarray) -> list[dic
                      "height_anterior_mm": _rounded(m.heights_mm[0]), "height_middle_mm": _rounded(m.heights_mm[1]),
                      "height_posterior_mm": _rounded(m.heights_mm[2]),
                      "density_flag": density_flag(v.name, m.hu_mean)})
-    for row, ratio, v in zip(rows, height_ratios(heights), levels.vertebrae, strict=True):
-        ratio = {k: (_rounded(x, 3) if isinstance(x, float) else x) for k, x in ratio.items()}
-        if v.features.touches_edge or v.name == "sacrum":  # a cut or sacral body has no meaningful ratios
-            ratio = {"ha_hp": None, "hm_hp": None, "hp_neighbours": None, "genant_grade": 0, "height_flag": None}
-        row.update(ratio)
+    grades = grade_vertebrae([v.name for v in levels.vertebrae], measured)
+    for row, grade in zip(rows, grades, strict=True):
+        row.update({k: (_rounded(x, 3) if isinstance(x, float) else x) for k, x in grade.items()})
     return rows
 
 

@@ -78,8 +78,10 @@ def test_result_page_partial_lists_each_vertebra_with_its_flags() -> None:
                "vertebrae": [{"name": "L1", "label": 20, "confidence": 0.8, "volume_ml": 50.0, "complete": True,
                               "measures": measures},
                              {"name": "L2", "label": 21, "confidence": 0.82, "volume_ml": 55.0, "complete": False,
-                              "measures": {}}]}
+                              "measures": {"genant_grade": None, "assessable": False,
+                                           "not_assessable": "body cut by the edge of the scan (field of view)"}}]}
     html = template.render(s=summary)
     assert html.count("<tr data-label=") == 2 and "(cut)" in html
+    assert "height: not assessable (body cut by the edge of the scan (field of view))" in html
     assert "HU: osteoporosis range" in html and "height: severe" in html and "not a diagnosis" in html
     assert template.render(s={}).strip() == ""  # a run without levels shows no table
