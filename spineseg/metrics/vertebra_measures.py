@@ -42,8 +42,8 @@ HEIGHT_STRIPS = ((0.10, 0.25), (0.40, 0.60), (0.75, 0.90))
 # finest voxel side (a height is exact to that step on a box of whole voxels).
 RAY_DEPTH_MM = 0.5
 RAY_LATERAL_MM = 1.0
-RAY_STEP_SHARE = 0.1
-RAY_REACH_MM = 80.0  # rays reach this far either side of the body's centre (a vertebra is smaller)
+RAY_STEP_SHARE = 0.25
+RAY_REACH_MM = 80.0  # rays reach at most this far either side of the body's centre, and never past the crop
 # The walls are read on rays within this distance of the body's mid-height, the outermost
 # WALL_SHARE of them: a crushed third still reaches mid-height, a stray voxel does not move a wall.
 WALL_BAND_MM = 5.0
@@ -154,6 +154,14 @@ def _voxel_extent(direction: np.ndarray, axes: np.ndarray) -> float:
     return float(np.sum(np.abs(axes.T @ direction)))
 
 
+def _reach(shape: tuple[int, ...], affine: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
+    """How far a ray from inside the crop (``shape``) can travel along ``direction`` before it
+    leaves it, at most ``RAY_REACH_MM``: the range of t worth sampling."""
+    extent = float(np.sum(np.abs(affine[:3, :3].T @ direction) * np.asarray(shape)))
+    reach = min(RAY_REACH_MM, extent)
+    return -reach, reach
+
+
 def _runs_through(mask: np.ndarray, affine: np.ndarray, origins: np.ndarray, direction: np.ndarray,
                   t_range: tuple[float, float], step: float, bridge_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) along ``direction`` (mm from each origin; NaN where a line misses ``mask``) of
@@ -231,7 +239,7 @@ class _Body:
         lateral = np.arange(-SLAB_MM / 2, SLAB_MM / 2 + 1e-6, RAY_LATERAL_MM)
         dd, ll = (g.ravel() for g in np.meshgrid(depths, lateral, indexing="ij"))
         origins = f.centre + dd[:, None] * f.a + ll[:, None] * np.cross(f.u, f.a)
-        bottom, top = _runs_through(self.region, self.affine, origins, f.u, (-RAY_REACH_MM, RAY_REACH_MM),
+        bottom, top = _runs_through(self.region, self.affine, origins, f.u, _reach(self.region.shape, self.affine, f.u),
                                     self.step, _voxel_extent(f.u, self.affine[:3, :3]))
         return dd, bottom, top
 
@@ -252,8 +260,9 @@ def _walls(region: np.ndarray, body: np.ndarray, affine: np.ndarray, seed: np.nd
     origins = seed + hh[:, None] * u + ll[:, None] * lateral
     step = RAY_STEP_SHARE * float(np.linalg.norm(affine[:3, :3], axis=0).min())
     bridge = _voxel_extent(a, affine[:3, :3])
-    back, _ = _runs_through(body, affine, origins, a, (-RAY_REACH_MM, RAY_REACH_MM), step, bridge)
-    _, front = _runs_through(region, affine, origins, a, (-RAY_REACH_MM, RAY_REACH_MM), step, bridge)
+    reach = _reach(region.shape, affine, a)
+    back, _ = _runs_through(body, affine, origins, a, reach, step, bridge)
+    _, front = _runs_through(region, affine, origins, a, reach, step, bridge)
     if not (np.isfinite(back).any() and np.isfinite(front).any()):
         return None
     offset = float((seed - centre) @ a)
@@ -319,7 +328,7 @@ def _locate_body(region: np.ndarray, pieces: np.ndarray, largest: int, seed_inde
             return None
         f = located.frame
         span = f.front_mm - f.back_mm
-        depths = np.arange(f.back_mm + ENDPLATE_SPAN[0] * span, f.front_mm - ENDPLATE_SPAN[0] * span, RAY_DEPTH_MM)
+        depths = np.arange(f.back_mm + ENDPLATE_SPAN[0] * span, f.front_mm - ENDPLATE_SPAN[0] * span, 2 * RAY_DEPTH_MM)
         slope = _endplate_slope(*located.rays(depths))
         if abs(slope) < 0.01:
             break
