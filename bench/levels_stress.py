@@ -3,7 +3,7 @@
 Prints figures, asserts nothing.
 
     python bench/levels_stress.py [--shared ../shared/data] [--cases P1 P2 P4 P5]
-                                  [--variants clean crack bridge ...]
+                                  [--variants clean crack bridge ...] [--names] [--no-abstain]
 
 Variants, each with the truth's own per-vertebra labels as the reference (on the canonical
 RAS grid of the case):
@@ -24,6 +24,10 @@ claim no level); ``found/true`` vertebrae; ``Dice`` mean per-vertebra Dice of th
 (an unnamed or wrongly named vertebra scores 0); ``sepDice`` mean per true vertebra of the Dice
 with the predicted vertebra overlapping it most, names aside (the splitting alone); ``wrong``
 named vertebrae whose name differs from the true vertebra they overlap most; ``unnamed``.
+Then a reliability table over every case and variant run: per confidence band, the names shown,
+how many were right (the true vertebra they overlap most) and the share; ``--no-abstain`` names
+every vertebra whatever its confidence (the raw calibration, from which the abstention threshold
+``levels.MIN_NAME_CONFIDENCE`` is chosen).
 """
 
 from __future__ import annotations
@@ -186,13 +190,15 @@ def score(levels, truth: np.ndarray, affine: np.ndarray) -> dict:
         both = int(np.sum(inside == best))
         sep.append(2.0 * both / (int(np.sum(truth == t)) + int(np.sum(pred == best))))
     wrong = 0
+    calls = []  # (confidence, right) per named vertebra
     for v in levels.vertebrae:
         if v.verse_id is None:
             continue
         under = truth[pred == v.label]
         under = under[under > 0]
-        if under.size and int(np.bincount(under).argmax()) != v.verse_id:
-            wrong += 1
+        right = bool(under.size) and int(np.bincount(under).argmax()) == v.verse_id
+        wrong += not right
+        calls.append((float(v.confidence), right))
     dice = [e["dice"] for e in scores.per_vertebra.values()]
     return {"id": scores.identification_rate, "identified": sum(bool(e["identified"]) for e in
                                                                 scores.per_vertebra.values()),
@@ -200,7 +206,7 @@ def score(levels, truth: np.ndarray, affine: np.ndarray) -> dict:
             "sep": float(np.mean(sep)) if sep else 0.0, "wrong": wrong,
             "unnamed": sum(v.verse_id is None for v in levels.vertebrae),
             "names": ",".join(v.name.replace("unnamed ", "u") for v in levels.vertebrae),
-            "truth": ",".join(e["name"] for e in scores.per_vertebra.values())}
+            "truth": ",".join(e["name"] for e in scores.per_vertebra.values()), "calls": calls}
 
 
 def main() -> None:
@@ -209,10 +215,18 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--names", action="store_true", help="also print the predicted and true names")
+    parser.add_argument("--no-abstain", action="store_true",
+                        help="name every vertebra whatever its confidence (MIN_NAME_CONFIDENCE = 0): "
+                             "the raw calibration")
     args = parser.parse_args()
 
     from spineseg import load_labels, load_volume
+    from spineseg.model import levels as levels_module
     from spineseg.model.levels import vertebra_levels
+
+    if args.no_abstain and hasattr(levels_module, "MIN_NAME_CONFIDENCE"):
+        levels_module.MIN_NAME_CONFIDENCE = 0.0
+    calls: list[tuple[float, bool, str]] = []
 
     print(f"{'case':4} {'variant':13} {'id':>5} {'found/true':>10} {'Dice':>5} {'sepDice':>7} {'wrong':>5} "
           f"{'unnamed':>7} {'s':>5}")
@@ -235,6 +249,7 @@ def main() -> None:
                   f"{r['sep']:7.2f} {r['wrong']:>5} {r['unnamed']:>7} {seconds:5.1f}", flush=True)
             if args.names:
                 print(f"{'':19} predicted {r['names']}  truth {r['truth']}")
+            calls.extend((c, ok, f"{case} {name}") for c, ok in r["calls"])
             t = totals.setdefault(name, {"identified": 0, "found": 0, "true": 0, "dice": 0.0, "sep": 0.0,
                                          "wrong": 0, "unnamed": 0, "cases": 0, "overshoot": 0})
             for key in ("identified", "found", "true", "wrong", "unnamed"):
@@ -250,6 +265,33 @@ def main() -> None:
         n = max(t["true"], 1)
         print(f"{name:13} {t['cases']:>5} {t['identified'] / n:5.2f} {t['found']:>4}/{t['true']:<5} "
               f"{t['overshoot']:>5} {t['dice'] / n:5.2f} {t['sep'] / n:7.2f} {t['wrong']:>5} {t['unnamed']:>7}")
+    print_reliability(calls)
+
+
+BANDS = (0.0, 0.5, 0.7, 0.85, 0.95, 1.01)
+
+
+def print_reliability(calls: list[tuple[float, bool, str]]) -> None:
+    """Names given and the share right per confidence band, over every case and variant run; with
+    the runs (case, variant) the names came from, since one anchor error shifts a whole case."""
+    threshold = getattr(__import__("spineseg.model.levels", fromlist=["x"]), "MIN_NAME_CONFIDENCE", None)
+    print(f"\nreliability (names shown; MIN_NAME_CONFIDENCE = {threshold})")
+    print(f"{'confidence':12} {'names':>5} {'right':>5} {'share':>6} {'runs':>4}  wrong in")
+    for lo, hi in itertools.pairwise(BANDS):
+        band = [(ok, run) for c, ok, run in calls if lo <= c < hi]
+        label = f"<{hi:g}" if lo == 0 else (f">={lo:g}" if hi > 1 else f"{lo:g}-{hi:g}")
+        right = sum(ok for ok, _ in band)
+        share = f"{right / len(band):6.2f}" if band else f"{'-':>6}"
+        wrong_runs: dict[str, int] = {}
+        for ok, run in band:
+            if not ok:
+                wrong_runs[run] = wrong_runs.get(run, 0) + 1
+        runs = len({run for _, run in band})
+        print(f"{label:12} {len(band):>5} {right:>5} {share} {runs:>4}  "
+              + ", ".join(f"{run} ({n})" for run, n in wrong_runs.items()))
+    total = len(calls)
+    right = sum(ok for _, ok, _ in calls)
+    print(f"{'all':12} {total:>5} {right:>5} {right / max(total, 1):6.2f}")
 
 
 if __name__ == "__main__":

