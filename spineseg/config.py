@@ -34,6 +34,9 @@ SPINESEG_SESSION_HOURS         how long a login lasts (12)
 SPINESEG_WORKERS               segmentation jobs run at the same time (1); 0 = accept jobs
                                and keep them queued (a web-only process)
 SPINESEG_UPLOAD_STALE_HOURS    a resumable upload untouched this long is removed (24)
+SPINESEG_DISK_RESERVE_MB       free disk (MB) the data directory keeps: below it new work
+                               is refused with 507 and the service is read-mostly (2048;
+                               at least 64)
 SPINESEG_PACS_ENDPOINTS        JSON file listing the DICOMweb PACS endpoints (name, url,
                                auth): see docs/pacs.md; unset: no PACS
 SPINESEG_DICOM_ALLOWED_AES     calling AE titles ``spineseg dicom-listen`` accepts
@@ -188,6 +191,7 @@ class Settings:
     heartbeat_s: int = 5
     job_stale_s: int = 30
     upload_stale_hours: int = 24
+    disk_reserve_mb: int = 2048  # below this free space new work is refused (services.disk_room)
     retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -223,6 +227,12 @@ class Settings:
     def uploads_dir(self) -> Path:
         """Resumable uploads in progress, one folder per upload."""
         return self.data_dir / "uploads"
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        # never below 64 MB: the 16 MB kept for deletions, given back when the disk is full, must
+        # leave the service read-mostly (services.disk_room)
+        return max(64, self.disk_reserve_mb) * 2**20
 
     @property
     def queue_path(self) -> Path:
@@ -284,6 +294,7 @@ class Settings:
             heartbeat_s=_int("SPINESEG_HEARTBEAT_S", dotenv, cls.heartbeat_s),
             job_stale_s=_int("SPINESEG_JOB_STALE_S", dotenv, cls.job_stale_s),
             upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
+            disk_reserve_mb=_int("SPINESEG_DISK_RESERVE_MB", dotenv, cls.disk_reserve_mb),
             retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
             tls_cert=_path(_env("SPINESEG_TLS_CERT", dotenv)),
             tls_key=_path(_env("SPINESEG_TLS_KEY", dotenv)),

@@ -10,6 +10,12 @@ Each check is ``ok``, ``warn`` or ``fail``. The service is ``unavailable`` (HTTP
 check fails: it cannot do its job (store a study, segment it). It is ``degraded`` when a check
 warns (little disk left, no worker running here) and ``ok`` otherwise. Details never contain
 server paths.
+
+With the service's ``DiskRoom`` (issue 30.4) the disk check compares the free space with the
+reserve (SPINESEG_DISK_RESERVE_MB): below it the service is *read-mostly* (pages, downloads and
+deletions work, new work is refused with 507): the check warns with the figures and the report's
+``mode`` says ``read-mostly`` (``normal`` otherwise); it is not a failure, so the service stays
+reachable for the deletions that free the space.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from spineseg.errors import SpineSegError, strip_server_paths
 from spineseg.registry import Registry
+from spineseg.services.disk_room import DiskRoom
 from spineseg.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ class HealthReport:
     checked_at: float = field(default_factory=time.time)
     production_model: str | None = None
     queued: int | None = None
+    read_mostly: bool = False  # the free disk is below the reserve: new work is refused (507)
 
     @property
     def status(self) -> str:
@@ -77,6 +85,7 @@ class HealthReport:
             checks["monitor"] = Check(FAIL, f"the checks have not completed for {age:.0f} s (a check is hanging)")
         return {
             "status": overall_status(checks),
+            "mode": "read-mostly" if self.read_mostly else "normal",
             "checks": {name: check.to_json() for name, check in checks.items()},
             "production_model": self.production_model,
             "queued": self.queued,
@@ -132,6 +141,16 @@ def check_disk(folder: Path) -> Check:
     return Check(OK, text_free)
 
 
+def check_disk_room(disk: DiskRoom) -> tuple[Check, bool]:
+    """(check, read-mostly) from the service's ``DiskRoom``: below the reserve is a warning that
+    says the service is read-mostly and why."""
+    try:
+        room = disk.room()
+    except OSError as exc:
+        return Check(FAIL, "the data directory cannot be read: " + _describe(exc)), True
+    return Check(WARN if room.read_mostly else OK, room.describe()), room.read_mostly
+
+
 def check_queue(pending: Callable[[], int], workers: int) -> tuple[Check, int | None]:
     try:
         queued = pending()
@@ -143,13 +162,20 @@ def check_queue(pending: Callable[[], int], workers: int) -> tuple[Check, int | 
 
 
 def check_health(*, database: Database, registry: Registry, data_dir: Path, pending: Callable[[], int],
-                 workers: int) -> HealthReport:
-    """Run every check once (seconds at most: the database's busy timeout bounds the slowest)."""
+                 workers: int, disk: DiskRoom | None = None) -> HealthReport:
+    """Run every check once (seconds at most: the database's busy timeout bounds the slowest).
+    With ``disk`` the disk check is against its reserve (``check_disk_room``)."""
     state, production, production_id = check_registry(registry)
     queue, queued = check_queue(pending, workers)
+    read_mostly = False
+    if disk is not None:
+        disk.forget()  # a fresh measurement: it also gives up or makes the room kept for deletions
+        disk_check, read_mostly = check_disk_room(disk)
+    else:
+        disk_check = check_disk(data_dir)
     checks = {"database": check_database(database), "queue": queue, "registry": state,
-              "production_model": production, "disk": check_disk(data_dir)}
-    return HealthReport(checks, production_model=production_id, queued=queued)
+              "production_model": production, "disk": disk_check}
+    return HealthReport(checks, production_model=production_id, queued=queued, read_mostly=read_mostly)
 
 
 class HealthMonitor:

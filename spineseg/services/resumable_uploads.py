@@ -128,30 +128,32 @@ def outstanding_bytes(session: Session, uploads_dir: Path) -> int:
                for upload_id, total in declared_bytes_in_progress(session).items())
 
 
-def _check_room(session: Session, uploads_dir: Path, announced: int) -> None:
+def _check_room(session: Session, uploads_dir: Path, announced: int,
+                reserve: int = DISK_RESERVE_BYTES) -> None:
     """``StorageFullError`` (507) when ``announced`` bytes on top of every unfinished upload's
-    outstanding bytes would not fit in the free disk minus ``DISK_RESERVE_BYTES``."""
+    outstanding bytes would not fit in the free disk minus ``reserve`` (SPINESEG_DISK_RESERVE_MB)."""
     free = free_disk_bytes(uploads_dir)
     waiting = outstanding_bytes(session, uploads_dir)
-    room = free - DISK_RESERVE_BYTES - waiting
+    room = free - reserve - waiting
     if announced > room:
         gib = 2**30
         raise StorageFullError(
             f"not enough disk for this upload: it announces {announced / gib:.2f} GiB, and with "
-            f"{waiting / gib:.2f} GiB still to arrive for unfinished uploads and {DISK_RESERVE_BYTES / gib:.0f} GiB "
+            f"{waiting / gib:.2f} GiB still to arrive for unfinished uploads and {reserve / gib:.0f} GiB "
             f"kept in reserve, {max(room, 0) / gib:.2f} GiB of the {free / gib:.2f} GiB free are left: finish or "
             "abort other uploads, or free disk space, then announce it again")
 
 
 def start_upload(database: Database, uploads_dir: Path, *, owner_id: int, purpose: str,
-                 files: list[AnnouncedFile], study_name: str = "", study_site: str = "") -> UploadState:
+                 files: list[AnnouncedFile], study_name: str = "", study_site: str = "",
+                 reserve_bytes: int = DISK_RESERVE_BYTES) -> UploadState:
     """Record a new upload of ``files`` (the caller has checked their count and total size,
     and the study's name and site: ``study_intake.check_identity``). ``StorageFullError``
     when the disk cannot hold it with every other unfinished upload (``_check_room``; checked
     and recorded under one lock, so two announces cannot both take the last room)."""
     upload_id = new_id()
     with _ANNOUNCE_LOCK, database.session() as session:
-        _check_room(session, uploads_dir, sum(f.size for f in files))
+        _check_room(session, uploads_dir, sum(f.size for f in files), reserve_bytes)
         create_upload(session, upload_id=upload_id, owner_id=owner_id, purpose=purpose,
                       files=[{"name": f.name, "size": f.size, "role": f.role} for f in files],
                       study_name=study_name, study_site=study_site)

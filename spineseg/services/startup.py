@@ -34,6 +34,9 @@ def check_database(settings: Settings) -> None:
         open_database(settings.sqlalchemy_url).dispose()
     except SQLAlchemyError as exc:
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        if "disk is full" in reason:
+            raise StartupError(f"{where}: the disk is full and the database cannot be opened ({reason}); free "
+                               f"some space on the data directory's disk and start again") from exc
         raise StartupError(f"{where}: cannot be opened as the SpineSeg database ({reason}); restore it from a "
                            "backup or move it away to start with an empty one") from exc
     except CommandError as exc:
@@ -61,6 +64,11 @@ def check_registry(settings: Settings) -> None:
 def check_startup(settings: Settings) -> None:
     """Raise ``StartupError`` when the data directory cannot be served."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from spineseg.services.disk_room import DiskRoom
+
+    # on a full disk this gives up the room kept for deletions first, so the database can open
+    # (and record deletions); the app says at start that it is read-mostly (issue 30.4)
+    DiskRoom(settings.data_dir, settings.disk_reserve_bytes).room()
     check_database(settings)
     check_registry(settings)
 

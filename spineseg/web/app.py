@@ -20,6 +20,7 @@ from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.jobs.train_scheduler import TrainingScheduler
 from spineseg.registry import open_registry
+from spineseg.services.disk_room import DiskWatch
 from spineseg.services.first_run import open_first_run
 from spineseg.services.health import HealthMonitor, check_health
 from spineseg.services.retention import RetentionSweeper
@@ -136,9 +137,15 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
                                                worker_id=services.queue.worker_id)
         if start_workers:
             app.state.training.start()
+        disk = services.disk_room()  # the free disk against SPINESEG_DISK_RESERVE_MB (issue 30.4)
+        room = disk.room()
+        if room.read_mostly:
+            log.warning("starting read-mostly: the data directory's disk has %.0f MB free, below the reserve of "
+                        "%.0f MB (SPINESEG_DISK_RESERVE_MB); pages, downloads and deletions work, new work is "
+                        "refused (507) until space is freed", room.free / 2**20, room.reserve / 2**20)
         app.state.health = HealthMonitor(lambda: check_health(
             database=services.database, registry=services.registry, data_dir=settings.data_dir,
-            pending=services.queue.pending, workers=settings.workers if start_workers else 0))
+            pending=services.queue.pending, workers=settings.workers if start_workers else 0, disk=disk))
         services.health = app.state.health
         app.state.health.start()
         app.state.first_run = open_first_run(services.database)  # no account yet: a one-time link
@@ -178,6 +185,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     )
     # every body bounded before it is parsed; a route that takes more says so (max_body_size=)
     app.add_middleware(BodyLimit, limits=route_limits(route for router in routers for route in router.routes))
+    app.add_middleware(DiskWatch)  # the free disk measured at most once a second (services.disk_room)
     app.add_middleware(SecurityHeaders)  # outermost: the 413 above gets the headers too
 
     app.state.templates = make_templates()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from spineseg.config import Settings
 from spineseg.jobs.queue import JobQueue
 from spineseg.registry import Registry
+from spineseg.services.disk_room import DiskRoom
 from spineseg.services.health import HealthMonitor
 from spineseg.store.accounts import note_token_use
 from spineseg.store.database import Database
@@ -43,6 +44,12 @@ class AppServices:
     registry: Registry
     queue: JobQueue
     health: HealthMonitor | None = None  # set when the app starts
+    disk: DiskRoom | None = None  # the free disk against SPINESEG_DISK_RESERVE_MB (issue 30.4)
+
+    def disk_room(self) -> DiskRoom:
+        if self.disk is None:
+            self.disk = DiskRoom(self.settings.data_dir, self.settings.disk_reserve_bytes)
+        return self.disk
 
     def production_changed(self) -> None:
         """Re-run the health checks now: the production model is part of them."""
@@ -55,6 +62,7 @@ def get_services(request: Request) -> AppServices:
 
 
 Services = Annotated[AppServices, Depends(get_services)]
+
 
 
 async def run_in_session(services: AppServices, work: Callable[[Session], T]) -> T:
@@ -119,6 +127,28 @@ async def get_principal(request: Request, services: Services) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+def require_disk_room(services: Services, _user: CurrentUser) -> None:
+    """507 with the reason when the free disk is below the reserve (``services.disk_room``):
+    on every route that stores data, once the caller is known and before a byte of the body is read."""
+    services.disk_room().require()
+
+
+def disk_for_deletion(services: Services) -> Iterator[None]:
+    """A route that frees space: measure first (which gives up the room kept for deletions
+    when the disk is full, so the database can record them), and again after it."""
+    disk = services.disk_room()
+    disk.forget()
+    disk.room()
+    try:
+        yield
+    finally:
+        disk.forget()
+
+
+NeedsDiskRoom = Depends(require_disk_room)
+FreesDisk = Depends(disk_for_deletion)
 
 
 def _gate(permission: str, what: str) -> Callable[[Principal], Principal]:

@@ -14,6 +14,8 @@ Forbidden                 403     role may not do this, or CSRF token missing
 ModelNotFoundError        503     no production model installed: the service cannot segment
 ModelUnavailableError     503     its weights are missing or corrupt: work is refused, with why
 StorageFullError          507     not enough free disk (minus a reserve) for what was announced
+OSError ENOSPC/EDQUOT     507     the disk filled during the request: nothing of it was kept
+OperationalError (full)   507     SQLite's 'database or disk is full': nothing was changed
 IntegrityError            500     stored data failed its checksum (says so)
 OperationalError (SQL)    503     database locked or unreachable: nothing changed, retry
 any other exception       500     a reference to the server log, never a traceback
@@ -157,8 +159,33 @@ def install_error_handlers(app: FastAPI) -> None:
             return _html_error(request, exc.status_code, str(exc.detail))
         return JSONResponse(error_body(exc.detail), exc.status_code, headers=getattr(exc, "headers", None))
 
+    def disk_full(request: Request, exc: BaseException) -> Response:
+        from spineseg.services.disk_room import disk_full_message
+
+        log.warning("disk full during %s %s: %s", request.method, request.url.path, exc)
+        services = getattr(request.app.state, "services", None)
+        if services is not None:  # measure now: a full disk gives up the room kept for deletions
+            services.disk_room().forget()
+            services.disk_room().room()
+        message = disk_full_message()
+        if _wants_html(request):
+            return _html_error(request, 507, message)
+        return JSONResponse(error_body(message), 507)
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> Response:
+        from spineseg.services.disk_room import is_disk_full
+
+        if is_disk_full(exc):
+            return disk_full(request, exc)
+        return await unexpected(request, exc)
+
     @app.exception_handler(OperationalError)
     async def database_busy(request: Request, exc: OperationalError) -> Response:
+        from spineseg.services.disk_room import is_disk_full
+
+        if is_disk_full(exc):
+            return disk_full(request, exc)
         # A locked or unreachable database: nothing was changed (the session rolled back), so
         # the client may simply try again.
         log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)

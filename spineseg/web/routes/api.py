@@ -36,7 +36,7 @@ from spineseg.store.studies import (
 )
 from spineseg.web.auth import Principal
 from spineseg.web.body_limit import STREAMED_BODY
-from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.deps import CurrentUser, DbSession, FreesDisk, NeedsDiskRoom, Services, Uploader
 from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.uploads import receive_upload
 
@@ -126,6 +126,7 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.post("/studies", status_code=202, openapi_extra=UPLOAD_SCHEMA, max_body_size=STREAMED_BODY,
+             dependencies=[NeedsDiskRoom],
              summary="Upload a CT (and optional ground truth); queues a segment job")
 async def upload_study(request: Request, user: Uploader, services: Services) -> JSONResponse:
     """One request with every file. For large studies over a slow network use the resumable
@@ -199,7 +200,8 @@ def discard_study(session: Any, services: Any, study_id: str, user: Principal) -
     delete_study_and_files(session, study=study, studies_dir=services.settings.studies_dir, username=username)
 
 
-@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs (its owner or an admin)")
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and jobs (its owner or an admin)",
+               dependencies=[FreesDisk])
 def remove_study(study_id: str, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
     discard_study(session, services, study_id, user)
     return {"deleted": study_id}

@@ -36,7 +36,7 @@ from spineseg.store.datasets import (
 from spineseg.store.studies import get_study, new_id
 from spineseg.store.training_models import Dataset
 from spineseg.web.body_limit import STREAMED_BODY
-from spineseg.web.deps import DbSession, Services, run_in_session
+from spineseg.web.deps import DbSession, FreesDisk, NeedsDiskRoom, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
 
@@ -148,6 +148,7 @@ def _field_of(exc: InputError, folder: Path) -> str:
 
 
 @router.post("/{dataset_id}/cases", status_code=201, openapi_extra=CASE_UPLOAD_SCHEMA, max_body_size=STREAMED_BODY,
+             dependencies=[NeedsDiskRoom],
              summary="Add a labelled case by upload (validated first; nothing is kept when refused)")
 async def upload_case(dataset_id: str, request: Request, user: Trainer, services: Services) -> dict[str, Any]:
     await run_in_session(services, lambda session: load_dataset_row(session, dataset_id))
@@ -199,7 +200,7 @@ def _copy_into(source: Path, target_dir: Path) -> Path:
     return Path(shutil.copy2(source, target_dir / source.name))
 
 
-@router.post("/{dataset_id}/cases/from-study", status_code=201,
+@router.post("/{dataset_id}/cases/from-study", status_code=201, dependencies=[NeedsDiskRoom],
              summary="Add a case from an existing study that came with a ground truth")
 async def case_from_study(dataset_id: str, body: Annotated[CaseFromStudy, Body()], user: Trainer,
                           services: Services) -> dict[str, Any]:
@@ -244,7 +245,8 @@ async def case_from_study(dataset_id: str, body: Annotated[CaseFromStudy, Body()
         raise
 
 
-@router.delete("/{dataset_id}/cases/{case_id}", summary="Remove a case (not once a version was trained on it)")
+@router.delete("/{dataset_id}/cases/{case_id}", summary="Remove a case (not once a version was trained on it)",
+               dependencies=[FreesDisk])
 def remove_case(dataset_id: str, case_id: str, user: Trainer, session: DbSession,
                 services: Services) -> dict[str, Any]:
     dataset = load_dataset_row(session, dataset_id)

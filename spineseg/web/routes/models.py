@@ -40,7 +40,7 @@ from spineseg.store.datasets import get_dataset
 from spineseg.store.studies import new_id
 from spineseg.store.training_runs import runs_by_version
 from spineseg.web.body_limit import STREAMED_BODY
-from spineseg.web.deps import DbSession, Services, run_in_session
+from spineseg.web.deps import DbSession, NeedsDiskRoom, Services, run_in_session
 from spineseg.web.training_deps import Trainer
 from spineseg.web.uploads import receive_upload
 
@@ -156,6 +156,7 @@ def _public(text: str, path: Path, name: str) -> str:
 
 
 @router.post("/import", status_code=201, openapi_extra=IMPORT_SCHEMA, max_body_size=STREAMED_BODY,
+             dependencies=[NeedsDiskRoom],
              summary="Import a version exported at another site (card and weights hash kept)")
 async def import_version(request: Request, user: Trainer, services: Services) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="spineseg-import-") as folder:

@@ -18,7 +18,7 @@ from spineseg.integrations.dicomweb import SeriesQuery, import_series, search, s
 from spineseg.integrations.endpoints import load_endpoints
 from spineseg.store.pacs_links import get_link
 from spineseg.web.auth import csrf_matches
-from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader, run_in_session
+from spineseg.web.deps import CurrentUser, DbSession, NeedsDiskRoom, Services, Uploader, run_in_session
 from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.routes.api import load_study
 from spineseg.web.routes.pages import render
@@ -62,7 +62,7 @@ async def search_series(
     return await _call(search, services, endpoint_name=endpoint, query=query, username=user.username)
 
 
-@router.post("/api/pacs/{endpoint}/import", status_code=202, responses=PACS_ERRORS,
+@router.post("/api/pacs/{endpoint}/import", status_code=202, dependencies=[NeedsDiskRoom], responses=PACS_ERRORS,
              summary="WADO-RS: import one CT series as a new study (de-identified) and queue its segmentation")
 async def import_from_pacs(endpoint: str, body: ImportRequest, user: Uploader, services: Services) -> JSONResponse:
     accepted = await _call(import_series, services, endpoint_name=endpoint, study_uid=body.study_uid,
@@ -111,7 +111,7 @@ async def import_page(request: Request, user: Uploader, services: Services, endp
     return render(request, "pacs_import.html", user, endpoints=known, query=query, rows=rows, error=error)
 
 
-@router.post("/pacs/import", include_in_schema=False)
+@router.post("/pacs/import", dependencies=[NeedsDiskRoom], include_in_schema=False)
 async def import_form(request: Request, user: Uploader, services: Services, endpoint: Annotated[str, Form()],
                       study_uid: Annotated[str, Form()], series_uid: Annotated[str, Form()],
                       csrf_token: Annotated[str, Form()] = "") -> Response:

@@ -16,7 +16,7 @@ from spineseg.services.runs import evaluated_run, evaluated_versions, shown_run
 from spineseg.store import accounts
 from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
-from spineseg.web.deps import CurrentUser, DbSession, Researcher, Services, Uploader
+from spineseg.web.deps import CurrentUser, DbSession, FreesDisk, Researcher, Services, Uploader
 from spineseg.web.routes.api import _parse_date, cancel_study_job, discard_study, job_json, load_study, study_json
 from spineseg.web.routes.evaluation import case_rows
 
@@ -134,7 +134,7 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
     return render(request, "result.html", user, study=data, shown_run=shown, **viewer)
 
 
-@router.post("/studies/{study_id}/delete")
+@router.post("/studies/{study_id}/delete", dependencies=[FreesDisk])
 def delete_from_page(study_id: str, user: Uploader, session: DbSession, services: Services) -> Response:
     discard_study(session, services, study_id, user)
     return RedirectResponse("/studies", status_code=303)

@@ -28,7 +28,7 @@ from spineseg.store import accounts
 from spineseg.store.datasets import check_name
 from spineseg.store.models import Job, Study
 from spineseg.store.studies import get_study
-from spineseg.web.deps import CurrentUser, DbSession, Services, Uploader
+from spineseg.web.deps import CurrentUser, DbSession, NeedsDiskRoom, Services, Uploader
 from spineseg.web.ownership import require_owner_or_admin
 from spineseg.web.routes.api import job_json
 from spineseg.web.training_deps import Trainer
@@ -60,7 +60,7 @@ def _study(session: DbSession, study_id: str) -> Study:
     return study
 
 
-@router.post("/studies/{study_id}/rerun", status_code=202,
+@router.post("/studies/{study_id}/rerun", status_code=202, dependencies=[NeedsDiskRoom],
              summary="Segment a study again (a new run; every earlier run and its files are kept)")
 def rerun(study_id: str, body: RerunRequest, user: Uploader, session: DbSession, services: Services) -> dict[str, Any]:
     study = _study(session, study_id)

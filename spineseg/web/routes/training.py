@@ -24,7 +24,7 @@ from spineseg.store import accounts
 from spineseg.store.datasets import get_dataset
 from spineseg.store.training_models import TrainingRun
 from spineseg.store.training_runs import create_run, get_run, list_runs, queue_position, request_cancel
-from spineseg.web.deps import DbSession, Services
+from spineseg.web.deps import DbSession, NeedsDiskRoom, Services
 from spineseg.web.training_deps import Trainer
 
 router = APIRouter(prefix="/api/training", tags=["training"])
@@ -107,7 +107,8 @@ def start_run(session: Session, services: Any, body: TrainingStart, username: st
     return run
 
 
-@router.post("", status_code=202, summary="Queue a training run; runs one at a time in its own process")
+@router.post("", status_code=202, summary="Queue a training run; runs one at a time in its own process",
+             dependencies=[NeedsDiskRoom])
 def start(body: TrainingStart, user: Trainer, session: DbSession, services: Services) -> dict[str, Any]:
     run = start_run(session, services, body, user.username)
     return run_json(session, run)

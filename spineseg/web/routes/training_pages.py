@@ -26,7 +26,7 @@ from spineseg.store.datasets import create_dataset, list_datasets
 from spineseg.store.studies import StudyFilter, list_studies
 from spineseg.store.training_runs import list_runs, request_cancel
 from spineseg.web import flash
-from spineseg.web.deps import DbSession, Services, run_in_session
+from spineseg.web.deps import DbSession, NeedsDiskRoom, Services, run_in_session
 from spineseg.web.routes.datasets import SplitUpdate, edit_split, load_dataset_row
 from spineseg.web.routes.models import (
     CompareRequest,
@@ -117,7 +117,7 @@ def training_page(request: Request, user: Trainer, session: DbSession, services:
                   scratch=SCRATCH)
 
 
-@router.post("/training")
+@router.post("/training", dependencies=[NeedsDiskRoom])
 async def start_from_page(request: Request, user: Trainer, session: DbSession, services: Services) -> Response:
     form = await request.form()
     try:

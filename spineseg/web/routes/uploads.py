@@ -38,7 +38,7 @@ from spineseg.services.study_intake import check_identity, require_production_mo
 from spineseg.store.uploads import UPLOADING, UploadFolder
 from spineseg.web.body_limit import ANNOUNCE_MAX_BYTES, STREAMED_BODY
 from spineseg.web.chunks import MAX_CHUNK_BYTES, ChunkStalled, OffsetConflict, append_chunk
-from spineseg.web.deps import AppServices, Services, Uploader
+from spineseg.web.deps import AppServices, FreesDisk, NeedsDiskRoom, Services, Uploader
 from spineseg.web.errors import error_body
 from spineseg.web.uploads import UploadRefused, too_large_message
 
@@ -139,6 +139,7 @@ def _offset_response(status: int, message: str, index: int, received: int) -> JS
 
 
 @router.post("", status_code=201, summary="Start a resumable upload: announce the files (names and sizes)",
+             dependencies=[NeedsDiskRoom],
              max_body_size=ANNOUNCE_MAX_BYTES,
              responses={413: {"description": "over SPINESEG_MAX_UPLOAD_MB, or too many files"},
                         507: {"description": "the disk cannot hold it with every unfinished upload's outstanding "
@@ -159,7 +160,8 @@ async def create_upload(body: NewUpload, user: Uploader, services: Services) -> 
         raise UploadRefused(413, f"{total} bytes announced: " + too_large_message(limit), "files")
     state = await run_in_threadpool(start_upload, services.database, services.settings.uploads_dir,
                                     owner_id=user.user_id, purpose=body.purpose, files=announced,
-                                    study_name=name, study_site=site)
+                                    study_name=name, study_site=site,
+                                    reserve_bytes=services.settings.disk_reserve_bytes)
     log.info("upload %s started by %s: %d file(s), %d bytes", state.id, user.username, len(announced), total)
     return JSONResponse(state_json(state), 201, headers={"Location": f"/api/uploads/{state.id}"})
 
@@ -170,6 +172,7 @@ async def upload_status(upload_id: UploadId, user: Uploader, services: Services)
 
 
 @router.put("/{upload_id}/files/{index}", openapi_extra=CHUNK_BODY, max_body_size=STREAMED_BODY,
+            dependencies=[NeedsDiskRoom],
             summary="Send one chunk of a file at `offset` (409 with the server's offset when it differs)",
             responses={409: {"description": "wrong offset, or another chunk of the file is being written; "
                                             "`received` and the Upload-Offset header give the server's offset"},
@@ -199,7 +202,7 @@ async def put_chunk(upload_id: UploadId, index: int, request: Request, user: Upl
                         headers={"Upload-Offset": str(received)})
 
 
-@router.post("/{upload_id}/complete", status_code=202,
+@router.post("/{upload_id}/complete", status_code=202, dependencies=[NeedsDiskRoom],
              summary="Finish a resumable upload: validate it like POST /api/studies and queue a segment job",
              responses={409: {"description": "a file is incomplete (named), or the upload is being completed"},
                         422: {"description": "a file cannot be used (named); the upload and its files are removed"}})
@@ -214,7 +217,7 @@ async def complete(upload_id: UploadId, user: Uploader, services: Services) -> J
                         headers={"Location": f"/api/jobs/{accepted.job_id}"})
 
 
-@router.delete("/{upload_id}", summary="Abort a resumable upload and remove what it received")
+@router.delete("/{upload_id}", dependencies=[FreesDisk], summary="Abort a resumable upload and remove what it received")
 async def abort(upload_id: UploadId, user: Uploader, services: Services) -> dict[str, Any]:
     try:
         removed = await run_in_threadpool(abort_upload, services.database, services.settings.uploads_dir,
