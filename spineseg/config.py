@@ -192,6 +192,7 @@ class Settings:
     job_stale_s: int = 30
     upload_stale_hours: int = 24
     disk_reserve_mb: int = 2048  # below this free space new work is refused (services.disk_room)
+    disk_room_mb: int = 16  # kept in a file for deletions, given back when the disk fills (services.disk_room)
     retention_days: int = 0  # studies older than this are deleted daily; 0: kept for good
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -230,9 +231,13 @@ class Settings:
 
     @property
     def disk_reserve_bytes(self) -> int:
-        # never below 64 MB: the 16 MB kept for deletions, given back when the disk is full, must
-        # leave the service read-mostly (services.disk_room)
-        return max(64, self.disk_reserve_mb) * 2**20
+        # never below 64 MB nor four times the room kept for deletions: that room, given back when
+        # the disk is full, must leave the service read-mostly (services.disk_room)
+        return max(64, self.disk_reserve_mb, 4 * self.disk_room_mb) * 2**20
+
+    @property
+    def disk_room_bytes(self) -> int:
+        return max(0, self.disk_room_mb) * 2**20
 
     @property
     def queue_path(self) -> Path:
@@ -295,6 +300,7 @@ class Settings:
             job_stale_s=_int("SPINESEG_JOB_STALE_S", dotenv, cls.job_stale_s),
             upload_stale_hours=_int("SPINESEG_UPLOAD_STALE_HOURS", dotenv, cls.upload_stale_hours),
             disk_reserve_mb=_int("SPINESEG_DISK_RESERVE_MB", dotenv, cls.disk_reserve_mb),
+            disk_room_mb=_int("SPINESEG_DISK_ROOM_MB", dotenv, cls.disk_room_mb),
             retention_days=_int("SPINESEG_RETENTION_DAYS", dotenv, cls.retention_days),
             tls_cert=_path(_env("SPINESEG_TLS_CERT", dotenv)),
             tls_key=_path(_env("SPINESEG_TLS_KEY", dotenv)),

@@ -10,8 +10,9 @@
   downloads and deletions; ``/api/health`` says ``read-mostly`` and why (``describe``).
 - **Room for deletions**: a deletion and its audit row are database writes, and SQLite cannot
   write on a disk with no byte left (that is why DELETE answered 503). The service keeps a small
-  file, ``ROOM_FILE`` (``ROOM_BYTES``), whenever the free space is at least twice that, and
-  removes it as soon as the free space falls under ``ROOM_BYTES`` (something else filled the
+  file, ``ROOM_FILE`` (``SPINESEG_DISK_ROOM_MB``, default ``ROOM_BYTES``; 0: none), whenever
+  the free space is at least twice that, and removes it as soon as the free space falls under
+  that size (something else filled the
   disk): the database then has room to record deletions, retention, logins and audited reads.
   The reserve is at least 64 MB (``Settings.disk_reserve_bytes``), so the space given back
   never takes the service out of read-mostly.
@@ -92,8 +93,10 @@ class DiskRoom:
     """The free space of ``data_dir`` against ``reserve_bytes``, measured at most every
     ``cache_s``; keeps (or gives up) the room file for deletions on each measurement."""
 
-    def __init__(self, data_dir: Path, reserve_bytes: int, *, cache_s: float = CACHE_S) -> None:
+    def __init__(self, data_dir: Path, reserve_bytes: int, *, cache_s: float = CACHE_S,
+                 room_bytes: int = ROOM_BYTES) -> None:
         self.data_dir, self.reserve, self.cache_s = Path(data_dir), int(reserve_bytes), cache_s
+        self.room_bytes = int(room_bytes)  # 0: no room file (SPINESEG_DISK_ROOM_MB)
         self._lock = threading.Lock()
         self._measured: tuple[float, Room] | None = None
         self._was_read_mostly: bool | None = None
@@ -127,15 +130,15 @@ class DiskRoom:
         twice its size free; returns the room after that."""
         path = self.room_file
         try:
-            if room.free < ROOM_BYTES and path.exists():
+            if room.free < self.room_bytes and path.exists():
                 size = path.stat().st_size
                 path.unlink()
                 log.warning("disk: %.0f MB free: gave up the %.0f MB kept for deletions so they can be recorded",
                             room.free / MB, size / MB)
                 return Room(room.free + size, room.reserve)
-            if room.free >= 2 * ROOM_BYTES and not path.exists() and self.data_dir.is_dir():
-                _allocate(path, ROOM_BYTES)
-                return Room(room.free - ROOM_BYTES, room.reserve)
+            if self.room_bytes and room.free >= 2 * self.room_bytes and not path.exists() and self.data_dir.is_dir():
+                _allocate(path, self.room_bytes)
+                return Room(room.free - self.room_bytes, room.reserve)
         except OSError as exc:  # best effort: the reserve still refuses new work
             log.debug("room file for deletions not tended: %s", exc)
         return room

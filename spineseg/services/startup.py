@@ -68,7 +68,7 @@ def check_startup(settings: Settings) -> None:
 
     # on a full disk this gives up the room kept for deletions first, so the database can open
     # (and record deletions); the app says at start that it is read-mostly (issue 30.4)
-    DiskRoom(settings.data_dir, settings.disk_reserve_bytes).room()
+    DiskRoom(settings.data_dir, settings.disk_reserve_bytes, room_bytes=settings.disk_room_bytes).room()
     check_database(settings)
     check_registry(settings)
 

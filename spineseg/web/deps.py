@@ -48,7 +48,8 @@ class AppServices:
 
     def disk_room(self) -> DiskRoom:
         if self.disk is None:
-            self.disk = DiskRoom(self.settings.data_dir, self.settings.disk_reserve_bytes)
+            self.disk = DiskRoom(self.settings.data_dir, self.settings.disk_reserve_bytes,
+                                 room_bytes=self.settings.disk_room_bytes)
         return self.disk
 
     def production_changed(self) -> None:

@@ -36,7 +36,8 @@ class LiveServer:
 
     def start(self, **extra_env: str) -> None:
         # a single-user install unless asked otherwise (as web_helpers.make_settings)
-        env = os.environ | {"SPINESEG_PROMOTION_APPROVAL": "single"} | extra_env | {
+        env = os.environ | {"SPINESEG_PROMOTION_APPROVAL": "single", "SPINESEG_DISK_RESERVE_MB": "64",
+                            "SPINESEG_DISK_ROOM_MB": "1"} | extra_env | {
             "SPINESEG_DATA_DIR": str(self.data_dir),
             "SPINESEG_SECRET_KEY": "sL7q-2WxZp9_Rk4Tb6Nc1Vf8Hm3Gd5Ja0Ey",  # passes the entropy check
             "SPINESEG_DEVICE": "cpu",

@@ -63,7 +63,7 @@ def probe() -> Iterator[Probe]:
 def env(tmp_path_factory: pytest.TempPathFactory, backends: Callable[[Settings], Settings],
         probe: Probe) -> Iterator[WebEnv]:
     settings = backends(make_settings(tmp_path_factory.mktemp("full-disk"), disk_reserve_mb=RESERVE_MB,
-                                      workers=0))
+                                      disk_room_mb=ROOM_BYTES // MB, workers=0))
     register_test_model(settings)
     tokens = {"clinician": add_user(settings, "cleo", "clinician"),
               "researcher": add_user(settings, "rita", "researcher")}
@@ -206,7 +206,7 @@ def test_health_says_read_mostly_and_why(env: WebEnv, probe: Probe) -> None:
 
 def test_the_app_starts_read_mostly_on_a_full_disk_and_says_why(tmp_path: Path, probe: Probe,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    settings = make_settings(tmp_path / "data", disk_reserve_mb=RESERVE_MB, workers=0)
+    settings = make_settings(tmp_path / "data", disk_reserve_mb=RESERVE_MB, disk_room_mb=ROOM_BYTES // MB, workers=0)
     register_test_model(settings)
     token = add_user(settings, "cleo", "clinician")
     probe.free = 5 * MB

@@ -23,7 +23,8 @@ FREE = 70 * GB
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, backends: Callable[[Settings], Settings]) -> Iterator[WebEnv]:
-    settings = backends(make_settings(tmp_path_factory.mktemp("disk-room"), max_upload_bytes=2100 * MB))
+    settings = backends(make_settings(tmp_path_factory.mktemp("disk-room"), max_upload_bytes=2100 * MB,
+                                      disk_reserve_mb=DISK_RESERVE_BYTES // 2**20))
     register_test_model(settings)
     tokens = {"clinician": add_user(settings, "cleo", "clinician")}
     with TestClient(create_app(settings)) as client:

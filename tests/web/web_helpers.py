@@ -22,7 +22,11 @@ TEST_SECRET_KEY = "tK3v-9QzLw2_Xy7Rb5Nd8Pf1Hs4Gj6Mc0Ae"  # fixed, passes config.
 def make_settings(data_dir: Path, **changes: object) -> Settings:
     # "single": the tests that promote act alone, as on a single-user install; the two-person
     # approval (the default) is tested where it is asked for (tests/web/test_promotions.py)
-    values = {"secret_key": TEST_SECRET_KEY, "device": "cpu", "promotion_approval": "single"} | changes
+    # A small reserve and room file: hundreds of test apps must neither refuse work on a CI disk
+    # with a few GB free nor leave 16 MB each in pytest's folders (tests/web/test_full_disk.py
+    # tests the defaults' behaviour with its own values).
+    values = {"secret_key": TEST_SECRET_KEY, "device": "cpu", "promotion_approval": "single",
+              "disk_reserve_mb": 64, "disk_room_mb": 1} | changes
     return Settings(data_dir=data_dir, **values)  # type: ignore[arg-type]
 
 
