@@ -58,7 +58,8 @@ def test_single_pair_json_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[
     result = _run_json(capsys, ["evaluate", "--pred", str(pred), "--truth", str(truth), "--json"])
     assert list(result) == [
         "dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "assd_mm",
-        "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall", "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
+        "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall",
+        "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
         "rel_volume_diff",
     ]  # fmt: skip
     # Overlap is the layer i = 3: TP 4, FP 4, FN 4, TN 96 - 12 = 84.

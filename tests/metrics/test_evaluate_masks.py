@@ -13,7 +13,8 @@ SPACING = (2.0, 1.0, 0.5)  # 1 mm³ per voxel
 
 EXPECTED_KEYS = {
     "dice", "iou", "precision", "recall", "specificity", "f1", "hd95_mm", "assd_mm",
-    "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall", "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
+    "surface_dice_1mm", "surface_dice_2mm", "signed_surface_distance_mm", "interior_recall",
+    "tp", "fp", "tn", "fn", "volume_pred_ml", "volume_truth_ml", "abs_volume_diff_ml",
     "rel_volume_diff",
 }  # fmt: skip
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
 from spineseg.model.postprocess import fill_body_holes
