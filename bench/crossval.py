@@ -66,13 +66,13 @@ def scored(seg_mask, truth, spacing, partial: bool, roi=None) -> dict:
 
 
 def post_processed(mask, canonical, ornt, steps: str):
-    """``mask`` (input grid) after the post-processing ``steps`` ("none", "fill", "grow",
-    "fill+grow"), applied on the RAS view of the input grid (axes 0, 1 in-plane); ``canonical,
+    """``mask`` (input grid) after the post-processing ``steps`` ("none", or steps joined by "+":
+    "fill", "grow", "bodyfill"), applied on the RAS view of the input grid (axes 0, 1 in-plane); ``canonical,
     ornt`` is ``to_canonical`` of the CT, made once per case."""
     import numpy as np
 
     from spineseg.imaging.resample import canonical_view, from_canonical
-    from spineseg.model.postprocess import fill_enclosed, grow_to_bone_edge
+    from spineseg.model.postprocess import fill_body_holes, fill_enclosed, grow_to_bone_edge
 
     if steps == "none":
         return mask
@@ -82,6 +82,8 @@ def post_processed(mask, canonical, ornt, steps: str):
             out = fill_enclosed(out)
         elif step == "grow":
             out = grow_to_bone_edge(out, canonical.array, canonical.spacing)
+        elif step == "bodyfill":
+            out = fill_body_holes(out, canonical.array, canonical.spacing)
         else:
             raise SystemExit(f"unknown post-processing step {step!r}")
     return np.ascontiguousarray(from_canonical(out.astype(np.uint8), ornt))
@@ -244,7 +246,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", default="0.5", help="comma-separated sigmoid thresholds to score")
     parser.add_argument("--postprocess", default="none",
-                        help="comma-separated post-processing to score: none, fill, grow, fill+grow")
+                        help="comma-separated post-processing to score: none, or steps joined by +: fill, grow, "
+                             "bodyfill (e.g. none,grow,fill+grow,bodyfill)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="a TrainConfig field of the recipe to cross-validate, e.g. dark_marrow_prob=0.25")
     parser.add_argument("--tta", default="off", help="comma-separated off,on: score without / with the flip TTA")
