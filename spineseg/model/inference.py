@@ -23,7 +23,7 @@ import numpy as np
 from spineseg.imaging.volume import Volume
 from spineseg.model.card import CARD_FILE, WEIGHTS_FILE, ModelCard, size_multiple
 from spineseg.model.onnx_export import file_sha256, onnx_cache_path
-from spineseg.model.postprocess import clear_outside, plausible_spine
+from spineseg.model.postprocess import clear_outside, plausible_spine, refine_on_input_grid
 from spineseg.model.precision import FLOAT32, Precision
 from spineseg.model.preprocess import (
     EDGE_MARGIN,
@@ -356,6 +356,18 @@ def predict_around_spine(
     return out, area / max(rest.size, 1)
 
 
+def refine_edges(mask: np.ndarray, volume: Volume) -> None:
+    """``mask`` (input grid, in place) with a hollow body's interior filled and the bone's rim
+    taken, on the input's own voxels (``postprocess.refine_on_input_grid``)."""
+    from spineseg.imaging.resample import canonical_transform, canonical_view
+
+    ornt, canonical_affine = canonical_transform(volume.affine, volume.shape)
+    spacing = tuple(float(v) for v in np.linalg.norm(canonical_affine[:3, :3], axis=0))
+    view = canonical_view(mask, ornt)
+    if view.any():
+        view[...] = refine_on_input_grid(view, canonical_view(volume.array, ornt), spacing)
+
+
 def normalised_level(hu: float, window: tuple[float, float]) -> float:
     """Where ``hu`` lands after ``normalise_hu`` with ``window``."""
     low, high = window
@@ -393,6 +405,7 @@ def segment(
     keep = plausible_spine(probs_model >= card.threshold, body, card.spacing_mm, min_ml=card.min_component_ml)
     clear_outside(probs_model, keep)
     mask = mask_on_input_grid(probs_model, prepared, card.threshold)
+    refine_edges(mask, volume)
     timings["postprocess"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     inference = loaded.inference | {"plane_share": round(plane_share, 3)}
