@@ -74,6 +74,13 @@ def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api") and "text/html" in request.headers.get("accept", "")
 
 
+def _error_answer(request: Request, status: int, message: str) -> Response:
+    """``message`` with ``status``: the error page for a browser, the JSON error body otherwise."""
+    if _wants_html(request):
+        return _html_error(request, status, message)
+    return JSONResponse(error_body(message), status)
+
+
 def _html_error(request: Request, status: int, message: str) -> Response:
     """The error page inside the usual layout: the caller's navigation (when a route's
     dependencies found who it is) and a way back, never a dead end."""
@@ -124,9 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
-        if _wants_html(request):
-            return _html_error(request, 403, exc.message)
-        return JSONResponse(error_body(exc.message), 403)
+        return _error_answer(request, 403, exc.message)
 
     @app.exception_handler(ModelNotFoundError)
     async def no_model(request: Request, exc: ModelNotFoundError) -> Response:
@@ -136,16 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelUnavailableError)
     async def model_unusable(request: Request, exc: ModelUnavailableError) -> Response:
         message = f"the service cannot segment right now: {strip_server_paths(str(exc))}"
-        if _wants_html(request):
-            return _html_error(request, 503, message)
-        return JSONResponse(error_body(message), 503)
+        return _error_answer(request, 503, message)
 
     @app.exception_handler(StorageFullError)
     async def storage_full(request: Request, exc: StorageFullError) -> Response:
         message = strip_server_paths(str(exc))
-        if _wants_html(request):
-            return _html_error(request, 507, message)
-        return JSONResponse(error_body(message), 507)
+        return _error_answer(request, 507, message)
 
     @app.exception_handler(IntegrityError)
     async def integrity(request: Request, exc: IntegrityError) -> Response:
@@ -168,9 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
             services.disk_room().forget()
             services.disk_room().room()
         message = disk_full_message()
-        if _wants_html(request):
-            return _html_error(request, 507, message)
-        return JSONResponse(error_body(message), 507)
+        return _error_answer(request, 507, message)
 
     @app.exception_handler(OSError)
     async def os_error(request: Request, exc: OSError) -> Response:
@@ -199,9 +198,7 @@ def install_error_handlers(app: FastAPI) -> None:
         reference = secrets.token_hex(4)
         log.error("unexpected error %s in %s %s", reference, request.method, request.url.path, exc_info=exc)
         message = f"internal error (reference {reference}); the server's log has the details"
-        if _wants_html(request):
-            return _html_error(request, 500, message)
-        return JSONResponse(error_body(message), 500)
+        return _error_answer(request, 500, message)
 
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> Response:
