@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ROLES = ("viewer", "clinician", "researcher", "admin")
@@ -91,6 +102,8 @@ class Study(Base):
     owner: Mapped[User | None] = relationship()
     jobs: Mapped[list[Job]] = relationship(back_populates="study", cascade="all, delete-orphan",
                                            order_by="Job.created_at")
+    corrections: Mapped[list[Correction]] = relationship(cascade="all, delete-orphan",
+                                                         order_by="Correction.version")
 
     @property
     def has_truth(self) -> bool:
@@ -137,6 +150,36 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="jobs")
+
+
+class Correction(Base):
+    """One saved version of a study's corrected truth (issue 32): never changed once written.
+
+    version: 1, 2... per study (unique with ``study_id``); path: the label file (VerSe ids on the
+    grid of the run's mask), relative to the study's folder. run_id / model_version: the run the
+    edit was made on; base_version: the correction it started from (``None``: the run's levels).
+    effort: what changed against that start (``services.corrections.correction_effort``);
+    summary: levels and measurements recomputed from the corrected labels; run_scores: each run
+    of the study scored against this version when it was saved (``{run id: {metrics, level_scores}}``).
+    """
+
+    __tablename__ = "corrections"
+    __table_args__ = (UniqueConstraint("study_id", "version", name="uq_corrections_study_version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    run_id: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    base_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    edit_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    effort: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_scores: Mapped[dict[str, Any]] = mapped_column(JSON)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class AuditEvent(Base):
