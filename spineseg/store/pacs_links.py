@@ -6,9 +6,12 @@ upload: its stored files carry replaced UIDs and a pseudonym. To send a result b
 shows beside the original images, the server keeps, here and nowhere else, the source's
 endpoint (or calling AE title), its original Study / Series Instance UIDs and ``uid_map``
 (stored UID -> original UID). ``return_header`` holds the original patient and study
-attributes only for studies received on the DICOM network (DICOMweb reads them back from the
-PACS when sending); it is erased once the result was sent. Nothing of this table is shown by
-the API, the pages or written to an output other than the result sent back.
+attributes only for studies received on the DICOM network with a destination to send the
+result to (DICOMweb reads them back from the PACS when sending), sealed with the server's key
+(``services.sealing``: a token, never the attributes themselves), and only until the result
+was sent or ``return_header_expires_at`` passed (``erase_expired_headers``), whichever comes
+first. Nothing of this table is shown by the API, the pages or written to an output other
+than the result sent back.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ class PacsLink(Base):
     study_uid: Mapped[str] = mapped_column(String(64))
     series_uid: Mapped[str] = mapped_column(String(64))
     uid_map: Mapped[dict[str, str]] = mapped_column(JSON)
-    return_header: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # a sealed token (str); a dict only in rows written before migration 0013 (sealed at the next start)
+    return_header: Mapped[str | dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    return_header_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     sent_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the run last sent back
     send_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
@@ -48,6 +53,36 @@ def add_link(session: Session, *, study_id: str, origin: str, endpoint: str, stu
     session.add(link)
     session.flush()
     return link
+
+
+def set_return_header(session: Session, *, study_id: str, sealed: str, expires_at: datetime) -> None:
+    """Keep the sealed return header of a DICOM-network study until ``expires_at``."""
+    link = session.get(PacsLink, study_id)
+    if link is None:
+        raise ValueError(f"study {study_id!r} has no PACS link")
+    link.return_header = sealed
+    link.return_header_expires_at = expires_at
+
+
+def erase_expired_headers(session: Session, *, now: datetime | None = None) -> list[str]:
+    """Erase every return header whose time is up (never sent: the destination was down for
+    that long, or refused it); returns the study ids. Their ``send_error`` says why nothing
+    more will be sent."""
+    moment = now or utc_now()
+    expired = [link for link in session.scalars(select(PacsLink).where(PacsLink.return_header_expires_at < moment))
+               if link.return_header is not None]  # JSON null is not SQL NULL: tested in Python
+    for link in expired:
+        link.return_header = None
+        link.return_header_expires_at = None
+        link.send_error = ("the original's patient and study attributes expired before the result could be sent, "
+                           "so it was not sent: download the DICOM SEG and file it by hand")
+    return [link.study_id for link in expired]
+
+
+def unsealed_headers(session: Session) -> list[PacsLink]:
+    """Links whose return header is still stored as attributes (written before migration 0013)."""
+    return [link for link in session.scalars(select(PacsLink).where(PacsLink.origin == "dimse"))
+            if isinstance(link.return_header, dict)]
 
 
 def get_link(session: Session, *, study_id: str) -> PacsLink | None:
@@ -73,6 +108,7 @@ def mark_sent(session: Session, *, study_id: str, job_id: str) -> None:
         link.sent_job_id = job_id
         link.send_error = None
         link.return_header = None
+        link.return_header_expires_at = None
 
 
 def mark_send_failed(session: Session, *, study_id: str, error: str) -> None:
