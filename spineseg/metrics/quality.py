@@ -25,6 +25,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+from spineseg.model.body_holes import BODY_HOLE_MIN_HU, body_holes
+
 Status = Literal["ok", "info", "review", "not_assessable", "not_run"]
 VERDICTS = ("ok", "review", "not assessable")
 
@@ -85,11 +87,14 @@ class QualityThresholds:
     # Hollow bodies: an enclosed hole in an axial slice of the mask, at least this large
     # (noise pinholes are a few voxels)...
     hollow_min_hole_mm2: float = 20.0
-    # ...whose mean HU is bone-like (cancellous bone is 100-300 HU in adults; the spinal canal,
-    # also enclosed by the arch, holds CSF and fat at 0-40 HU)...
-    hollow_hole_hu: float = 100.0
-    # ...behind an anterior wall no thicker than this (a shell's cortex is 1-3 mm; the canal lies
-    # behind the whole body, 15 mm or more even in the neck)...
+    # ...whose mean HU is marrow, not fat or air: the segmentation's own hole fill's gate
+    # (``model.body_holes.BODY_HOLE_MIN_HU``, 0 HU; tptbox-lumbar's marrow median is 66 HU, so
+    # the 100 HU this check used before missed its shells). The canal (CSF, 0-60 HU) is told
+    # apart by where it lies, not by its HU...
+    hollow_hole_hu: float = BODY_HOLE_MIN_HU
+    # ...behind the column's front by no more than this (a shell's cortex is 1-3 mm; the canal
+    # lies behind the whole body, 15 mm or more even in the neck). The fill closes holes within
+    # 5 mm (``BODY_FRONT_MAX_MM``), so a segment's mask is flagged for shells the fill left...
     hollow_wall_mm: float = 8.0
     # ...on more than this share of the slices with spine (the model's clean masks of the shared
     # cases: at most 10 %, gstt-covid-chest's 2 of 20 slices).
@@ -337,50 +342,20 @@ def check_size(mask: np.ndarray, spacing: tuple[float, float, float], *,
 def check_hollow(mask: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float], *,
                  t: QualityThresholds = THRESHOLDS) -> Finding:
     """The share of slices with spine where the mask is a shell: it encloses (in the axial
-    slice) a hole of bone-like median HU behind a thin anterior wall. The spinal canal, also
-    enclosed by the arch, holds CSF (median 10-60 HU on the shared cases) and lies behind the
-    whole depth of the body. Looked at on a grid of about 1.5 mm in-plane: the mask's detail is
-    that of the model's 1.5 mm grid, and a finer grid only costs time."""
+    slice) a vertebral body's interior, found as the segmentation's own hole fill finds it
+    (``model.body_holes.body_holes``: marrow-dense, behind only the anterior cortex; the canal,
+    also enclosed, lies behind the whole body), here up to ``hollow_wall_mm`` behind the front.
+    Looked at on a grid of about 1.5 mm in-plane: the mask's detail is that of the model's
+    1.5 mm grid, and a finer grid only costs time."""
     step = _model_step(spacing)
-    mask, hu = mask[::step[0], ::step[1]], hu[::step[0], ::step[1]]
+    mask, hu = mask[::step[0], ::step[1]] > 0, hu[::step[0], ::step[1]]
     spacing = (spacing[0] * step[0], spacing[1] * step[1], spacing[2])
-    m = np.pad(mask > 0, ((1, 1), (1, 1), (0, 0)))
-    inplane = np.zeros((3, 3, 3), dtype=bool)
-    inplane[:, :, 1] = ndi.generate_binary_structure(2, 1)
-    background, n = ndi.label(~m, structure=inplane)
-    outside = np.unique(np.r_[background[0].ravel(), background[-1].ravel(),
-                              background[:, 0].ravel(), background[:, -1].ravel()])
-    with_spine = int(m.any(axis=(0, 1)).sum())
+    with_spine = int(mask.any(axis=(0, 1)).sum())
     if with_spine == 0:
         return Finding("hollow_bodies", "not_run", "no spine in the mask")
-    index = np.setdiff1d(np.arange(1, n + 1), outside)
-    if index.size == 0:
-        return Finding("hollow_bodies", "ok", "no enclosed holes in the mask", 0.0)
-    sizes = np.bincount(background.ravel(), minlength=n + 1)[index] * spacing[0] * spacing[1]
-    index = index[sizes >= t.hollow_min_hole_mm2]
-    if index.size == 0:
-        return Finding("hollow_bodies", "ok", "no enclosed holes in the mask", 0.0)
-    boxes = ndi.find_objects(background)
-    shell_slices = set()
-    wall_max = max(1, round(t.hollow_wall_mm / spacing[1]))
-    for label in index:
-        box = boxes[label - 1]
-        inner = (box[0].start - 1, box[1].start - 1)  # the hole's box in the unpadded arrays
-        values = hu[inner[0]:inner[0] + box[0].stop - box[0].start, inner[1]:inner[1] + box[1].stop - box[1].start,
-                    box[2]][background[box] == label]
-        if np.median(values) < t.hollow_hole_hu:
-            continue
-        k = box[2].start
-        hole = background[box[0], :, k] == label
-        front = hole.shape[1] - 1 - np.argmax(hole[:, ::-1], axis=1)  # most anterior hole voxel per row
-        rows = np.flatnonzero(hole.any(axis=1))
-        walls = []
-        for r in rows:
-            column = m[box[0].start + r, front[r] + 1:, k]
-            walls.append(int(np.argmin(column)) if not column.all() else column.size)
-        if np.median(walls) <= wall_max:
-            shell_slices.add(k)
-    share = len(shell_slices) / with_spine
+    holes = body_holes(mask, hu, spacing, max_front_mm=t.hollow_wall_mm, min_hu=t.hollow_hole_hu,
+                       min_area_mm2=t.hollow_min_hole_mm2)
+    share = int(holes.any(axis=(0, 1)).sum()) / with_spine
     if share > t.hollow_share:
         return Finding("hollow_bodies", "review",
                        f"on {share:.0%} of the slices with spine the mask is a shell around bone it left out "

@@ -12,10 +12,10 @@ components are labelled by ``cc3d`` and the rest is numpy, which keeps SciPy's n
 
 from __future__ import annotations
 
-import warnings
-
 import cc3d
 import numpy as np
+
+from spineseg.model.body_holes import fill_body_holes
 
 # No vertebra reaches further to the side of the spinal column: on the shared cases' labels the
 # widest is a sacral ala at 60 mm, lumbar transverse processes 48 mm, thoracic 35 mm. Ribs marked
@@ -311,73 +311,6 @@ def _dilate_plane8(mask: np.ndarray) -> np.ndarray:
     out = rows.copy()
     out[:, 1:] |= rows[:, :-1]
     out[:, :-1] |= rows[:, 1:]
-    return out
-
-
-# A hollow vertebral body (the cortical shell marked, the cancellous interior not) as the
-# accuracy issue found it on a 3-slice series: ``fill_body_holes`` closes the interior where the
-# 3D ``fill_enclosed`` cannot (the scan's ends or a gap in an endplate open the cavity). What
-# tells a body's interior from the spinal canal, which a slice's mask also encloses, is where
-# the hole lies: a body's interior lies behind only the anterior cortex (1-3 mm thick), the
-# canal behind the whole body (15-35 mm). The column's front is taken over neighbouring slices
-# as well, so the canal of a slice through an endplate's posterior rim (the body's front cut
-# away by the disc) is not taken for a body.
-BODY_FRONT_MAX_MM = 5.0  # the thickest anterior cortex plus a voxel of partial volume
-FRONT_WINDOW_MM = 10.0  # head-foot reach when finding the column's front (a vertebral body is 15-35 mm high)
-BODY_HOLE_MAX_MM2 = 2500.0  # a lumbar body's whole cross-section is 15-20 cm^2
-BODY_HOLE_MIN_HU = 0.0  # fat (-100 HU) or air enclosed by a mask is never marrow
-
-
-def fill_body_holes(
-    mask: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float], *,
-    max_front_mm: float = BODY_FRONT_MAX_MM, window_mm: float = FRONT_WINDOW_MM,
-    max_area_mm2: float = BODY_HOLE_MAX_MM2, min_hu: float = BODY_HOLE_MIN_HU,
-) -> np.ndarray:
-    """``mask`` (RAS: axis 0 left-right, axis 1 posterior -> anterior, axis 2 head-foot) with the
-    holes of each axial slice filled where they are a vertebral body's interior: background wholly
-    enclosed by the mask within its slice, whose front edge lies at most ``max_front_mm`` behind
-    the column's front in the same columns (the median over ``window_mm`` head-foot of each
-    column's most anterior mask voxel), of at most ``max_area_mm2`` and a mean of at least ``min_hu``. The first and
-    last slices are filled like the others: a slice's holes are found in that slice alone."""
-    out = np.asarray(mask).astype(bool, copy=True)
-    box = _bounding_box(out)
-    if box is None:
-        return out
-    inner = out[box]
-    _, n_j, n_k = inner.shape
-    reach = int(window_mm // spacing[2])
-    j_index = np.arange(n_j)
-    # The most anterior mask voxel of each (i, k) column, then its maximum over the window.
-    front = np.where(inner.any(axis=1), n_j - 1 - np.argmax(inner[:, ::-1, :], axis=1), -1)  # (I, K)
-    padded = np.pad(front, ((0, 0), (reach, reach)), constant_values=-1)
-    windows = np.lib.stride_tricks.sliding_window_view(padded.astype(float), 2 * reach + 1, axis=1)
-    windows = np.where(windows < 0, np.nan, windows)  # slices without mask in that column do not vote
-    with warnings.catch_warnings():  # a column with no mask in the whole window: -1, never a body
-        warnings.simplefilter("ignore", RuntimeWarning)
-        column_front = np.nan_to_num(np.nanmedian(windows, axis=2), nan=-1.0)
-    hu_box = hu[box]
-    pixel_mm2 = float(spacing[0]) * float(spacing[1])
-    for k in range(n_k):
-        plane = inner[:, :, k]
-        if not plane.any():
-            continue
-        background = cc3d.connected_components(~plane, connectivity=4)
-        edge = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
-        stats = cc3d.statistics(background)
-        for label in np.setdiff1d(np.unique(background[~plane]), edge):
-            if stats["voxel_counts"][label] * pixel_mm2 > max_area_mm2:
-                continue
-            bi, bj = stats["bounding_boxes"][label]
-            hole = background[bi, bj] == label
-            if hu_box[bi, bj, k][hole].mean() < min_hu:
-                continue
-            columns = np.flatnonzero(hole.any(axis=1))
-            hole_front = np.max(np.where(hole[columns], j_index[bj], -1), axis=1)
-            depth_mm = np.median(column_front[bi.start + columns, k] - hole_front) * spacing[1]
-            if depth_mm <= max_front_mm:
-                plane[bi, bj] |= hole
-        inner[:, :, k] = plane
-    out[box] = inner
     return out
 
 

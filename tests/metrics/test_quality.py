@@ -57,12 +57,27 @@ def test_hollow_bodies_flagged_solid_not():
     assert by_check(q.mask_checks(mask, hu, affine))["hollow_bodies"].status == "ok"
 
 
-def test_a_dark_hole_is_not_a_hollow_body():
+def test_a_fatty_hole_is_not_a_hollow_body_dark_marrow_is():
     hu, mask, affine = phantom()
     shell = mask.copy()
     shell[32:58, 47:73, 5:55] = 0
-    hu[32:58, 47:73, 5:55] = 30.0  # what the mask left out is not bone
+    hu[32:58, 47:73, 5:55] = -100.0  # what the mask left out is fat, never marrow
     assert by_check(q.mask_checks(shell, hu, affine))["hollow_bodies"].status == "ok"
+    hu[32:58, 47:73, 5:55] = 66.0  # dark marrow: tptbox-lumbar's median, under the 100 HU once required
+    assert by_check(q.mask_checks(shell, hu, affine))["hollow_bodies"].status == "review"
+
+
+def test_the_check_and_the_fill_find_the_same_holes():
+    """The segmentation fills exactly what the check would count as a body's interior within the
+    fill's own 5 mm: after the fill, the check finds no shell left."""
+    from spineseg.model.body_holes import fill_body_holes
+
+    hu, mask, affine = phantom()
+    shell = mask.copy()
+    shell[32:58, 47:73, 5:55] = 0
+    filled = fill_body_holes(shell > 0, hu, SPACING)
+    assert (filled == (mask > 0)).all()  # the body's interior, never the canal
+    assert by_check(q.mask_checks(filled.astype(np.uint8), hu, affine))["hollow_bodies"].value == 0.0
 
 
 def test_cracked_column_flagged_disc_and_whole_column_not():
