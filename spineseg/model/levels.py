@@ -75,7 +75,7 @@ class VertebraLevel:
     volume_ml: float
     centroid_mm: tuple[float, float, float]
     complete: bool
-    features: SegmentFeatures
+    features: SegmentFeatures | None  # None: drawn by a person (``model.labelled_levels``)
 
     def summary(self) -> dict[str, object]:
         return {

@@ -131,9 +131,15 @@ def level_scores(levels: Levels, truth_levels: np.ndarray, affine: np.ndarray) -
     """Scores of ``levels`` against a per-vertebra truth on the same grid (VerSe ids): per-vertebra
     Dice, identified or not, the identification rate and localisation distance
     (``metrics.levels``), JSON-safe. Unnamed vertebrae claim no level, so they score nothing."""
-    scores = score_levels(named_only(levels.labels), truth_levels, affine).summary()
+    return label_map_scores(levels.labels, truth_levels, affine, named=levels.named)
+
+
+def label_map_scores(labels: np.ndarray, truth_levels: np.ndarray, affine: np.ndarray, *,
+                     named: bool) -> dict[str, Any]:
+    """``level_scores`` of a stored level map (a run's levels.nii.gz) and whether it was named."""
+    scores = score_levels(named_only(labels), truth_levels, affine).summary()
     scores["identified"] = sum(bool(e["identified"]) for e in scores["per_vertebra"].values())
-    scores["named"] = levels.named
+    scores["named"] = named
     return _finite(scores)
 
 

@@ -99,6 +99,7 @@ def all_routers() -> tuple[APIRouter, ...]:
     from spineseg.web.routes import (
         admin,
         api,
+        corrections,
         datasets,
         downloads,
         evaluation,
@@ -107,6 +108,7 @@ def all_routers() -> tuple[APIRouter, ...]:
         pacs,
         pages,
         promotions,
+        reports,
         study_models,
         training,
         training_pages,
@@ -115,8 +117,10 @@ def all_routers() -> tuple[APIRouter, ...]:
     )
 
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
+            reports.router,  # a run's SR and one-page report
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
             models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
+            corrections.router,
             pacs.router,  # DICOMweb: search, import, send back (before pages: /pacs)
             pages.router)
 

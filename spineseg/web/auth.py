@@ -12,7 +12,7 @@ Roles and what they allow:
 
 ==========  ==================================================
 viewer      see studies, results and downloads
-clinician   + upload, segment, cancel and delete studies
+clinician   + upload, segment, cancel and delete studies; correct a study's labels
 researcher  + evaluation across studies
 admin       + user administration
 ==========  ==================================================
@@ -41,6 +41,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "view": frozenset({"viewer", "clinician", "researcher", "admin"}),
     "upload": frozenset({"clinician", "researcher", "admin"}),
+    "correct": frozenset({"clinician", "researcher", "admin"}),  # save a correction of a study's labels
     "evaluate": frozenset({"researcher", "admin"}),
     "admin": frozenset({"admin"}),
 }

@@ -163,4 +163,5 @@ def _gate(permission: str, what: str) -> Callable[[Principal], Principal]:
 
 Uploader = Annotated[Principal, Depends(_gate("upload", "upload, segment, cancel or delete studies"))]
 Researcher = Annotated[Principal, Depends(_gate("evaluate", "run evaluations"))]
+Corrector = Annotated[Principal, Depends(_gate("correct", "correct a study's labels"))]
 Admin = Annotated[Principal, Depends(_gate("admin", "administer users"))]

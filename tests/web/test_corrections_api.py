@@ -1,0 +1,153 @@
+"""Corrections through the API (issue 32): a saved edit is a new truth version of the study,
+never overwritten, its file voxel for voxel what was sent (also when sent as the viewer's
+canonical crop), its effort measured against what the edit started from, bad labels refused
+with the field named, and viewers may not save. Real app, the shared tptbox-lumbar case (its
+real VerSe labels play the corrected truth) segmented by the test model."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spineseg.imaging.viewer_copy import canonical
+from tests.conftest import CASES
+from tests.web.conftest import WebEnv
+from tests.web.test_api_studies import wait_for_job
+from tests.web.web_helpers import bearer
+
+CASE = CASES / "tptbox-lumbar"
+
+
+def _nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+    return gzip.compress(nib.Nifti1Image(array, affine).to_bytes())
+
+
+def _read(content: bytes) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(content))
+
+
+@pytest.fixture(scope="module")
+def study(web_env: WebEnv) -> dict:
+    if not CASE.is_dir():
+        pytest.skip(f"shared data not found at {CASE} (set SPINESEG_SHARED_DATA)")
+    token = web_env.tokens["clinician"]
+    ct = next(CASE.glob("*_ct.nii.gz"))
+    files = [("files", ("ct.nii.gz", ct.read_bytes(), "application/gzip"))]
+    response = web_env.client.post("/api/studies", files=files,
+                                   data={"name": "tptbox for corrections"}, headers=bearer(token))
+    assert response.status_code == 202, response.text
+    assert wait_for_job(web_env, response.json()["job_id"], token)["status"] == "done"
+    study_id = response.json()["study_id"]
+    run_id = web_env.client.get(f"/api/studies/{study_id}/runs", headers=bearer(token)).json()[0]["id"]
+    truth = nib.load(str(next(CASE.glob("*_seg-vert_*_msk.nii.gz"))))
+    return {"id": study_id, "run": run_id, "truth": np.asarray(truth.dataobj).astype(np.int16),
+            "affine": truth.affine}
+
+
+def _save(env: WebEnv, study: dict, body: bytes, role: str = "clinician", **query: object):
+    params = {"run": study["run"], **query}
+    return env.client.post(f"/api/studies/{study['id']}/corrections", content=body, params=params,
+                           headers=bearer(env.tokens[role]) | {"Content-Type": "application/octet-stream"})
+
+
+def _run_levels(env: WebEnv, study: dict) -> np.ndarray:
+    got = env.client.get(f"/api/studies/{study['id']}/runs/{study['run']}/levels.nii.gz",
+                         headers=bearer(env.tokens["viewer"]))
+    assert got.status_code == 200
+    return np.asarray(_read(got.content).dataobj).astype(np.int32)
+
+
+def test_a_saved_correction_is_version_one_with_its_effort_and_the_file_as_sent(web_env: WebEnv, study: dict) -> None:
+    truth = study["truth"]
+    saved = _save(web_env, study, _nifti_bytes(truth, study["affine"]), edit_seconds=42.5, note="L3 was split")
+    assert saved.status_code == 201, saved.text
+    body = saved.json()
+    assert body["version"] == 1 and body["created_by"] == "clinician" and body["run_id"] == study["run"]
+    assert body["model_version"] == "test-untrained" and body["edit_seconds"] == 42.5 and body["latest"]
+    before = _run_levels(web_env, study)
+    assert body["effort"]["voxels_changed"] == int(np.count_nonzero(before != truth))
+    assert body["effort"]["labelled_voxels"] == int(np.count_nonzero((before > 0) | (truth > 0)))
+    assert [v["name"] for v in body["vertebrae"]] == ["L2", "L3", "L4"]  # recomputed from the corrected labels
+    assert all(v["volume_ml"] > 0 and v["measures"]["hu_mean"] is not None for v in body["vertebrae"])
+    stored = _read(web_env.client.get(body["download"], headers=bearer(web_env.tokens["viewer"])).content)
+    assert np.array_equal(np.asarray(stored.dataobj), truth)
+    assert np.allclose(stored.affine, study["affine"], atol=1e-4)
+
+
+def test_a_second_save_is_a_new_version_and_the_first_stays(web_env: WebEnv, study: dict) -> None:
+    first = _read(web_env.client.get(f"/api/studies/{study['id']}/corrections/1/labels.nii.gz",
+                                     headers=bearer(web_env.tokens["viewer"])).content)
+    edited = study["truth"].copy()
+    edited[edited == 23] = 0  # L4 marked not a vertebra
+    saved = _save(web_env, study, _nifti_bytes(edited, study["affine"]), role="researcher", base=1)
+    assert saved.status_code == 201, saved.text
+    body = saved.json()
+    assert body["version"] == 2 and body["base_version"] == 1 and body["created_by"] == "researcher"
+    assert body["effort"]["removed"] == ["L4"]
+    assert body["effort"]["voxels_changed"] == int(np.count_nonzero(study["truth"] == 23))
+    again = _read(web_env.client.get(f"/api/studies/{study['id']}/corrections/1/labels.nii.gz",
+                                     headers=bearer(web_env.tokens["viewer"])).content)
+    assert np.array_equal(np.asarray(again.dataobj), np.asarray(first.dataobj))
+    listed = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=bearer(web_env.tokens["viewer"]))
+    assert [v["version"] for v in listed.json()["versions"]] == [1, 2]
+    assert listed.json()["truth"]["kind"] == "correction" and listed.json()["truth"]["version"] == 2
+
+
+def test_the_viewers_canonical_crop_lands_on_the_voxels_it_was_drawn_on(web_env: WebEnv, study: dict) -> None:
+    truth = study["truth"]
+    view, can_affine = canonical(truth, study["affine"])
+    box = (slice(3, view.shape[0] - 2), slice(1, view.shape[1] - 1), slice(0, view.shape[2] - 4))
+    crop = np.ascontiguousarray(view[box]).astype(np.uint8)
+    crop_affine = can_affine.copy()
+    crop_affine[:3, 3] = (can_affine @ np.r_[[b.start for b in box], 1.0])[:3]
+    saved = _save(web_env, study, _nifti_bytes(crop, crop_affine), base=1)
+    assert saved.status_code == 201, saved.text
+    stored = _read(web_env.client.get(saved.json()["download"], headers=bearer(web_env.tokens["viewer"])).content)
+    assert np.array_equal(np.asarray(stored.dataobj), truth)  # outside the crop: version 1's labels (the base)
+    assert saved.json()["effort"]["voxels_changed"] == 0
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ("unnamed", "unnamed 1"), ("value", "not allowed"), ("grid", "not the voxels of the run's mask"),
+    ("empty", "empty"), ("text", "label"),
+])
+def test_bad_labels_are_refused_naming_the_field(web_env: WebEnv, study: dict, change: str, words: str) -> None:
+    listed = lambda: web_env.client.get(f"/api/studies/{study['id']}/corrections",  # noqa: E731
+                                        headers=bearer(web_env.tokens["viewer"])).json()["versions"]
+    before = len(listed())
+    labels, affine = study["truth"].copy(), study["affine"].copy()
+    if change == "unnamed":
+        labels[labels == 22] = 101
+    elif change == "value":
+        labels[labels == 22] = 77
+    elif change == "grid":
+        affine[:3, 3] += 0.5 * affine[:3, 0]  # half a voxel along the first axis
+    raw = {"empty": b"", "text": b"not a nifti file at all" * 20}
+    body = raw[change] if change in raw else _nifti_bytes(labels, affine)
+    refused = _save(web_env, study, body)
+    assert refused.status_code == 422, refused.text
+    assert words in refused.json()["detail"]
+    assert refused.json()["field"] in ("labels", None) or "labels" in refused.json()["detail"]
+    assert len(listed()) == before
+
+
+def test_a_viewer_may_not_save_and_an_unknown_run_is_named(web_env: WebEnv, study: dict) -> None:
+    body = _nifti_bytes(study["truth"], study["affine"])
+    refused = _save(web_env, study, body, role="viewer")
+    assert refused.status_code == 403 and "correct" in refused.json()["detail"]
+    unknown = web_env.client.post(f"/api/studies/{study['id']}/corrections", content=body, params={"run": "f" * 32},
+                                  headers=bearer(web_env.tokens["clinician"]))
+    assert unknown.status_code == 422 and "run" in unknown.json()["detail"]
+
+
+def test_the_audit_trail_names_who_saved_which_version(web_env: WebEnv, study: dict) -> None:
+    events = web_env.client.get("/api/audit", params={"action": "study.correct"},
+                                headers=bearer(web_env.tokens["admin"]))
+    if events.status_code == 404:
+        pytest.skip("no audit listing route")
+    text = io.StringIO(events.text).getvalue()
+    assert "version 1 from run" in text and "clinician" in text
