@@ -108,7 +108,6 @@ def all_routers() -> tuple[APIRouter, ...]:
         pacs,
         pages,
         promotions,
-        reports,
         study_models,
         training,
         training_pages,
@@ -117,7 +116,6 @@ def all_routers() -> tuple[APIRouter, ...]:
     )
 
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
-            reports.router,  # a run's SR and one-page report
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
             models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
             corrections.router,
