@@ -107,6 +107,7 @@ def all_routers() -> tuple[APIRouter, ...]:
         models,
         pacs,
         pages,
+        priors,
         promotions,
         study_models,
         training,
@@ -118,7 +119,7 @@ def all_routers() -> tuple[APIRouter, ...]:
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
             models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
-            corrections.router,
+            corrections.router, priors.router,
             pacs.router,  # DICOMweb: search, import, send back (before pages: /pacs)
             pages.router)
 

@@ -12,7 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
 from spineseg.services.evaluation_levels import levels_overview, vertebra_names
-from spineseg.services.runs import evaluated_run, evaluated_versions, shown_run
+from spineseg.services.prior_studies import prior_comparisons
+from spineseg.services.runs import evaluated_run, evaluated_versions, find_run, shown_run
 from spineseg.store import accounts
 from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
@@ -131,7 +132,8 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
         data |= {k: shown[k] for k in ("summary", "metrics", "model_id", "spine_volume_ml", "downloads")}
     accounts.record(session, username=user.username, action="study.view", target=study_id)
     viewer = {"viewer_base": shown["base"]} if shown else {}  # the viewer reads the shown run's files
-    return render(request, "result.html", user, study=data, shown_run=shown, **viewer)
+    priors = prior_comparisons(session, study, find_run(study, shown["id"])) if shown else None
+    return render(request, "result.html", user, study=data, shown_run=shown, priors=priors, **viewer)
 
 
 @router.post("/studies/{study_id}/delete", dependencies=[FreesDisk])
