@@ -86,6 +86,7 @@ def accept_pacs_series(services: IntakeServices, files: StudyFiles, paths: list[
     total = sum(p.stat().st_size for p in paths)
     received = ReceivedFiles(ct={p: p.name for p in paths}, truth=None, total_bytes=total, name=name)
     accepted = accept_study(services, files, received, username=username, user_id=user_id,
-                            note=f"from PACS {origin}:{endpoint}", on_created=link)
+                            note=f"from PACS {origin}:{endpoint}", on_created=link,
+                            keep_original_series=False)
     log.info("series of %d instance(s) from %s %s became study %s", len(paths), origin, endpoint, accepted.study_id)
     return accepted

@@ -16,6 +16,7 @@ import logging
 import shutil
 import struct
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pydicom
@@ -30,9 +31,11 @@ from spineseg.imaging.deidentify import (
     deidentify_dataset,
     patient_identity,
     pseudonym_for,
+    uid_replacement,
 )
 from spineseg.imaging.io import NIFTI_SUFFIXES
 from spineseg.imaging.nifti_deidentify import deidentify_nifti
+from spineseg.imaging.reidentify import return_header_of, uid_map_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,10 @@ class DeidentifiedInput:
     """path: what to read now. pseudonym: the patient's stand-in (``None`` when the input
     named no patient). modality / body_part: kept by the profile, for the study's name, as is
     study_date (ISO, already moved by the patient's date shift; ``None`` when dates were removed).
-    files: DICOM images kept. dropped: files removed (not DICOM images: DICOMDIR, reports...)."""
+    files: DICOM images kept. dropped: files removed (not DICOM images: DICOMDIR, reports...).
+    uid_map / original_header (DICOM only): stored UID -> original UID, and the original patient
+    and study attributes (DICOM JSON), for the server-private ``store.original_series``; never
+    written to a file."""
 
     path: Path
     pseudonym: str | None = None
@@ -62,6 +68,8 @@ class DeidentifiedInput:
     study_date: str | None = None
     files: int = 1
     dropped: int = 0
+    uid_map: dict[str, str] | None = None
+    original_header: dict | None = None
 
 
 def _read(path: Path) -> pydicom.Dataset | None:
@@ -101,6 +109,7 @@ def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> Deidenti
     options = DeidentifyOptions(key=key, pseudonym=pseudonym_for(key, identity) if identity else "",
                                 date_shift_days=date_shift_for(key, identity) if identity else None)
     first = images[0][1] if images else None
+    uid_map, original_header = _original_identifiers([ds for _f, ds in images], key)
     facts = {"modality": str(first.get("Modality", "") or "") or None if first is not None else None,
              "body_part": str(first.get("BodyPartExamined", "") or "") or None if first is not None else None}
     staging = input_dir / ".deidentified"
@@ -128,7 +137,23 @@ def deidentify_dicom_folder(path: Path, input_dir: Path, key: bytes) -> Deidenti
     log.info("de-identified %d DICOM file(s) (PS3.15 Basic Profile%s)", len(images),
              ", dates shifted" if options.date_shift_days is not None else ", dates removed")
     return DeidentifiedInput(target, options.pseudonym or None, facts["modality"], facts["body_part"],
-                             study_date if options.date_shift_days is not None else None, len(images), dropped)
+                             study_date if options.date_shift_days is not None else None, len(images), dropped,
+                             uid_map, original_header)
+
+
+def _original_identifiers(images: list[pydicom.Dataset], key: bytes) -> tuple[dict[str, str] | None, dict | None]:
+    """stored UID -> original UID (the instances' file meta UIDs too) and the first image's
+    patient / study attributes; ``(None, None)`` when an image lacks its Study or Series
+    Instance UID (an anonymiser blanked them): there is no original series to reference then."""
+    if not images or not all(ds.get("StudyInstanceUID") and ds.get("SeriesInstanceUID") for ds in images):
+        return None, None
+    replacement = partial(uid_replacement, key)  # the de-identification's own function
+    uid_map = uid_map_of(images, replacement)
+    for ds in images:
+        meta_uid = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPInstanceUID", "") or "").strip()
+        if meta_uid:
+            uid_map[replacement(meta_uid)] = meta_uid
+    return uid_map, return_header_of(images[0])
 
 
 def _iso_date(text: str) -> str | None:

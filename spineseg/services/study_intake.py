@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,17 @@ from spineseg.jobs.queue import JobQueue
 from spineseg.names import check_typed_name
 from spineseg.registry import Registry, usable_production
 from spineseg.services.deidentification import DeidentifiedInput, deidentify_input, deidentify_truth
-from spineseg.services.ingest import arrange_input, check_inputs, extract_limit_bytes, unpack_truth
+from spineseg.services.ingest import (
+    arrange_input,
+    check_inputs,
+    check_truth,
+    extract_limit_bytes,
+    unpack_truth,
+    validation_slot,
+)
+from spineseg.services.original_series import keep_original_identifiers
 from spineseg.services.runs import new_run
+from spineseg.services.stage_times import StageTimes, write_intake_times
 from spineseg.store import accounts
 from spineseg.store.database import Database
 from spineseg.store.datasets import check_name
@@ -66,9 +76,12 @@ def require_production_model(registry: Registry) -> None:
     usable_production(registry)
 
 
-def public_text_of(text: str, files: StudyFiles) -> str:
-    """Error text without the server's folders: upload paths become the uploaded names."""
-    return public_text(text, ((files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
+def public_text_of(text: str, files: StudyFiles, received: ReceivedFiles | None = None) -> str:
+    """Error text without the server's folders: each received file's path becomes the name the
+    client gave it (on disk it is only numbered, ``store.files.safe_file_name``), other upload
+    paths the words for their folder."""
+    named = list(received.ct.items()) + ([received.truth] if received.truth else []) if received else []
+    return public_text(text, (*named, (files.input_dir, "the uploaded files"), (files.truth_dir, "the ground truth"),
                               (files.root, "the upload")))
 
 
@@ -103,8 +116,8 @@ def check_identity(name: str, site: str) -> tuple[str, str]:
         raise
 
 
-def _validate(received: ReceivedFiles, files: StudyFiles,
-              settings: Settings) -> tuple[Path, str, Path | None, DeidentifiedInput]:
+def _validate(received: ReceivedFiles, files: StudyFiles, settings: Settings,
+              times: StageTimes) -> tuple[Path, str, Path | None, DeidentifiedInput]:
     input_path, kind = arrange_input(received.ct, files.input_dir, settings)
     truth_path = received.truth[0] if received.truth else None
     if truth_path is not None:
@@ -114,50 +127,60 @@ def _validate(received: ReceivedFiles, files: StudyFiles,
             exc.field = "truth"
             raise
     try:
-        check_inputs(input_path, None)
+        with times.stage("read"):
+            volume = check_inputs(input_path, None)
     except InputError as exc:
         exc.field = "files"
         raise
     if truth_path is not None:
-        try:
-            check_inputs(input_path, truth_path)
+        try:  # onto the CT just read: the CT is not read a second time
+            with times.stage("read_truth"), validation_slot():
+                check_truth(volume, truth_path)
         except InputError as exc:
             exc.field = "truth"
             raise
+    del volume
     try:  # after the reads, so a bad file is refused with the reader's own words
-        deidentified = deidentify_input(input_path, kind, files.input_dir, settings)
+        with times.stage("deidentify"):
+            deidentified = deidentify_input(input_path, kind, files.input_dir, settings)
     except InputError as exc:
         exc.field = "files"
         raise
     if truth_path is not None:
-        truth_path = deidentify_truth(truth_path)
+        with times.stage("deidentify"):
+            truth_path = deidentify_truth(truth_path)
     return deidentified.path, kind, truth_path, deidentified
 
 
 def accept_study(services: IntakeServices, files: StudyFiles, received: ReceivedFiles, *, username: str,
-                 user_id: int, note: str = "",
-                 on_created: Callable[[Session, str], None] | None = None) -> AcceptedStudy:
+                 user_id: int, note: str = "", on_created: Callable[[Session, str], None] | None = None,
+                 keep_original_series: bool = True) -> AcceptedStudy:
     """Validate the files in ``files`` and queue a segment job for them. Blocking (reads the
     whole volume): call it from a worker thread.
 
     On an ``InputError`` (naming the bad file, with ``field`` ``files`` or ``truth`` and no
     server path in its text) or any other failure the study's folder is removed first.
     ``note`` is appended to the audit record's detail. ``on_created(session, study_id)`` runs in
-    the transaction that creates the study (a PACS import records its link there)."""
+    the transaction that creates the study (a PACS import records its link there). A DICOM
+    series' original UIDs and patient attributes are kept apart from the study
+    (``store.original_series``) unless ``keep_original_series`` is false (a PACS import keeps
+    them in its link)."""
     try:
         _chosen, site = check_identity(received.name, received.site)  # refused before any work
-        input_path, kind, truth_path, deidentified = _validate(received, files, services.settings)
+        times = StageTimes()
+        input_path, kind, truth_path, deidentified = _validate(received, files, services.settings, times)
         name = study_name(files.root.name, received.name, deidentified)
     except InputError as exc:
         files.delete()
-        exc.source = public_text_of(exc.source, files)
-        exc.reason = public_text_of(exc.reason, files)
+        exc.source = public_text_of(exc.source, files, received)
+        exc.reason = public_text_of(exc.reason, files, received)
         raise
     except BaseException:
         files.delete()
         raise
     study_id = files.root.name
     detail = f"{len(received.ct)} file(s), {received.total_bytes} bytes" + (f", {note}" if note else "")
+    stored = time.perf_counter()
     try:
         with services.database.session() as session:
             study = create_study(session, study_id=study_id, owner_id=user_id, name=name,
@@ -167,12 +190,17 @@ def accept_study(services: IntakeServices, files: StudyFiles, received: Received
             study.site = site
             if on_created is not None:
                 on_created(session, study_id)
+            if keep_original_series and deidentified.uid_map:
+                keep_original_identifiers(session, services.settings, study_id=study_id,
+                                          uid_map=deidentified.uid_map, header=deidentified.original_header or {})
             job_id = new_run(session, study_id=study_id, registry=services.registry,
                              device=services.settings.device).id
             accounts.record(session, username=username, action="upload", target=study_id, detail=detail)
     except BaseException:
         files.delete()  # no row points at them: an upload that did not become a study leaves nothing
         raise
+    times.add("store", time.perf_counter() - stored)
+    write_intake_times(files.root, times)  # before the job can start: it reads them
     try:
         services.queue.enqueue_segment(job_id)
     except (OSError, sqlite3.Error) as exc:  # the row is committed: the next start puts it on the queue

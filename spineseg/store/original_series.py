@@ -3,19 +3,18 @@
 
 A browser or API upload is de-identified before it is stored (``services.deidentification``),
 so its SEG and RTSTRUCT reference replaced UIDs and a pseudonym. Kept here, apart from the
-study and never in its files: ``uid_map`` (stored UID -> original UID, for the study, series,
-instances and frame of reference) and ``header`` (the original patient and study attributes,
-DICOM JSON), so a download "for the original series" can reference the images the hospital
-holds. Removed with the study (``ondelete`` cascade). Studies from a PACS keep theirs in
-``store.pacs_links`` instead.
+study and never in its files, sealed by ``services.original_series`` (a copy of the database
+alone reads nothing): the map stored UID -> original UID (study, series, instances, frame of
+reference) and the original patient and study attributes, so a download "for the original
+series" can reference the images the hospital holds. Removed with the study (``ondelete``
+cascade). Studies from a PACS keep theirs in ``store.pacs_links`` instead.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String
+from sqlalchemy import DateTime, ForeignKey, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from spineseg.store.models import Base, utc_now
@@ -25,14 +24,12 @@ class OriginalSeries(Base):
     __tablename__ = "original_series"
 
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
-    uid_map: Mapped[dict[str, str]] = mapped_column(JSON)
-    header: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-def keep_original(session: Session, *, study_id: str, uid_map: dict[str, str],
-                  header: dict[str, Any]) -> OriginalSeries:
-    row = OriginalSeries(study_id=study_id, uid_map=dict(uid_map), header=dict(header))
+def keep_original(session: Session, *, study_id: str, sealed: str) -> OriginalSeries:
+    row = OriginalSeries(study_id=study_id, sealed=sealed)
     session.add(row)
     session.flush()
     return row

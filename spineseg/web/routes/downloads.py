@@ -29,6 +29,7 @@ from spineseg.imaging.overlay import axial_slice_count, write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.level_exports import write_levels_dicom_seg, write_vertebrae_stl_zip
 from spineseg.services.mesh import write_mask_stl
+from spineseg.services.original_series import original_offer, original_series_of, reidentified_dicom
 from spineseg.services.rtstruct import write_rtstruct
 from spineseg.services.runs import current_run, find_run, run_files
 from spineseg.store import accounts
@@ -98,6 +99,33 @@ def _file(path: Path, media_type: str, filename: str) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"{filename} is missing from the study's outputs")
     return FileResponse(path, media_type=media_type, filename=filename)
+
+
+Identity = Annotated[Literal["deidentified", "original"], Query(
+    description="deidentified (default): the stored file, referencing the pseudonymised series; original: the "
+                "original patient, study, series, instance and frame-of-reference UIDs put back, so it loads onto "
+                "the uploaded images (clinicians and admins only, audited)")]
+
+
+async def _dicom_answer(target: RunTarget, path: Path, filename: str, identity: str, user: CurrentUser,
+                        session: DbSession, services: Services) -> Response:
+    """The run's DICOM output at ``path``, de-identified as stored, or for the original series
+    (issue 28 item 2): 403/409 saying why not, an audit record when given."""
+    if identity != "original" or not path.is_file():
+        return _file(path, "application/dicom", filename)
+    offer = original_offer(session, target.study, user.role)
+    if not offer.available:
+        raise HTTPException(403 if offer.kept else 409, f"identity=original: {offer.reason}")
+    try:
+        original = original_series_of(session, services.settings, target.study)
+        data = await run_in_threadpool(reidentified_dicom, path, original)
+    except ValueError as exc:
+        raise HTTPException(409, f"{filename}: {exc}") from exc
+    name = filename.removesuffix(".dcm") + "-original.dcm"
+    accounts.record(session, username=user.username, action="download.original", target=target.study.id,
+                    detail=f"{path.name} run={target.run.id}: original patient and UIDs put back")
+    return Response(data, media_type="application/dicom",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _stem(target: RunTarget) -> str:
@@ -216,7 +244,8 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
 
     @get("/seg.dcm", summary=f"DICOM SEG referencing the source series (DICOM input only), "
                                              f"of {whose}", responses=_binary("application/dicom"))
-    async def dicom_seg(target: RunTarget) -> FileResponse:
+    async def dicom_seg(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
+                        identity: Identity = "deidentified") -> Response:
         study, run, files = target.study, target.run, target.files
         if study.input_kind != "dicom":
             raise HTTPException(404, f"the input was {study.input_kind}, not DICOM: there is no source series "
@@ -226,7 +255,7 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
             series_uid = (run.summary or {}).get("series_uid")
             await run_in_threadpool(write_dicom_seg, mask_array, affine, Path(study.input_path), series_uid,
                                     files.seg_dcm, model_id=run.model_version or "unknown")
-        return _file(files.seg_dcm, "application/dicom", f"{_stem(target)}-seg.dcm")
+        return await _dicom_answer(target, files.seg_dcm, f"{_stem(target)}-seg.dcm", identity, user, session, services)
 
 
 def _levels_array(files: RunFiles) -> tuple[np.ndarray, np.ndarray]:
@@ -271,18 +300,22 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
 
     @get("/levels_seg.dcm", f"DICOM SEG with one coded segment per vertebra (DICOM input only) of {whose}",
          "application/dicom")
-    async def levels_seg(target: RunTarget) -> FileResponse:
+    async def levels_seg(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
+                         identity: Identity = "deidentified") -> Response:
         write = partial(write_levels_dicom_seg, model_id=target.run.model_version or "unknown")
         await _dicom_levels_export(target, target.files.levels_seg_dcm, write,
                                    "there is no source series for a DICOM SEG to reference")
-        return _file(target.files.levels_seg_dcm, "application/dicom", f"{_stem(target)}-levels_seg.dcm")
+        return await _dicom_answer(target, target.files.levels_seg_dcm, f"{_stem(target)}-levels_seg.dcm", identity,
+                                   user, session, services)
 
     @get("/rtstruct.dcm", f"RT Structure Set with one ROI per vertebra (DICOM input only) of {whose}",
          "application/dicom")
-    async def rtstruct(target: RunTarget) -> FileResponse:
+    async def rtstruct(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
+                       identity: Identity = "deidentified") -> Response:
         await _dicom_levels_export(target, target.files.rtstruct, write_rtstruct,
                                    "an RTSTRUCT needs the source series to reference")
-        return _file(target.files.rtstruct, "application/dicom", f"{_stem(target)}-rtstruct.dcm")
+        return await _dicom_answer(target, target.files.rtstruct, f"{_stem(target)}-rtstruct.dcm", identity, user,
+                                   session, services)
 
 
 async def _dicom_levels_export(target: RunTarget, path: Path, write: Callable[..., object], why: str) -> None:

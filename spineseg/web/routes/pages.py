@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
 from spineseg.services.evaluation_levels import levels_overview, vertebra_names
+from spineseg.services.original_series import original_offer
 from spineseg.services.prior_studies import prior_comparisons
 from spineseg.services.runs import evaluated_run, evaluated_versions, find_run, shown_run
 from spineseg.store import accounts
@@ -133,7 +134,8 @@ def result_page(request: Request, study_id: str, user: CurrentUser, session: DbS
     accounts.record(session, username=user.username, action="study.view", target=study_id)
     viewer = {"viewer_base": shown["base"]} if shown else {}  # the viewer reads the shown run's files
     priors = prior_comparisons(session, study, find_run(study, shown["id"])) if shown else None
-    return render(request, "result.html", user, study=data, shown_run=shown, priors=priors, **viewer)
+    return render(request, "result.html", user, study=data, shown_run=shown, priors=priors,
+                  original=original_offer(session, study, user.role), **viewer)
 
 
 @router.post("/studies/{study_id}/delete", dependencies=[FreesDisk])

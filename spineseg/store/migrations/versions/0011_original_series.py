@@ -1,6 +1,7 @@
 """A DICOM study uploaded in the browser or over the API keeps, on the server only, what its
 results need to fit the original images (issue 28 item 2): the map from each stored (replaced)
-UID to the original one and the original patient / study attributes. They are put back into a
+UID to the original one and the original patient / study attributes, sealed together
+(``services.sealing``: a copy of the database alone reads nothing). They are put back into a
 SEG or RTSTRUCT download only when a clinician or admin asks for the original series, and that
 is audited (``services.original_series``). Never shown in the API or written to a stored file.
 
@@ -24,8 +25,7 @@ def upgrade() -> None:
     op.create_table(
         "original_series",
         sa.Column("study_id", sa.String(32), sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("uid_map", sa.JSON(), nullable=False),
-        sa.Column("header", sa.JSON(), nullable=False),
+        sa.Column("sealed", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
 
