@@ -237,6 +237,21 @@ def resample_to_spacing(volume: Volume, spacing: tuple[float, float, float]) -> 
     return Volume(array, resampled_affine(volume.affine, volume.shape, out_shape), volume.provenance)
 
 
+def _unit_step(indices: np.ndarray) -> int | None:
+    """+1 or -1 when ``indices`` run in unit steps that way (a single index: +1), else ``None``."""
+    if indices.size == 1:
+        return 1
+    step = int(indices[1] - indices[0])
+    if step in (1, -1) and np.all(np.diff(indices) == step):
+        return step
+    return None
+
+
+def _as_slice(indices: np.ndarray, step: int) -> slice:
+    stop = int(indices[-1]) + step
+    return slice(int(indices[0]), None if stop < 0 else stop, step)
+
+
 def labels_onto_grid(
     labels: np.ndarray, label_affine: np.ndarray, shape: tuple[int, int, int], affine: np.ndarray
 ) -> tuple[np.ndarray, float]:
@@ -264,12 +279,19 @@ def labels_onto_grid(
         order = [per_axis[r][0] for r in range(3)]
         sel = [per_axis[r][1][per_axis[r][2]] for r in range(3)]
         if all(s.size for s in sel):
-            block = labels[np.ix_(*sel)]  # axes in label order
-            block = np.transpose(block, np.argsort(order))
             target_sel = [None, None, None]
             for r in range(3):
                 target_sel[order[r]] = np.nonzero(per_axis[r][2])[0]
-            out[np.ix_(*target_sel)] = block
+            steps = [_unit_step(s) for s in (*sel, *target_sel)]
+            if all(step is not None for step in steps):
+                # same voxel size on every axis (the usual truth on its own CT's grid): plain
+                # slices and a transposed view copy the labels in one pass, no index arrays
+                source = labels[tuple(_as_slice(s, step) for s, step in zip(sel, steps[:3], strict=True))]
+                out[tuple(_as_slice(s, step) for s, step in zip(target_sel, steps[3:], strict=True))] = np.transpose(
+                    source, np.argsort(order))
+            else:
+                block = labels[np.ix_(*sel)]  # axes in label order
+                out[np.ix_(*target_sel)] = np.transpose(block, np.argsort(order))
         inside = float(np.prod([v.mean() for v in (per_axis[r][2] for r in np.argsort(order))]))
         return out, inside
     # General case: slice by slice through the full mapping.

@@ -97,9 +97,10 @@ def values_on_slice(mask: np.ndarray, affine: np.ndarray, ds: pydicom.Dataset) -
 
 
 def write_dicom_seg(mask: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                    path: Path, *, model_id: str) -> Path:
-    """Write a binary DICOM SEG of ``mask`` referencing the series in ``dicom_folder`` to ``path``."""
-    sources = source_slices(dicom_folder, series_uid)
+                    path: Path, *, model_id: str, sources: list[pydicom.Dataset] | None = None) -> Path:
+    """Write a binary DICOM SEG of ``mask`` referencing the series in ``dicom_folder`` to ``path``
+    (``sources``: that series' ``source_slices`` when the caller has read them already)."""
+    sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     derived = complete_identifiers(sources)
     if derived:
         log.warning("source series lacks %s (anonymised?): the SEG references derived UIDs", ", ".join(derived))

@@ -12,6 +12,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from scipy import ndimage
 
 from spineseg.errors import InputError
 from spineseg.model.level_ids import colour, label_name, snomed_code
@@ -30,11 +31,12 @@ def _labels(levels: np.ndarray) -> list[int]:
 
 
 def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                           path: Path, *, model_id: str) -> Path:
+                           path: Path, *, model_id: str, sources: list | None = None) -> Path:
     """A DICOM SEG of ``levels`` (VerSe ids / unnamed 101..) referencing the source series:
-    segment n is the n-th vertebra top to bottom in label order, coded and coloured."""
+    segment n is the n-th vertebra top to bottom in label order, coded and coloured
+    (``sources``: the series' ``source_slices`` when the caller has read them already)."""
     labels = _labels(levels)
-    sources = source_slices(dicom_folder, series_uid)
+    sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     derived = complete_identifiers(sources)
     lut = np.zeros(int(levels.max()) + 1, dtype=np.uint16)
     for number, label in enumerate(labels, start=1):
@@ -81,14 +83,14 @@ def _stl_bytes(vertices: np.ndarray, faces: np.ndarray, name: str) -> bytes:
 def write_vertebrae_stl_zip(levels: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     """A zip of ``<name>.stl`` (binary STL, RAS+ mm), one per vertebra."""
     labels = _labels(levels)
+    boxes = ndimage.find_objects(levels, max_label=max(labels))  # every vertebra's box in one pass
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for label in labels:
-            region = levels == label
-            box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(region))
+            box = boxes[label - 1]
             shift = np.eye(4)
             shift[:3, 3] = [b.start for b in box]
-            vertices, faces = mask_surface(region[box], affine @ shift)
+            vertices, faces = mask_surface(levels[box] == label, affine @ shift)
             name = label_name(label).replace(" ", "_")
             archive.writestr(f"{name}.stl", _stl_bytes(vertices, faces, name))
     path = Path(path)

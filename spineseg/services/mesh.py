@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 from skimage.measure import marching_cubes
 
 from spineseg.errors import InputError
@@ -19,11 +20,14 @@ def mask_surface(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     int indices, wound so normals point out of the spine whatever the affine's handedness.
     Raises ``InputError`` when the mask holds no voxel."""
     binary = np.asarray(mask) > 0
-    if not binary.any():
+    box = ndimage.find_objects(binary.view(np.uint8))
+    if not box or box[0] is None:
         raise InputError("mask", "the mask is empty: no spine was found, so there is no surface to mesh")
-    padded = np.pad(binary.astype(np.float32), 1)  # closes the surface where the spine touches the border
+    # Only the mask's bounding box is meshed (the same triangles: outside it nothing crosses
+    # 0.5), padded so the surface closes where the spine touches the box.
+    padded = np.pad(binary[box[0]].astype(np.float32), 1)
     verts, faces, _normals, _values = marching_cubes(padded, level=0.5)
-    verts -= 1.0  # undo the padding offset
+    verts += np.array([b.start for b in box[0]], dtype=verts.dtype) - 1.0  # back to the grid's voxels
     world = verts @ affine[:3, :3].T + affine[:3, 3]
     # scikit-image winds triangles towards increasing values (into the spine); reverse them for
     # outward normals, unless a mirroring affine (negative determinant) already reversed them.

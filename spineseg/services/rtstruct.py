@@ -57,12 +57,13 @@ def _reference(ds: pydicom.Dataset) -> Dataset:
 
 
 def write_rtstruct(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                   path: Path) -> Path:
-    """One ROI per vertebra label of ``levels`` (on the volume grid, ``affine`` voxel -> RAS mm)."""
+                   path: Path, *, sources: list[pydicom.Dataset] | None = None) -> Path:
+    """One ROI per vertebra label of ``levels`` (on the volume grid, ``affine`` voxel -> RAS mm);
+    ``sources``: the series' ``source_slices`` when the caller has read them already."""
     labels = [int(v) for v in np.unique(levels) if v > 0]
     if not labels:
         raise InputError("levels", "no vertebra was found in this run, so there is no structure to export")
-    sources = source_slices(dicom_folder, series_uid)
+    sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     complete_identifiers(sources)
     first = sources[0]
     now = datetime.datetime.now(datetime.UTC)
