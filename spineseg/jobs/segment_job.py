@@ -30,6 +30,7 @@ from spineseg.metrics.evaluate import evaluate_masks
 from spineseg.model.inference import segment
 from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
 from spineseg.services import viewer_files
+from spineseg.services.corrections import study_truth
 from spineseg.services.levels import write_run_levels
 from spineseg.services.outputs import summary, write_mask
 from spineseg.services.quality import assess_run
@@ -171,7 +172,8 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
         study = get_study(session, study_id=study_id)
         if study is None:
             raise SpineSegError(f"study {study_id} was deleted")
-        input_path, truth_path = Path(study.input_path), study.truth_path
+        input_path, truth = Path(study.input_path), study_truth(settings.studies_dir, study)  # a correction first
+        truth_path = truth.path if truth is not None else None
         files = run_files(settings.studies_dir, session.get(Job, job_id))
     files.clear()  # what an interrupted attempt of this run left; other runs' folders are never touched
     reporter.report(0.02, "loading", force=True)
@@ -198,6 +200,7 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
     facts["quality"] = assess_run(volume, seg.mask, facts.get("vertebrae"), facts.get("timings_s"))
     if metrics is not None:
         facts["metrics"] = metrics
+        facts["truth"] = truth.to_json()  # what it was scored against: the upload or a correction's version
     files.summary.write_text(json.dumps(facts, indent=2) + "\n")
     _prepare_viewer(settings.studies_dir, study_id, files, volume.shape)
     with_retries(database, lambda session: record_results(

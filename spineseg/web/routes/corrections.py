@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from spineseg.errors import InputError, InputTooLarge
+from spineseg.model.level_ids import CRANIOCAUDAL, NAME_BY_VERSE, colour
 from spineseg.services import viewer_files
 from spineseg.services.corrections import (
     FIELD,
@@ -102,7 +103,9 @@ def list_corrections(study_id: str, _user: CurrentUser, session: DbSession, serv
     study = _study(session, study_id)
     truth = study_truth(services.settings.studies_dir, study)
     return {"truth": truth.to_json() if truth else None,
-            "versions": [correction_json(study, c) for c in study.corrections]}
+            "versions": [correction_json(study, c) for c in study.corrections],
+            "levels": [{"label": v, "name": n, "rgb": list(colour(v))}
+                       for v, n in sorted(NAME_BY_VERSE.items(), key=lambda item: CRANIOCAUDAL.index(item[0]))]}
 
 
 def _version_file(session: Session, services: Services, study_id: str, version: int) -> tuple[Study, Path]:

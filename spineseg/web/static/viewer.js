@@ -177,6 +177,7 @@
     return state.levelIndex;
   }
   function compose() {
+    if (state.editing) return;  // the editor (editor.js) owns the drawing while it edits
     const bitmap = nv.drawBitmap;
     const pred = voxelsOf(layerOf("prediction")), truth = voxelsOf(layerOf("truth")), levels = voxelsOf(layerOf("levels"));
     const { index, values } = levelIndex();
@@ -195,6 +196,7 @@
     mark("drawing uploaded");
   }
   function applyColours() {
+    if (state.editing) return;
     nv.drawLut = niivue.cmapper.makeDrawLut(drawColours());
     nv.refreshColormaps();  // the drawing's colours are the last row of the colour-map texture
     nv.setDrawOpacity(state.view === "render" && nv.meshes.length ? 0 : 1);  // the alpha is in each code's colour; draws
@@ -611,6 +613,7 @@
   document.addEventListener("fullscreenchange", fitHeight);
 
   buildLayerControls();
-  window.spineViewer = { nv, state, setView, preset, moveSlice, layers: LAYERS };
+  window.spineViewer = { nv, state, setView, preset, moveSlice, layers: LAYERS, refine, compose, mouse: MOUSE,
+                         sliceInfo: () => sliceInfo() };
   start().catch((err) => { progress(1, "the viewer failed: " + err.message); console.error(err); });
 })();
