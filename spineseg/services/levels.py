@@ -25,6 +25,7 @@ from spineseg.metrics.vertebra_measures import (
 )
 from spineseg.model.level_ids import CONVENTIONS, colour_table
 from spineseg.model.levels import Levels, vertebra_levels
+from spineseg.services.stage_times import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,22 @@ def write_run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files
     """A run's level outputs (``files``: a ``store.files.RunFiles``): levels.nii.gz, the colour
     table, vertebrae.csv; returns the summary's ``vertebrae`` and ``levels`` parts, and
     ``level_scores`` when a per-vertebra truth (VerSe ids on the same grid) is given."""
-    levels, rows = compute_levels(mask, ct, affine)
-    write_levels_nifti(levels, affine, files.levels)
-    write_colour_table(levels, files.levels_colours)
-    write_measurements_csv(rows, files.vertebrae_csv)
-    facts = levels_summary(levels, rows)
+    return run_levels(mask, ct, affine, files, truth_levels)[1]
+
+
+def run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files: Any,
+               truth_levels: np.ndarray | None = None, times: StageTimes | None = None,
+               ) -> tuple[Levels, dict[str, Any]]:
+    """``write_run_levels`` that also returns the levels (for the exports that follow) and adds
+    its stages to ``times``: ``levels_measurements`` (with writing them) and ``score_levels``."""
+    times = times or StageTimes()
+    with times.stage("levels_measurements"):
+        levels, rows = compute_levels(mask, ct, affine)
+        write_levels_nifti(levels, affine, files.levels)
+        write_colour_table(levels, files.levels_colours)
+        write_measurements_csv(rows, files.vertebrae_csv)
+        facts = levels_summary(levels, rows)
     if truth_levels is not None and np.any(truth_levels > 0):
-        facts["level_scores"] = level_scores(levels, truth_levels, affine)
-    return facts
+        with times.stage("score_levels"):
+            facts["level_scores"] = level_scores(levels, truth_levels, affine)
+    return levels, facts

@@ -25,7 +25,6 @@ import pytest
 from sqlalchemy import func, select
 
 from spineseg.imaging.io import load_volume
-from spineseg.jobs.segment_job import LOADED, MODEL_DONE
 from spineseg.model.inference import segment
 from spineseg.registry import Registry
 from spineseg.store.database import Database
@@ -277,7 +276,7 @@ def test_progress_events_and_cancel_reach_a_job_running_in_another_process(clust
                     events.append(json.loads(line.removeprefix("data: ")))
 
     def mid_model(event: dict) -> bool:
-        return event["status"] == "running" and LOADED <= event["progress"] < MODEL_DONE
+        return event["status"] == "running" and event["stage"] == "segmenting"
 
     reader = threading.Thread(target=follow)
     reader.start()
