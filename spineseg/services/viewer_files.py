@@ -96,7 +96,8 @@ def label_copy(study_root: Path, ct_path: Path, label_path: Path, *, as_outline:
 
 def first_view_step(shape: tuple[int, ...]) -> int:
     """The step of the quick first view for a CT of ``shape`` (viewer.js chooses the same:
-    every 3rd voxel above 48 M voxels, every 2nd above 12 M, else all)."""
+    every 3rd pixel across above 48 M voxels, every 2nd above 12 M, else all; every slice is
+    kept, ``imaging.viewer_copy.preview``)."""
     voxels = int(np.prod(shape[:3]))
     return 3 if voxels > 48_000_000 else 2 if voxels > 12_000_000 else 1
 

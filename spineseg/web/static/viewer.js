@@ -90,7 +90,7 @@
     const urls = await fetchAll(files);
     const t1 = performance.now();
     mark("fetched step " + state.step);
-    progress(0.9, state.step > 1 ? "drawing a quick first view (every " + state.step + "th voxel)…" : "drawing the full-resolution view…");
+    progress(0.9, state.step > 1 ? "drawing a quick first view (" + reducedText() + ")…" : "drawing the full-resolution view…");
     const keep = state.ready ? { pos: nv.scene.crosshairPos && nv.frac2mm(nv.scene.crosshairPos), window: windowOf() } : null;
     while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
     const [low, high] = keep ? range(keep.window) : range(PRESETS.bone);
@@ -111,6 +111,20 @@
     return { fetch_s: (t1 - t0) / 1000, draw_s: (t2 - t1) / 1000 };
   }
 
+  // The quick view keeps every axial slice and every step-th pixel across (imaging.viewer_copy.preview),
+  // so the wheel and the arrows move one source slice; the badge stays on the image while it is reduced.
+  const reducedText = () => "1 of " + state.step + " pixels across, every slice";
+  function showReduced() {
+    const badge = document.getElementById("reduced-view");
+    badge.hidden = state.step === 1;
+    badge.textContent = "Reduced view: " + reducedText();
+    root.dataset.reducedView = String(state.step > 1);
+  }
+  function rendererName() {  // the WebGL renderer, recorded with the timings (software or a GPU)
+    const info = nv.gl.getExtension("WEBGL_debug_renderer_info");
+    return String(nv.gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : nv.gl.RENDERER));
+  }
+
   async function start() {
     await nv.attachTo("viewer");
     nv.setMouseEventConfig?.(MOUSE);
@@ -121,20 +135,23 @@
     }
     state.tables = tables;
     const voxels = Number(d.voxels) || 0;
-    state.step = voxels > 48e6 ? 3 : voxels > 12e6 ? 2 : 1;  // a quick first view on software graphics
+    const asked = Number(new URLSearchParams(location.search).get("viewstep"));  // ?viewstep=N: that first view
+    const forced = asked >= 1 && asked <= 4 ? Math.floor(asked) : 0;
+    state.step = forced || (voxels > 48e6 ? 3 : voxels > 12e6 ? 2 : 1);
+    showReduced();
     const first = await load(tables);
-    root.dataset.timings = JSON.stringify({ step: state.step, ...first });
+    root.dataset.timings = JSON.stringify({ step: state.step, renderer: rendererName(), ...first });
     state.ready = true;
     updateReadouts();
     root.dataset.viewerReady = "true";
     if (state.step === 1) { progress(1, READY_TEXT); return; }
-    const estimate = first.draw_s * state.step ** 3 + first.fetch_s * state.step ** 2;
+    const estimate = (first.draw_s + first.fetch_s) * state.step ** 2;  // in-plane only: step² times the voxels
     const button = document.getElementById("full-resolution");
     button.hidden = false;
     button.textContent = "Full resolution (about " + Math.ceil(estimate) + " s here)";
     button.addEventListener("click", refine, { once: true });
-    if (estimate <= FULL_VIEW_BUDGET_S) refine();
-    else progress(1, "quick view (every " + state.step + "th voxel) " + READY_TEXT.slice(6) + "; the full resolution takes about "
+    if (estimate <= FULL_VIEW_BUDGET_S && !forced) refine();  // a forced step stays until the button
+    else progress(1, "quick view (" + reducedText() + ") " + READY_TEXT.slice(6) + "; the full resolution takes about "
                   + Math.ceil(estimate) + " s on this computer's graphics: press the button when wanted");
   }
 
@@ -142,6 +159,7 @@
     document.getElementById("full-resolution").hidden = true;
     state.step = 1;
     const full = await load(state.tables);
+    showReduced();
     root.dataset.timings = JSON.stringify({ ...JSON.parse(root.dataset.timings || "{}"), full });
     root.dataset.fullResolution = "true";
     updateReadouts();
@@ -380,7 +398,7 @@
     const mm = nv.frac2mm(nv.scene.crosshairPos);
     const dims = ct().hdr.dims.slice(1, 4);
     const total = state.shape[0] ? state.shape : dims;
-    const at = (axis) => state.crop[axis] + vox[axis] * state.step + 1;
+    const at = (axis) => state.crop[axis] + vox[axis] * (axis < 2 ? state.step : 1) + 1;  // every axial slice is kept
     return { vox, mm, dims, total, axial: at(2), coronal: at(1), sagittal: at(0) };
   }
   function updateReadouts() {
