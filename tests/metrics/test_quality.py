@@ -187,7 +187,9 @@ def test_a_check_that_cannot_run_says_so_and_asks_for_review():
 
 
 def test_vertebra_verdicts():
-    verdicts = q.vertebra_checks([
+    from spineseg.metrics.quality_levels import vertebra_checks
+
+    verdicts = vertebra_checks([
         {"name": "L1", "verse_id": 20, "confidence": 0.9, "volume_ml": 40.0, "complete": True},
         {"name": "L2", "verse_id": 21, "confidence": 0.9, "volume_ml": 40.0, "complete": False},
         {"name": "L3", "verse_id": 22, "confidence": 0.3, "volume_ml": 0.5, "complete": True},
