@@ -9,10 +9,11 @@ cropped at one end or side, re-sampled half a voxel off, the table elsewhere), a
 ``metrics.prior_change.compare_with_prior`` pairs the vertebrae (by level and position) and
 reports their change. No anatomy changed, so every change is measurement error: per pair the
 trabecular HU difference d, and the precision SD (root mean square over pairs of the SD of two
-measurements, sqrt(mean(d^2) / 2)) with the least significant change 2.77 x SD (Gluer et al.,
-Osteoporos Int 1995;5:262-270). Heights likewise (pairs graded in both runs). Also: which
-variants kept the names (a variant whose levels moved cannot be compared, by design), and any
-flag raised, each a false flag here.
+measurements, sqrt(mean(d^2) / 2); only from variants whose levels kept every name, since a
+variant whose naming failed measures the naming, and is reported as such) with the least
+significant change 2.77 x SD (Gluer et al., Osteoporos Int 1995;5:262-270). Heights likewise
+(pairs graded in both runs). Also: which variants kept the names, and any flag raised, each a
+false flag here.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def main() -> None:
                        if not v.compared and v.name in names and v.name in now]
             case_hu = [v.hu_change for v in compared if v.hu_change is not None]
             case_h = [d for v in compared for d in v.height_change_mm if d is not None]
-            hu_d += case_hu
-            height_d += case_h
+            if now == names:  # the precision of the measurement, where the naming held
+                hu_d += case_hu
+                height_d += case_h
             flags += [f"{case} {name} {v.name}: {', '.join(v.flags.values())}" for v in comparison.vertebrae if v.flags]
             print(f"  {name:11s} levels {'same' if now == names else ' '.join(now)}; compared {len(compared)}"
                   f"{'; refused ' + ', '.join(refused) if refused else ''}")

@@ -17,7 +17,9 @@ Matching (each step says why when it refuses a vertebra):
    name that slipped by one level lands a whole spacing away. Two passes: pairs that fail the
    first are left out of the others' fits in the second. A shift of every name by the same
    level in both runs moves the whole column together and cannot be seen by this check.
-3. A vertebra cut by either scan's edge is not compared (its centroid, heights and HU are
+3. A vertebra whose heights grew by more than the measurement error gets no flag: adult
+   vertebrae do not grow, so the pair is two different vertebrae or a failed measurement.
+4. A vertebra cut by either scan's edge is not compared (its centroid, heights and HU are
    those of the part in view) and is no reference for the others' positions. Heights and
    grades are compared only where both runs pass the measurement gate
    (``metrics.height_gate``: ``assessable``); trabecular HU where both runs read a trabecular
@@ -57,19 +59,19 @@ HEIGHT_SIDES = ("anterior", "middle", "posterior")
 # least one vertebral height between two radiographs.
 HEIGHT_LOSS_SHARE = 0.20
 HEIGHT_LOSS_MM = 4.0
-# The least significant change of trabecular HU: 2.77 x the precision SD (root mean square over
-# vertebrae) of repeat measurements of the same scans under a shifted and re-sampled field of
-# view, measured by ``python bench/prior_repeatability.py`` on P1 and P5 (docs/levels.md).
-# Measured on 2026-12-07 over 6 variants each of P1 (3 mm) and P5 (0.7 x 0.7 x 2.5 mm): 94 HU pairs,
-# largest |d| 56.9 HU (P5 T2, at the top of the scan); 264 height pairs, largest |d| 27.1 mm.
-HU_PRECISION_SD = 7.50
-HEIGHT_PRECISION_SD_MM = 2.76
+# The least significant change: 2.77 x the precision SD (root mean square over vertebrae) of repeat
+# measurements of the same scans under another field of view (cropped at an end, the front or the
+# sides, re-sampled half a voxel off, the table elsewhere), measured by
+# ``python bench/prior_repeatability.py`` on P1 (3 mm) and P5 (0.7 x 0.7 x 2.5 mm), 6 variants each,
+# the variants whose levels kept every name (11 of 12; docs/levels.md, "Change since a prior"):
+# 90 HU pairs (largest |d| 56.9 HU: P5 T2, the top of the scan), 234 height pairs (largest 10.9 mm).
+HU_PRECISION_SD = 6.48
+HEIGHT_PRECISION_SD_MM = 1.45
 LSC_FACTOR = 2.77
 HU_LEAST_SIGNIFICANT_CHANGE = round(LSC_FACTOR * HU_PRECISION_SD, 1)
-# Not in the published definitions: on the same scans the heights moved so much (above) that the
-# definitions alone raised 10 false height or grade flags in the 12 variants (all on P5). A
-# height or grade flag is raised only where a height also fell by more than this least
-# significant change of our own measurement.
+# Not in the published definitions, which assume a reader's precision on radiographs: a height or
+# grade flag is raised only where a height also fell by more than the least significant change of
+# our own height measurement (4.0 mm, equal to the 4 mm of the FIT definition at this precision).
 HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM = round(LSC_FACTOR * HEIGHT_PRECISION_SD_MM, 1)
 # Position check: the carried-over centroid within this share of the local spacing between
 # vertebral centroids (about 20-35 mm); a name one level off lands about one spacing away.
@@ -175,6 +177,7 @@ class VertebraChange:
     grade_now: int | None = None
     flags: dict[str, str] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    suspect: bool = False  # heights grew beyond the measurement error: no flag of any kind
 
     @property
     def flagged(self) -> bool:
@@ -183,7 +186,8 @@ class VertebraChange:
     def to_json(self) -> dict[str, Any]:
         pos = self.position
         return {
-            "name": self.name, "compared": self.compared, "flagged": self.flagged, "flags": dict(self.flags),
+            "name": self.name, "compared": self.compared, "flagged": self.flagged, "suspect": self.suspect,
+            "flags": dict(self.flags),
             "reasons": list(self.reasons),
             "position_mm": None if pos is None or pos.distance_mm is None else round(pos.distance_mm, 1),
             "position_share": None if pos is None or pos.share is None else round(pos.share, 2),
@@ -240,6 +244,14 @@ def _compare_heights(change: VertebraChange, prior: Mapping[str, Any], now: Mapp
         pct.append(round(100.0 * (after - before) / before, 1))
     change.height_change_mm, change.height_change_pct = tuple(mm), tuple(pct)
     change.grade_prior, change.grade_now = prior.get("genant_grade"), now.get("genant_grade")
+    largest_gain = max((d for d in mm if d is not None), default=0.0)
+    if largest_gain > HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM:
+        change.reasons.append(f"no flag: a height grew by {largest_gain:.1f} mm, beyond the measurement error "
+                              f"({HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM} mm); an adult vertebra does not grow, so "
+                              "these are two different vertebrae (a name slipped in both scans alike) or a failed "
+                              "measurement")
+        change.suspect = True
+        return
     largest_loss = max((-d for d in mm if d is not None), default=0.0)
     if largest_loss <= HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM:
         if any(d is not None and -d >= HEIGHT_LOSS_MM for d in mm) or (
@@ -268,13 +280,16 @@ def _compare_density(change: VertebraChange, prior: Mapping[str, Any], now: Mapp
         hu_reason = "the sacrum is not a vertebral body"
     if hu_reason is None and not (prior.get("complete", True) and now.get("complete", True)):
         hu_reason = "cut by the edge of a scan"
+    for label, m in (("the prior", prior), ("this scan", now)):
+        if hu_reason is None and m.get("withheld"):
+            hu_reason = f"measurements withheld in {label} ({m['withheld']})"
     if hu_reason is None and (change.hu_prior is None or change.hu_now is None):
         hu_reason = "no trabecular region in " + ("the prior" if change.hu_prior is None else "this scan")
     if hu_reason is not None:
         change.reasons.append(f"trabecular HU not compared: {hu_reason}")
         return
     change.hu_change = round(change.hu_now - change.hu_prior, 1)
-    if -change.hu_change > HU_LEAST_SIGNIFICANT_CHANGE:
+    if -change.hu_change > HU_LEAST_SIGNIFICANT_CHANGE and not change.suspect:
         change.flags["density_loss"] = (f"trabecular HU {change.hu_change:+.0f}, beyond the least significant "
                                         f"change of {HU_LEAST_SIGNIFICANT_CHANGE:.0f} HU")
 

@@ -83,13 +83,17 @@ def test_height_loss_needs_both_the_share_and_the_millimetres():
 
 
 def test_height_and_grade_flags_need_a_loss_beyond_the_measurement_error():
-    """6 mm (22 %) passes the published definition but not the measured least significant
-    change of the heights: no flag, and the reason says so."""
-    assert HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM > 6.0
-    result = compare_with_prior(column(), column(L1={"heights": (21.0, 26.0, 28.0), "grade": 1}))
+    """A grade that rose with a height loss within the measured least significant change of the
+    heights (ratios near a grade's edge move with the measurement): no flag, and the reason says
+    so; the same grade with a loss beyond it is flagged."""
+    within = 27.0 - (HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM - 0.5)
+    result = compare_with_prior(column(), column(L1={"heights": (within, 26.0, 28.0), "grade": 1}))
     l1 = by_name(result)["L1"]
-    assert result.flagged == [] and l1.height_change_mm[0] == -6.0
+    assert result.flagged == [] and l1.grade_now == 1
     assert "within the measurement error" in " ".join(l1.reasons)
+    beyond = 27.0 - (HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM + 0.5)
+    result = compare_with_prior(column(), column(L1={"heights": (beyond, 26.0, 28.0), "grade": 1}))
+    assert by_name(result)["L1"].flags["incident_fracture"] == "Genant grade 0 -> 1"
 
 
 def test_progression_is_a_higher_grade_of_a_fractured_vertebra():
@@ -162,3 +166,27 @@ def test_a_run_that_is_not_assessable_is_compared_nowhere():
     result = compare_with_prior(column(), now)
     assert result.vertebrae == [] and "not assessable" in result.reason
     assert "no vertebrae" in compare_with_prior(column(), {"vertebrae": []}).reason
+
+
+def test_a_vertebra_that_grew_is_not_flagged():
+    """Heights up by more than the measurement error: two different vertebrae under one name (a
+    slip in both scans alike passes the position check) or a failed measurement; its HU loss
+    is no flag either."""
+    now = column(L2={"heights": (27.0 + HEIGHT_LEAST_SIGNIFICANT_CHANGE_MM + 1, 26.0, 18.0), "grade": 2,
+                     "hu": 120.0 - HU_LEAST_SIGNIFICANT_CHANGE - 10})
+    result = compare_with_prior(column(), now)
+    l2 = by_name(result)["L2"]
+    assert result.flagged == [] and l2.suspect and l2.to_json()["suspect"]
+    assert "does not grow" in " ".join(l2.reasons) and l2.hu_change is not None
+
+
+def test_withheld_measurements_are_not_compared():
+    """A vertebra whose measurements its quality checks withheld (no HU, not assessable, with
+    the reason) is compared nowhere, and says why."""
+    prior = column()
+    prior["vertebrae"][2]["measures"] |= {"hu_mean": None, "assessable": False, "genant_grade": None,
+                                          "not_assessable": "withheld: reaches too far", "withheld": "reaches too far"}
+    result = compare_with_prior(prior, column(L2={"heights": (12.0, 12.0, 12.0), "grade": 3, "hu": 40.0}))
+    l2 = by_name(result)["L2"]
+    assert result.flagged == [] and l2.hu_change is None
+    assert any("withheld in the prior (reaches too far)" in r for r in l2.reasons)
