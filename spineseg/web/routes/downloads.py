@@ -206,8 +206,16 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
 
     @get("/summary.json", summary=f"Spine volume, slices, model version, timings (and metrics) "
                                                   f"of {whose}")
-    def summary(target: RunTarget) -> FileResponse:
-        return _file(target.files.summary, "application/json", f"{_stem(target)}-summary.json")
+    def summary(target: RunTarget) -> Response:
+        # Read whole, not streamed: the job rewrites it (one rename) while its exports follow, and a
+        # stream opened on the old file after its size was taken from the new one would break off.
+        path = target.files.summary
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            raise HTTPException(404, f"{_stem(target)}-summary.json is missing from the study's outputs") from None
+        return Response(body, media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="{_stem(target)}-summary.json"'})
 
     @get("/overlays.zip", summary=f"The overlay PNGs of every axial slice with spine (or all, or the five "
          f"summary ones), zipped, of {whose}", responses=_binary("application/zip"))
