@@ -38,6 +38,9 @@ class CaseRow:
     run_id: str | None = None
     site: str = ""
     levels: dict[str, Any] | None = None  # the run's level scores, where its truth names each vertebra
+    truth: str = "upload"  # what the metrics are measured against: "upload" or "correction v<N>"
+    effort: dict[str, Any] | None = None  # that correction's effort (voxels changed, levels renamed, seconds)
+    in_training: bool = False  # the run's model version saw this study (or its patient) in training
 
 
 def _defined(rows: Sequence[CaseRow], key: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from spineseg.store.models import Job, Study
+from spineseg.store.models import Correction, Job, Study
 
 FINISHED = ("done", "failed", "cancelled")
 
@@ -69,8 +69,9 @@ def list_studies(session: Session, *, filters: StudyFilter) -> list[Study]:
         query = query.where(Study.created_at >= filters.created_from)
     if filters.created_to:
         query = query.where(Study.created_at <= filters.created_to)
-    if filters.with_truth is not None:
-        query = query.where(Study.truth_path.is_not(None) if filters.with_truth else Study.truth_path.is_(None))
+    if filters.with_truth is not None:  # an uploaded truth or a correction (issue 32)
+        truth = Study.truth_path.is_not(None) | Study.id.in_(select(Correction.study_id))
+        query = query.where(truth if filters.with_truth else ~truth)
     if filters.status:
         latest = (select(Job.study_id, func.max(Job.created_at).label("latest")).group_by(Job.study_id)
                   .subquery())

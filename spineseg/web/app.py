@@ -100,6 +100,7 @@ def all_routers() -> tuple[APIRouter, ...]:
         admin,
         api,
         corrections,
+        dataset_corrections,
         datasets,
         downloads,
         evaluation,
@@ -119,7 +120,7 @@ def all_routers() -> tuple[APIRouter, ...]:
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
             models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
-            corrections.router, priors.router,
+            corrections.router, dataset_corrections.router, priors.router,
             pacs.router,  # DICOMweb: search, import, send back (before pages: /pacs)
             pages.router)
 

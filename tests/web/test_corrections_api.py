@@ -151,3 +151,67 @@ def test_the_audit_trail_names_who_saved_which_version(web_env: WebEnv, study: d
         pytest.skip("no audit listing route")
     text = io.StringIO(events.text).getvalue()
     assert "version 1 from run" in text and "clinician" in text
+
+
+def test_the_evaluation_scores_the_run_against_the_newest_correction(web_env: WebEnv, study: dict) -> None:
+    researcher = bearer(web_env.tokens["researcher"])
+    versions = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=researcher).json()["versions"]
+    latest = versions[-1]
+    got = web_env.client.get("/api/evaluation", params={"ids": study["id"]}, headers=researcher)
+    assert got.status_code == 200, got.text
+    case = got.json()["cases"][0]
+    assert case["truth"] == f"correction v{latest['version']}" and case["run_id"] == study["run"]
+    assert case["correction_effort"]["voxels_changed"] == latest["effort"]["voxels_changed"]
+    # the run's Dice against the newest correction, computed here from the files
+    mask = _read(web_env.client.get(f"/api/studies/{study['id']}/runs/{study['run']}/mask.nii.gz",
+                                    headers=researcher).content)
+    truth = _read(web_env.client.get(latest["download"], headers=researcher).content)
+    pred, true = np.asarray(mask.dataobj) > 0, np.asarray(truth.dataobj) > 0
+    dice = 2 * np.count_nonzero(pred & true) / (np.count_nonzero(pred) + np.count_nonzero(true))
+    assert case["metrics"]["dice"] == pytest.approx(dice, abs=1e-9)
+    assert case["in_training"] is False
+    page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
+    assert page.status_code == 200 and f"correction v{latest['version']}" in page.text
+
+
+def test_every_corrected_study_into_a_dataset_and_the_trained_version_marks_it(web_env: WebEnv, study: dict,
+                                                                               tmp_path) -> None:
+    from spineseg.model.dataset import build_dataset, load_dataset
+    from spineseg.services.datasets import case_specs
+    from spineseg.store.database import open_database
+    from spineseg.store.datasets import get_dataset, lock_dataset
+
+    researcher = bearer(web_env.tokens["researcher"])
+    dataset = web_env.client.post("/api/datasets", json={"name": "from corrections"}, headers=researcher).json()
+    added = web_env.client.post(f"/api/datasets/{dataset['id']}/cases/from-corrections", headers=researcher)
+    assert added.status_code == 201, added.text
+    body = added.json()
+    latest = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=researcher).json()["versions"][-1]
+    assert [a["study_id"] for a in body["added"]] == [study["id"]] and body["refused"] == []
+    case = body["dataset"]["cases"][0]
+    assert case["convention"] == "verse" and case["source_study_id"] == study["id"]
+    assert f"correction v{latest['version']}" in case["name"]
+    assert case["coverage"]["levels"] == sorted({v["name"] for v in latest["vertebrae"]},
+                                                key=lambda n: ["L2", "L3", "L4"].index(n))
+    again = web_env.client.post(f"/api/datasets/{dataset['id']}/cases/from-corrections", headers=researcher)
+    assert again.json()["added"] == []  # a study already held is not added twice
+    database = open_database(web_env.settings.sqlalchemy_url)
+    try:
+        with database.session() as session:
+            row = get_dataset(session, dataset_id=dataset["id"])
+            specs = case_specs(row)  # what a training run builds its HDF5 from
+            h5 = build_dataset(specs, tmp_path / "dataset.h5")
+            _attributes, arrays = load_dataset(h5)
+            assert [c.name for c in arrays] == [case["name"]] and arrays[0].mask.any()
+            # the end of a training run on it: the dataset is locked to the version it made
+            lock_dataset(session, dataset_id=dataset["id"], version_id="test-untrained",
+                         frozen_split={case["patient"]: "train"})
+    finally:
+        database.dispose()
+    marked = web_env.client.get("/api/evaluation", params={"ids": study["id"]}, headers=researcher).json()
+    assert marked["cases"][0]["in_training"] is True and marked["cases_in_means"] == 1
+    excluded = web_env.client.get("/api/evaluation", params={"ids": study["id"], "exclude_training": "true"},
+                                  headers=researcher).json()
+    assert excluded["cases_in_means"] == 0 and excluded["mean"]["dice"] is None
+    page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
+    assert "seen in training" in page.text

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.metrics.evaluate import METRIC_KEYS
 from spineseg.metrics.plots import plot_bland_altman
+from spineseg.registry import Registry
 from spineseg.services.evaluation import (
     CaseRow,
     agreement_labels,
@@ -22,10 +23,10 @@ from spineseg.services.evaluation import (
     write_box_plot,
 )
 from spineseg.services.evaluation_levels import levels_csv, levels_overview
-from spineseg.services.runs import evaluated_run
+from spineseg.services.evaluation_truth import TrainingCases, evaluated_scores, training_cases
 from spineseg.store import accounts
 from spineseg.store.studies import get_study
-from spineseg.web.deps import DbSession, Researcher
+from spineseg.web.deps import DbSession, Researcher, Services
 
 router = APIRouter(prefix="/api/evaluation", tags=["evaluation"])
 
@@ -34,35 +35,45 @@ Model = Annotated[str, Query(description="model version: each study's newest don
                                          "each study's current run)")]
 
 
-def case_rows(session: Session, ids: str, model: str = "") -> list[CaseRow]:
+def case_rows(session: Session, ids: str, model: str = "", registry: Registry | None = None) -> list[CaseRow]:
     """The evaluated studies named in ``ids`` (their current runs, or their newest runs made by
-    ``model``); 404 naming any that is unknown or has no such run with metrics."""
+    ``model``), scored against each study's truth now (its newest correction, else the upload),
+    marked where the run's version saw the study in training (with ``registry``); 404 naming any
+    that is unknown or has no such run with metrics."""
     rows = []
+    seen: dict[str, TrainingCases] = {}
     for study_id in [part for part in ids.split(",") if part.strip()]:
         study = get_study(session, study_id=study_id.strip())
         if study is None:
             raise HTTPException(404, f"no study with id {study_id!r}")
-        run = evaluated_run(study, model or None)
-        if run is None:
+        found = evaluated_scores(study, model or None)
+        if found is None:
             which = f"no done run by model version {model!r} with" if model else "no"
             raise HTTPException(404, f"study {study_id} has {which} metrics: it needs a ground truth and a "
                                      "finished job")
         # Runs scored before a metric existed show it as not measured (None), never as an error.
-        metrics = {**dict.fromkeys(METRIC_KEYS), **(run.metrics or {})}
+        run = found.run
+        metrics = {**dict.fromkeys(METRIC_KEYS), **found.metrics}
+        if registry is not None and run.model_version and run.model_version not in seen:
+            seen[run.model_version] = training_cases(session, registry, run.model_version)
+        in_training = run.model_version in seen and seen[run.model_version].saw(study)
         rows.append(CaseRow(study.id, study.name, metrics, run.model_version, run.id, study.site,
-                            (run.summary or {}).get("level_scores")))
+                            found.level_scores, truth=found.truth, effort=found.effort, in_training=in_training))
     if not rows:
         raise HTTPException(400, "choose at least one study (ids=...)")
     return rows
 
 
-def evaluation_json(rows: list[CaseRow]) -> dict[str, Any]:
+def evaluation_json(rows: list[CaseRow], exclude_training: bool = False) -> dict[str, Any]:
     stats = volume_agreement(rows)
+    counted = [r for r in rows if not (exclude_training and r.in_training)]
     return {
         "cases": [{"study_id": r.study_id, "name": r.name, "site": r.site, "model_version": r.model_version,
-                   "run_id": r.run_id, "metrics": r.metrics, "levels": r.levels} for r in rows],
-        "mean": {k: v[0] for k, v in mean_and_sd(rows).items()},
-        "sd": {k: v[1] for k, v in mean_and_sd(rows).items()},
+                   "run_id": r.run_id, "metrics": r.metrics, "levels": r.levels, "truth": r.truth,
+                   "correction_effort": r.effort, "in_training": r.in_training} for r in rows],
+        "mean": {k: v[0] for k, v in mean_and_sd(counted).items()},
+        "sd": {k: v[1] for k, v in mean_and_sd(counted).items()},
+        "means_exclude_training": exclude_training, "cases_in_means": len(counted),
         "bland_altman_volume_ml": stats.summary() if stats else None,
         "bland_altman_points": agreement_points(rows) if stats else [],
         "levels": levels_overview(rows),
@@ -70,8 +81,11 @@ def evaluation_json(rows: list[CaseRow]) -> dict[str, Any]:
 
 
 @router.get("", summary="Per-case metrics, mean and SD, Bland-Altman of spine volume")
-def evaluation(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> dict[str, Any]:
-    data = evaluation_json(case_rows(session, ids, model))
+def evaluation(ids: Ids, _user: Researcher, session: DbSession, services: Services, model: Model = "",
+               exclude_training: Annotated[bool, Query(description="leave studies the run's model version saw in "
+                                                                   "training out of the mean and SD")] = False,
+               ) -> dict[str, Any]:
+    data = evaluation_json(case_rows(session, ids, model, services.registry), exclude_training)
     accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="json")
     return data
 

@@ -12,9 +12,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from spineseg.services.evaluation import TABLE_KEYS, mean_and_sd, volume_agreement
 from spineseg.services.evaluation_levels import levels_overview, vertebra_names
+from spineseg.services.evaluation_truth import evaluated_scores
 from spineseg.services.original_series import original_offer
 from spineseg.services.prior_studies import prior_comparisons
-from spineseg.services.runs import evaluated_run, evaluated_versions, find_run, shown_run
+from spineseg.services.runs import evaluated_versions, find_run, shown_run
 from spineseg.store import accounts
 from spineseg.store.studies import StudyFilter, get_job, list_studies, model_ids
 from spineseg.web.auth import Principal, csrf_matches, csrf_token, log_in, log_out
@@ -145,22 +146,29 @@ def delete_from_page(study_id: str, user: Uploader, session: DbSession, services
 
 
 @router.get("/evaluation")
-def evaluation_page(request: Request, user: Researcher, session: DbSession, ids: str = "",
-                    id: Annotated[list[str] | None, Query()] = None, model: str = "") -> HTMLResponse:
+def evaluation_page(request: Request, user: Researcher, session: DbSession, services: Services, ids: str = "",
+                    id: Annotated[list[str] | None, Query()] = None, model: str = "",
+                    exclude_training: str = "") -> HTMLResponse:
     """Studies with a scored run to choose from (only those with a run by ``model`` when one is
-    chosen), and the table, agreement and plots of the chosen ones."""
+    chosen; scored against the newest correction where a study has one), and the table,
+    agreement and plots of the chosen ones; the means leave out studies the run's version saw in
+    training when ``exclude_training`` is set."""
     studies = list_studies(session, filters=StudyFilter(with_truth=True))
-    scored = [(s, evaluated_run(s, model or None)) for s in studies]
-    candidates = [study_json(session, s, full=False) | {"run_model": run.model_version, "run_dice": run.dice}
-                  for s, run in scored if run is not None]
+    scored = [(s, evaluated_scores(s, model or None)) for s in studies]
+    candidates = [study_json(session, s, full=False) | {"run_model": found.run.model_version,
+                                                        "run_dice": found.metrics.get("dice"), "truth": found.truth}
+                  for s, found in scored if found is not None]
     chosen = [part for part in ids.split(",") if part] + list(id or [])
     context: dict[str, Any] = {"candidates": candidates, "chosen": set(chosen), "ids": ",".join(chosen),
                                "keys": TABLE_KEYS, "rows": None, "model": model,
                                "versions": evaluated_versions(studies),
-                               "model_query": f"&model={quote(model)}" if model else ""}
+                               "model_query": f"&model={quote(model)}" if model else "",
+                               "exclude_training": bool(exclude_training)}
     if chosen:
-        rows = case_rows(session, ",".join(chosen), model)
+        rows = case_rows(session, ",".join(chosen), model, services.registry)
         stats = volume_agreement(rows)
-        context |= {"rows": rows, "summary": mean_and_sd(rows), "agreement": stats.summary() if stats else None,
+        counted = [r for r in rows if not (exclude_training and r.in_training)]
+        context |= {"rows": rows, "summary": mean_and_sd(counted), "counted": len(counted),
+                    "agreement": stats.summary() if stats else None,
                     "levels": levels_overview(rows), "level_names": vertebra_names(rows)}
     return render(request, "evaluation.html", user, **context)
