@@ -16,8 +16,9 @@ the world origin, so that after ``nibabel.as_closest_canonical`` (RAS) the origi
 ``canonical[::-1, ::-1, 0].T``: a viewer in radiological convention shows it exactly as the
 radiologist saw the exported image.
 
-Spacing is unknown for pictures: 1 mm in-plane and 1 mm thick unless ``spacing_mm`` is given;
-a note records the assumption.
+Spacing is unknown for pictures: 1 mm in-plane and 1 mm thick unless ``spacing_mm`` is given
+or a person gave it at upload (``imaging.pixel_size``, a file beside the picture); a note
+records the assumption or where the size came from.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from spineseg.errors import InputError, InputTooLarge
 from spineseg.imaging.limits import check_grid, check_intensities, resolve_max_voxels
+from spineseg.imaging.pixel_size import given_pixel_size
 from spineseg.imaging.volume import Provenance, Volume
 
 logger = logging.getLogger(__name__)
@@ -66,10 +68,17 @@ def slice_affine(rows: int, columns: int, spacing_mm: tuple[float, float]) -> np
     return affine
 
 
-def _picture_to_volume(hu: np.ndarray, spacing_mm: tuple[float, float] | None, provenance: Provenance) -> Volume:
-    """hu: (rows, columns) float32, displayed orientation -> one-slice Volume."""
+def _picture_to_volume(hu: np.ndarray, spacing_mm: tuple[float, float] | None, provenance: Provenance,
+                       picture: Path | None = None) -> Volume:
+    """hu: (rows, columns) float32, displayed orientation -> one-slice Volume. Without
+    ``spacing_mm``, the size given at upload beside ``picture`` (``imaging.pixel_size``), else 1 mm."""
     notes = list(provenance.notes)
-    if spacing_mm is None:
+    given = given_pixel_size(picture) if spacing_mm is None and picture is not None else None
+    if given is not None:
+        spacing_mm = given
+        notes.append(f"pixel size {given[0]:g} mm given at upload (the picture carries none); 1 mm slice thickness "
+                     "assumed")
+    elif spacing_mm is None:
         spacing_mm = (1.0, 1.0)
         notes.append("pixel spacing unknown: 1 mm in-plane and 1 mm slice thickness assumed")
     elif len(spacing_mm) != 2 or not all(np.isfinite(s) and s > 0 for s in spacing_mm):
@@ -186,7 +195,7 @@ def read_image_slice(
         hu, intensity, note = values_to_hu(pixels, source)
     logger.info("%s: %s image %s, %s", source, mode, pixels.shape, note)
     provenance = Provenance(source=source, format="image", intensity=intensity, notes=(note,))
-    return _picture_to_volume(hu, spacing_mm, provenance)
+    return _picture_to_volume(hu, spacing_mm, provenance, path)
 
 
 def _header_shape_dtype(stream) -> tuple[tuple[int, ...], np.dtype]:
@@ -261,7 +270,7 @@ def read_numpy_slice(path: Path, *, max_voxels: int | None = None) -> Volume:
     logger.info("%s: array %s %s, %s", source, array.shape, array.dtype, rule)
     if array.ndim == 2:
         provenance = Provenance(source=source, format="numpy", intensity=intensity, notes=tuple(notes))
-        return _picture_to_volume(hu, None, provenance)
+        return _picture_to_volume(hu, None, provenance, Path(path))
     notes.append("3D array taken as (I, J, K) with 1 mm voxels and an identity affine")
     provenance = Provenance(source=source, format="numpy", intensity=intensity, notes=tuple(notes))
     return Volume(array=np.ascontiguousarray(hu, dtype=np.float32), affine=np.eye(4), provenance=provenance)

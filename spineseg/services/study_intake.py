@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from spineseg.config import Settings
 from spineseg.errors import InputError, public_text
+from spineseg.imaging.pixel_size import pixel_size_error, write_pixel_size
 from spineseg.jobs.queue import JobQueue
 from spineseg.names import check_typed_name
 from spineseg.registry import Registry, usable_production
@@ -51,6 +52,9 @@ class IntakeServices(Protocol):
     queue: JobQueue
 
 
+PICTURE_KINDS = ("image", "numpy")  # inputs that carry no voxel size (imaging.pixel_size)
+
+
 @dataclass(frozen=True)
 class ReceivedFiles:
     """Files already in a study's folder: CT files (disk path -> name the client gave), an
@@ -61,6 +65,7 @@ class ReceivedFiles:
     total_bytes: int
     name: str = ""  # the name the uploader chose; empty: "Study <short id>"
     site: str = ""  # the centre the study comes from (multi-centre evaluation); empty: none
+    pixel_mm: float | None = None  # a 2D picture's pixel size, asked at upload (it carries none)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,11 @@ def check_identity(name: str, site: str) -> tuple[str, str]:
 def _validate(received: ReceivedFiles, files: StudyFiles, settings: Settings,
               times: StageTimes) -> tuple[Path, str, Path | None, DeidentifiedInput]:
     input_path, kind = arrange_input(received.ct, files.input_dir, settings)
+    if received.pixel_mm is not None:
+        if kind not in PICTURE_KINDS:
+            raise pixel_size_error(f"is only for a single PNG/JPEG/TIFF or 2D NumPy slice; a {kind} file carries "
+                                   "its own voxel size: leave the pixel size empty")
+        write_pixel_size(files.input_dir, received.pixel_mm)  # beside the picture, read with it
     truth_path = received.truth[0] if received.truth else None
     if truth_path is not None:
         try:  # a .zip of per-structure files, as the dataset page takes it
@@ -132,6 +142,9 @@ def _validate(received: ReceivedFiles, files: StudyFiles, settings: Settings,
     except InputError as exc:
         exc.field = "files"
         raise
+    if received.pixel_mm is not None and volume.shape[2] != 1:
+        raise pixel_size_error(f"is only for a single 2D slice; this array has {volume.shape[2]} slices "
+                               "(a 3D array is read with 1 mm voxels)")
     if truth_path is not None:
         try:  # onto the CT just read: the CT is not read a second time
             with times.stage("read_truth"), validation_slot():

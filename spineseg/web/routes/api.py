@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from spineseg.errors import InputError
+from spineseg.imaging.pixel_size import check_pixel_mm
 from spineseg.services.quality import verdict_of
 from spineseg.services.runs import current_reason, current_run, run_downloads, runs_json
 from spineseg.services.study_deletion import delete_study_and_files
@@ -63,6 +64,9 @@ UPLOAD_SCHEMA = {
                                         "body part and shifted study date; file names are never used: they "
                                         "often carry patient identifiers)"},
                 "site": {"type": "string", "description": "optional centre the study comes from"},
+                "pixel_mm": {"type": "number", "description": "a single PNG/JPEG/TIFF or 2D NumPy slice's pixel "
+                             "size in mm (it carries none; without it 1 mm is assumed and noted); refused for "
+                             "DICOM and NIfTI"},
             },
         }}},
     }
@@ -136,13 +140,14 @@ async def upload_study(request: Request, user: Uploader, services: Services) -> 
     files.create()
     try:
         received = await receive_upload(request, files.input_dir, files.truth_dir, services.settings.max_upload_bytes)
+        pixel_mm = check_pixel_mm(received.fields.get("pixel_mm"))  # a picture's pixel size (issue 28.8)
     except BaseException:
         files.delete()
         raise
     accepted = await run_in_threadpool(
         accept_study, services, files, ReceivedFiles(received.files, received.truth, received.total_bytes,
                                                      name=received.fields.get("name", ""),
-                                                     site=received.fields.get("site", "")),
+                                                     site=received.fields.get("site", ""), pixel_mm=pixel_mm),
         username=user.username, user_id=user.user_id)
     return JSONResponse({"study_id": accepted.study_id, "job_id": accepted.job_id}, status_code=202,
                         headers={"Location": f"/api/jobs/{accepted.job_id}"})

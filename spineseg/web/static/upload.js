@@ -1,5 +1,6 @@
 // Upload page: drag and drop (files or whole folders), errors shown next to the field the
-// server names, and every upload sent through the resumable API (resumable.js): a progress
+// server names, and every upload but a single picture (sent in one request with the pixel size
+// it is asked for) sent through the resumable API (resumable.js): a progress
 // bar with bytes and percent, a cancel button, and after a reload an offer to continue.
 "use strict";
 (function () {
@@ -32,7 +33,16 @@
   let picked = [];  // [{file, name}]
   let running = null;  // the Resumable.Upload in progress
 
+  // A single picture carries no pixel size: the page asks for it before anything is sent (issue 28.8).
+  const pixelField = document.getElementById("pixel-field");
+  const pixelInput = document.getElementById("pixel-mm");
+  const isPicture = () => picked.length === 1 && /\.(png|jpe?g|tiff?|npy|npz)$/i.test(picked[0].name);
+  function showPixelField() {
+    pixelField.hidden = !isPicture();
+    pixelInput.required = isPicture();
+  }
   function showPicked() {
+    showPixelField();
     chosen.textContent = picked.length === 0 ? "nothing chosen"
       : picked.length === 1 ? picked[0].name : picked.length + " files (" + picked[0].name + ", …)";
     if (picked.length && !resumeNotice.hidden && Resumable.matches(chosenItems())) {
@@ -40,14 +50,14 @@
     }
   }
   function clearErrors() {
-    for (const id of ["files-error", "truth-error", "name-error", "site-error", "form-error"]) {
+    for (const id of ["files-error", "truth-error", "name-error", "site-error", "pixel_mm-error", "form-error"]) {
       const el = document.getElementById(id);
       el.hidden = true;
       el.textContent = "";
     }
   }
   function showError(field, message) {
-    const el = document.getElementById(["files", "truth", "name", "site"].includes(field) ? field + "-error" : "form-error");
+    const el = document.getElementById(["files", "truth", "name", "site", "pixel_mm"].includes(field) ? field + "-error" : "form-error");
     el.textContent = message;
     el.hidden = false;
   }
@@ -138,6 +148,7 @@
       showError("files", "choose a DICOM folder, a .zip, a NIfTI file or an image first");
       return;
     }
+    if (isPicture()) { await sendPicture(); return; }
     const upload = new Resumable.Upload(chosenItems(), {
       chunkBytes: Number(form.dataset.chunkBytes) || 0,
       onProgress: showProgress,
@@ -161,5 +172,28 @@
       showError(err.field, err.message || String(err));
     }
   });
+  // One picture is small: sent in one request with its pixel size (the resumable API takes none).
+  async function sendPicture() {
+    const body = new FormData();
+    body.append("files", picked[0].file, picked[0].name);
+    if (truthInput.files.length) body.append("truth", truthInput.files[0], truthInput.files[0].name);
+    body.append("name", document.getElementById("study-name").value.trim());
+    body.append("site", document.getElementById("study-site").value.trim());
+    body.append("pixel_mm", pixelInput.value.trim());
+    button.disabled = true;
+    showProgress(0, picked[0].file.size, "sending");
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const response = await fetch("/api/studies", { method: "POST", body, headers: { "Accept": "application/json", "X-CSRF-Token": csrf } });
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok) {
+      status.textContent = "uploaded: the job is queued";
+      window.location.href = "/jobs/" + answer.job_id;
+      return;
+    }
+    idle();
+    bar.hidden = true;
+    status.hidden = true;
+    showError(answer.field, answer.detail || response.status + " " + response.statusText);
+  }
   offerResume();
 })();
