@@ -215,3 +215,20 @@ def test_every_corrected_study_into_a_dataset_and_the_trained_version_marks_it(w
     assert excluded["cases_in_means"] == 0 and excluded["mean"]["dice"] is None
     page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
     assert "seen in training" in page.text
+
+
+def test_a_run_made_after_a_correction_is_scored_against_it(web_env: WebEnv, study: dict) -> None:
+    clinician = bearer(web_env.tokens["clinician"])
+    latest = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=clinician).json()["versions"][-1]
+    queued = web_env.client.post(f"/api/studies/{study['id']}/rerun", json={}, headers=clinician)
+    assert queued.status_code == 202, queued.text
+    assert wait_for_job(web_env, queued.json()["job_id"], web_env.tokens["clinician"])["status"] == "done"
+    run = queued.json()["run_id"]
+    summary = web_env.client.get(f"/api/studies/{study['id']}/runs/{run}/summary.json", headers=clinician).json()
+    assert summary["truth"]["kind"] == "correction" and summary["truth"]["version"] == latest["version"]
+    mask = _read(web_env.client.get(f"/api/studies/{study['id']}/runs/{run}/mask.nii.gz", headers=clinician).content)
+    truth = _read(web_env.client.get(latest["download"], headers=clinician).content)
+    pred, true = np.asarray(mask.dataobj) > 0, np.asarray(truth.dataobj) > 0
+    dice = 2 * np.count_nonzero(pred & true) / (np.count_nonzero(pred) + np.count_nonzero(true))
+    assert summary["metrics"]["dice"] == pytest.approx(dice, abs=1e-9)
+    assert set(summary["level_scores"]["per_vertebra"]) == {v["name"] for v in latest["vertebrae"]}
