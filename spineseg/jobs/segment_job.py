@@ -33,7 +33,7 @@ from spineseg.services import viewer_files
 from spineseg.services.corrections import study_truth
 from spineseg.services.levels import run_levels
 from spineseg.services.outputs import summary, write_mask
-from spineseg.services.quality import assess_run
+from spineseg.services.quality import assess_run, verdict_of
 from spineseg.services.run_exports import (
     PENDING_KEY,
     ExportInputs,
@@ -240,7 +240,8 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
         with reporter.stage(plan, "segment", "segmenting"), times.stage("segment"):
             seg = segment(volume, model.path, device=settings.device, progress=reporter.model_step)
         with reporter.stage(plan, "write_ct_mask", "writing the CT and mask"), times.stage("write_ct_mask"):
-            write_nifti(np.clip(volume.array, -32768, 32767), volume.affine, files.ct, dtype=np.int16)
+            ct16 = np.clip(volume.array, -32768, 32767).astype(np.int16)
+            write_nifti(ct16, volume.affine, files.ct, dtype=np.int16)
             write_mask(seg, files.mask)
         truth_mask = truth_levels = None
         metrics = None
@@ -267,10 +268,14 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
             facts["metrics"] = metrics
             facts["truth"] = truth.to_json()  # what it was scored against: the upload or a correction's version
         inputs = ExportInputs(volume, seg.mask, levels.labels, truth_mask, input_path if dicom else None,
-                              volume.provenance.series_uid, model.id)
+                              volume.provenance.series_uid, model.id, verdict_of(facts))
         exports = planned_exports(inputs)
         with reporter.stage(plan, "viewer_copies", "preparing the viewer"), times.stage("viewer_copies"):
-            _prepare_viewer(settings.studies_dir, study_id, files, volume.shape)
+            held = {files.ct: ct16, files.mask: seg.mask, files.levels: levels.in_convention("verse")}
+            if truth_mask is not None:
+                held[files.truth_on_grid] = truth_mask
+            _prepare_viewer(settings.studies_dir, study_id, files, volume.shape, held)
+            del held, ct16
         with reporter.stage(plan, "record", "recording the results"), times.stage("record"):
             facts |= {"stage_times_s": times.as_json(), PENDING_KEY: exports}
             write_summary(files, facts)
@@ -297,14 +302,16 @@ def _queued_seconds(job: Job) -> float:
     return max((started - created).total_seconds(), 0.0)
 
 
-def _prepare_viewer(studies_dir: Path, study_id: str, files: RunFiles, shape: tuple[int, ...]) -> None:
+def _prepare_viewer(studies_dir: Path, study_id: str, files: RunFiles, shape: tuple[int, ...],
+                    held: viewer_files.Held | None = None) -> None:
     """The viewer's copies (CT cropped, int16; labels uint8; the quick first view), made now
     so the result page's first view does not wait for them (19.7 s -> about 6 s for a
     512x512x300 CT in headless Chromium). They are only a cache: when this fails the viewer
     makes them on first request, so the run's result stands."""
     try:
         viewer_files.prepare_run(StudyFiles.of(studies_dir, study_id).root, files.ct,
-                                 [files.mask, files.truth_on_grid, files.levels], viewer_files.first_view_step(shape))
+                                 [files.mask, files.truth_on_grid, files.levels], viewer_files.first_view_step(shape),
+                                 held)
     except (OSError, ValueError, MemoryError):
         log.warning("viewer copies of run %s not made now (made on first view instead)", files.folder.name,
                     exc_info=True)

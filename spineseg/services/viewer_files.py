@@ -51,13 +51,19 @@ def decoded_size(path: Path) -> int:
     return NIFTI_HEADER_BYTES + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
 
 
-def _read(path: Path, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    image = open_nifti(path)
+Held = dict[Path, np.ndarray]
+"""The voxels a caller already holds for some of the files (as written), so they are not read back."""
+
+
+def _read(path: Path, dtype: type, held: Held | None = None) -> tuple[np.ndarray, np.ndarray]:
+    image = open_nifti(path)  # the header only: the affine exactly as the file stores it
+    if held and path in held:
+        return np.asarray(held[path], dtype=dtype), image.affine
     return np.asarray(image.dataobj, dtype=dtype), image.affine
 
 
 def ct_copy(study_root: Path, ct_path: Path, labels: list[Path] | None = None, *, step: int = 1,
-            ) -> tuple[Path, CropBox]:
+            held: Held | None = None) -> tuple[Path, CropBox]:
     """The study's viewer CT (made from ``ct_path`` on first call; the crop keeps every voxel
     of ``labels`` too), every ``step``-th voxel of it, and its crop box."""
     folder = study_root / VIEWER_DIR
@@ -65,8 +71,8 @@ def ct_copy(study_root: Path, ct_path: Path, labels: list[Path] | None = None, *
     made = None
     with _lock:
         if not (target.is_file() and box_file.is_file()):
-            hu, affine = _read(ct_path, np.int16)
-            label_arrays = [_read(p, np.uint8)[0] for p in labels or [] if p.is_file()]
+            hu, affine = _read(ct_path, np.int16, held)
+            label_arrays = [_read(p, np.uint8, held)[0] for p in labels or [] if p.is_file()]
             array, crop_affine, box = viewer_ct(Volume(hu, affine, Provenance(str(ct_path), "nifti")), label_arrays)
             write_nifti(array, crop_affine, target, dtype=np.int16)
             made = (array, crop_affine)
@@ -77,17 +83,17 @@ def ct_copy(study_root: Path, ct_path: Path, labels: list[Path] | None = None, *
 
 
 def label_copy(study_root: Path, ct_path: Path, label_path: Path, *, as_outline: bool = False,
-               step: int = 1) -> Path:
+               step: int = 1, held: Held | None = None) -> Path:
     """The viewer copy of the label map ``label_path`` (a run's mask, truth or levels) on the
     viewer CT's grid (only each label's shell when ``as_outline``; every ``step``-th voxel),
     kept in ``viewer/`` beside it; remade when the label file is newer."""
-    _ct, box = ct_copy(study_root, ct_path, [label_path])
+    _ct, box = ct_copy(study_root, ct_path, [label_path], held=held)
     stem = label_path.name.removesuffix(".gz").removesuffix(".nii")
     target = label_path.parent / VIEWER_DIR / f"{stem}{'-outline' if as_outline else ''}.nii.gz"
     made = None
     with _lock:
         if not target.is_file() or target.stat().st_mtime < label_path.stat().st_mtime:
-            labels, affine = _read(label_path, np.uint8)
+            labels, affine = _read(label_path, np.uint8, held)
             array, crop_affine = viewer_labels(labels, affine, box)
             made = (outline(array) if as_outline else array, crop_affine)
             write_nifti(*made, target, dtype=np.uint8)
@@ -102,10 +108,11 @@ def first_view_step(shape: tuple[int, ...]) -> int:
     return 3 if voxels > 48_000_000 else 2 if voxels > 12_000_000 else 1
 
 
-def prepare_run(study_root: Path, ct_path: Path, labels: list[Path], step: int) -> None:
+def prepare_run(study_root: Path, ct_path: Path, labels: list[Path], step: int, held: Held | None = None) -> None:
     """Make the copies the viewer's first view asks for (the CT and ``labels`` at ``step`` and in
-    full), so that first view does not wait for them; for the end of a segment job."""
-    ct_copy(study_root, ct_path, labels, step=step)
+    full), so that first view does not wait for them; for the end of a segment job, which
+    passes the arrays it holds for those files in ``held`` (they are not read back)."""
+    ct_copy(study_root, ct_path, labels, step=step, held=held)
     for label in labels:
         if label.is_file():
-            label_copy(study_root, ct_path, label, step=step)
+            label_copy(study_root, ct_path, label, step=step, held=held)
