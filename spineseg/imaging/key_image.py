@@ -63,15 +63,15 @@ def sagittal_key_image(hu: np.ndarray, levels: np.ndarray, affine: np.ndarray,
     scale = MAX_SIDE_PX / max(height_mm, width_mm)
     size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
     image = image.resize(size, Image.Resampling.BILINEAR)
-    margin = 110
+    margin = 150
     framed = Image.new("RGB", (size[0] + margin, size[1]), (0, 0, 0))
     framed.paste(image, (0, 0))
     draw = ImageDraw.Draw(framed)
-    font = ImageFont.load_default(size=20)
+    font = ImageFont.load_default(size=30)  # about 1/30 of the picture: legible at 60 mm wide
     for label in present:
         rows = np.nonzero(labels == label)[0]
         y = float(rows.mean() + 0.5) * size[1] / labels.shape[0]
         draw.text((size[0] + 8, y), name(label), fill=colour(label), font=font, anchor="lm")
     draw.text((6, 6), "A", fill=(255, 255, 255), font=font)
-    draw.text((size[0] - 20, 6), "P", fill=(255, 255, 255), font=font)
+    draw.text((size[0] - 26, 6), "P", fill=(255, 255, 255), font=font)
     return framed

@@ -84,27 +84,44 @@ def _number(value: Any, digits: int = 1) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
 
+def not_assessable_reasons(summary: dict[str, Any]) -> list[str]:
+    """The distinct reasons why vertebrae are not assessable, in the order they first occur
+    (the table refers to them by number: one reason shared by many vertebrae is printed once)."""
+    reasons: list[str] = []
+    for v in summary.get("vertebrae") or []:
+        m = v.get("measures") or {}
+        if not (m.get("assessable") and m.get("genant_grade") is not None):
+            reason = str(m.get("not_assessable") or "no height measurements")
+            if reason not in reasons:
+                reasons.append(reason)
+    return reasons
+
+
 def report_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     """One row of text per vertebra (top to bottom): level, HU, heights, ratios, grade, flags,
-    quality; ratios the quality gate withheld read "withheld", the grade "not assessable (why)"."""
+    quality verdict. Values withheld (the vertebra failed its quality checks: ``withheld``, or the
+    height gate: the ratios) read "withheld"; the grade "not assessable [n]" refers to reason n of
+    ``not_assessable_reasons``."""
     quality = {v.get("name"): v for v in (summary.get("quality") or {}).get("vertebrae") or []}
+    reasons = not_assessable_reasons(summary)
     rows = []
     for v in summary.get("vertebrae") or []:
         m = v.get("measures") or {}
         graded = bool(m.get("assessable")) and m.get("genant_grade") is not None
         ratios = " / ".join(_number(m.get(k), 2) if graded else WITHHELD for k in ("ha_hp", "hm_hp", "hp_neighbours"))
         grade = GRADE_TEXT.get(int(m["genant_grade"]), str(m["genant_grade"])) if graded else \
-            f"not assessable ({m.get('not_assessable') or 'no height measurements'})"
+            f"not assessable [{reasons.index(str(m.get('not_assessable') or 'no height measurements')) + 1}]"
         flags = [f"HU: {m['density_flag']}" for _ in [0] if m.get("density_flag")]
         flags += [f"height: {m['height_flag']}" for _ in [0] if m.get("height_flag")]
         own = quality.get(v.get("name"), {})
+        withheld = bool(m.get("withheld"))
         rows.append({
             "level": str(v.get("name")) + ("" if v.get("complete", True) else " (cut)"),
-            "hu": f"{_number(m.get('hu_mean'))} / {_number(m.get('hu_median'))}",
-            "heights": " / ".join(_number(m.get(k)) for k in ("height_anterior_mm", "height_middle_mm",
-                                                              "height_posterior_mm")),
+            "hu": WITHHELD if withheld else f"{_number(m.get('hu_mean'))} / {_number(m.get('hu_median'))}",
+            "heights": WITHHELD if withheld else " / ".join(
+                _number(m.get(k)) for k in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")),
             "ratios": ratios, "grade": grade, "flags": "; ".join(flags) or "none",
-            "quality": own.get("verdict", "–") + (f" ({'; '.join(own['reasons'])})" if own.get("reasons") else ""),
+            "quality": own.get("verdict") or m.get("quality") or "–",
         })
     return rows
 
@@ -126,6 +143,7 @@ def report_context(facts: ReportFacts) -> dict[str, Any]:
         "naming": ("named from " + ", ".join(levels.get("anchors") or [])) if levels.get("named") else
                   ("not named: " + (levels.get("reason") or "no anchor in view")),
         "rows": report_rows(facts.summary),
+        "reasons": not_assessable_reasons(facts.summary),
         "statement": STATEMENT,
         "prior": facts.prior,
         "key_image": facts.key_image_png,

@@ -20,9 +20,9 @@ PAPERS = {"a4": "A4", "letter": "Letter"}
 MARGIN_MM = 12.0
 WIDTH_MM = 186.0
 IMAGE_WIDTH_MM = 70.0
-COLUMNS = (("Level", "level", 16), ("Trab. HU mean / median", "hu", 26), ("Heights A/M/P (mm)", "heights", 30),
-           ("Ha/Hp / Hm/Hp / Hp/nb", "ratios", 36), ("Genant grade", "grade", 36), ("Flags", "flags", 22),
-           ("Quality", "quality", 20))
+COLUMNS = (("Level", "level", 16), ("Trab. HU mean / median", "hu", 24), ("Heights A/M/P (mm)", "heights", 28),
+           ("Ha/Hp / Hm/Hp / Hp/nb", "ratios", 36), ("Genant grade", "grade", 40), ("Flags", "flags", 26),
+           ("Quality", "quality", 16))
 
 
 def check_paper(paper: str) -> str:
@@ -109,6 +109,10 @@ def render_report_pdf(facts: ReportFacts, paper: str = "a4") -> bytes:
     _heading(pdf, "Vertebrae")
     if context["rows"]:
         _table(pdf, context["rows"])
+        pdf.set_font("helvetica", "", 7.5)
+        for number, reason in enumerate(context["reasons"], start=1):
+            pdf.multi_cell(WIDTH_MM, 3.4, _latin(f"[{number}] not assessable: {reason}"), new_x="LMARGIN",
+                           new_y="NEXT")
     else:
         pdf.set_font("helvetica", "", 9)
         pdf.multi_cell(WIDTH_MM, 4.6, "No vertebra was found in this run, so there is nothing to measure.",

@@ -90,6 +90,9 @@ RUN_DOWNLOADS = (
     RunDownload("vertebrae_stl", "vertebrae_stl.zip", "One STL per vertebra (zip)"),
     RunDownload("levels_seg", "levels_seg.dcm", "DICOM SEG, one segment per vertebra", needs="dicom"),
     RunDownload("rtstruct", "rtstruct.dcm", "RTSTRUCT, one ROI per vertebra", needs="dicom"),
+    RunDownload("measurements_sr", "measurements_sr.dcm", "DICOM SR measurement report (TID 1500)", needs="dicom"),
+    RunDownload("report_html", "report.html", "Report (HTML, printable)"),
+    RunDownload("report_pdf", "report.pdf", "Report (PDF)"),
 )
 
 

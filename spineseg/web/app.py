@@ -110,6 +110,7 @@ def all_routers() -> tuple[APIRouter, ...]:
         pages,
         priors,
         promotions,
+        reports,
         study_models,
         training,
         training_pages,
@@ -118,6 +119,7 @@ def all_routers() -> tuple[APIRouter, ...]:
     )
 
     return (api.router, uploads.router,  # resumable uploads; its lifespan sweeps idle ones
+            reports.router,  # a run's SR and one-page report
             downloads.router, evaluation.router, admin.router, first_run.router, datasets.router, training.router,
             models.router, promotions.router, study_models.router, training_pages.router, viewer.router,
             corrections.router, dataset_corrections.router, priors.router,

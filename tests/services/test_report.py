@@ -46,9 +46,10 @@ def expected_phrases(facts: ReportFacts) -> list[str]:
     for v in facts.summary["vertebrae"]:
         m = v["measures"]
         phrases.append(v["name"])
-        phrases.append(f"{m['hu_mean']:.1f} / {m['hu_median']:.1f}")
+        if not m.get("withheld") and m["hu_mean"] is not None:
+            phrases.append(f"{m['hu_mean']:.1f} / {m['hu_median']:.1f}")
         if m["genant_grade"] is None:
-            phrases.append(f"not assessable ({m['not_assessable']})")
+            phrases.append(f"not assessable: {m['not_assessable']}")
         else:
             phrases.append(f"{m['ha_hp']:.2f} / {m['hm_hp']:.2f}")
         if m["density_flag"]:
@@ -61,9 +62,19 @@ def test_html_report_says_everything_once(facts: ReportFacts) -> None:
     text = _plain(html)
     missing = [p for p in expected_phrases(facts) if p not in text]
     assert missing == [], missing
-    withheld = sum(v["measures"]["genant_grade"] is None for v in facts.summary["vertebrae"])
-    assert text.count("withheld / withheld / withheld") == withheld > 0
+    ungraded = sum(v["measures"]["genant_grade"] is None for v in facts.summary["vertebrae"])
+    assert text.count("withheld / withheld / withheld") == ungraded > 0
+    failed = sum(bool(v["measures"].get("withheld")) for v in facts.summary["vertebrae"])
+    assert text.count("withheld withheld withheld / withheld / withheld") == failed  # HU, heights, ratios
     assert "@page" in html and "<script" not in html  # prints; runs nothing
+    numbered = {n: unescape(r) for n, r in re.findall(r"<li>\[(\d+)\] not assessable: (.*?)</li>", html)}
+    cells = {unescape(re.sub(r"<[^>]+>| \(cut\)", "", name)).strip(): row
+             for name, row in re.findall(r"<tr><th[^>]*>(.*?)</th>(.*?)</tr>", html, re.S)}
+    for v in facts.summary["vertebrae"]:
+        m = v["measures"]
+        if m["genant_grade"] is None:  # the row points at its own reason
+            number = re.search(r"not assessable \[(\d+)\]", cells[v["name"]]).group(1)
+            assert numbered[number] == m["not_assessable"]
     src = re.search(r'id="report-key-image" src="data:image/png;base64,([^"]+)"', html).group(1)
     picture = Image.open(io.BytesIO(base64.b64decode(src)))
     assert picture.size[1] > 300 and picture.mode == "RGB"

