@@ -19,6 +19,7 @@ from spineseg.config import Settings
 from spineseg.imaging.reidentify import reidentify_result
 from spineseg.integrations import PacsError
 from spineseg.services.dicom_seg import write_dicom_seg
+from spineseg.services.quality import verdict_of
 from spineseg.services.runs import current_run, run_files
 from spineseg.store.database import Database
 from spineseg.store.pacs_links import PacsLink, get_link
@@ -43,7 +44,8 @@ def _ensure_seg(settings: Settings, study, job) -> Path:
         image = nib.load(str(files.mask))
         series_uid = (job.summary or study.summary or {}).get("series_uid")
         write_dicom_seg(np.asarray(image.dataobj, dtype=np.uint8), image.affine, Path(study.input_path), series_uid,
-                        files.seg_dcm, model_id=job.model_version or study.model_id or "unknown")
+                        files.seg_dcm, model_id=job.model_version or study.model_id or "unknown",
+                        quality=verdict_of(job.summary))
     return files.seg_dcm
 
 

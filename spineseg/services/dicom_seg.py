@@ -96,10 +96,22 @@ def values_on_slice(mask: np.ndarray, affine: np.ndarray, ds: pydicom.Dataset) -
     return values.reshape(rows, cols)
 
 
+def content_description(quality: str | None, derived: list[str]) -> str | None:
+    """A SEG's ContentDescription (LO, at most 64 characters): the run's quality verdict
+    (``services.quality``; its reasons are in the run summary and the measurement SR) and the
+    identifiers derived because the source lacked them; None when there is neither."""
+    parts = [f"SpineSeg quality: {quality}"] if quality else []
+    if derived:
+        parts.append("UIDs derived: source lacked " + "/".join(d[:5] for d in derived))
+    return "; ".join(parts)[:64] or None
+
+
 def write_dicom_seg(mask: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                    path: Path, *, model_id: str, sources: list[pydicom.Dataset] | None = None) -> Path:
+                    path: Path, *, model_id: str, sources: list[pydicom.Dataset] | None = None,
+                    quality: str | None = None) -> Path:
     """Write a binary DICOM SEG of ``mask`` referencing the series in ``dicom_folder`` to ``path``
-    (``sources``: that series' ``source_slices`` when the caller has read them already)."""
+    (``sources``: that series' ``source_slices`` when the caller has read them already;
+    ``quality``: the run's verdict, carried in the ContentDescription)."""
     sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     derived = complete_identifiers(sources)
     if derived:
@@ -131,7 +143,7 @@ def write_dicom_seg(mask: np.ndarray, affine: np.ndarray, dicom_folder: Path, se
         device_serial_number="none",
         series_description="Spine segmentation (SpineSeg)",
         omit_empty_frames=False,
-        content_description="UIDs derived: source lacked " + "/".join(d[:5] for d in derived) if derived else None,
+        content_description=content_description(quality, derived),
     )
     path = save_dicom(seg, path)
     log.info("wrote DICOM SEG of %d frames referencing %s to %s", len(sources), sources[0].SeriesInstanceUID, path)

@@ -17,7 +17,13 @@ from scipy import ndimage
 from spineseg.errors import InputError
 from spineseg.model.level_ids import colour, label_name, snomed_code
 from spineseg.registry.version import package_version
-from spineseg.services.dicom_seg import complete_identifiers, save_dicom, source_slices, values_on_slice
+from spineseg.services.dicom_seg import (
+    complete_identifiers,
+    content_description,
+    save_dicom,
+    source_slices,
+    values_on_slice,
+)
 from spineseg.services.mesh import mask_surface, triangle_normals
 
 log = logging.getLogger(__name__)
@@ -31,10 +37,12 @@ def _labels(levels: np.ndarray) -> list[int]:
 
 
 def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                           path: Path, *, model_id: str, sources: list | None = None) -> Path:
+                           path: Path, *, model_id: str, sources: list | None = None,
+                           quality: str | None = None) -> Path:
     """A DICOM SEG of ``levels`` (VerSe ids / unnamed 101..) referencing the source series:
     segment n is the n-th vertebra top to bottom in label order, coded and coloured
-    (``sources``: the series' ``source_slices`` when the caller has read them already)."""
+    (``sources``: the series' ``source_slices`` when the caller has read them already;
+    ``quality``: the run's verdict, carried in the ContentDescription)."""
     labels = _labels(levels)
     sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     derived = complete_identifiers(sources)
@@ -63,7 +71,7 @@ def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder:
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="SpineSeg", manufacturer_model_name="SpineSeg",
         software_versions=package_version(), device_serial_number="none",
         series_description="Vertebrae (SpineSeg levels)", omit_empty_frames=False,
-        content_description="UIDs derived: source lacked " + "/".join(d[:5] for d in derived) if derived else None,
+        content_description=content_description(quality, derived),
     )
     path = save_dicom(seg, path)
     log.info("wrote a DICOM SEG of %d vertebrae to %s", len(labels), path)

@@ -56,6 +56,7 @@ class ExportInputs:
     dicom_folder: Path | None
     series_uid: str | None
     model_id: str
+    quality: str | None = None  # the run's verdict, carried in the DICOM SEGs' ContentDescription
 
 
 def planned_exports(inputs: ExportInputs) -> list[str]:
@@ -100,11 +101,12 @@ def _make(name: str, files: RunFiles, inputs: ExportInputs, sources: _Sources | 
         _atomic(files.vertebrae_stl, lambda tmp: write_vertebrae_stl_zip(inputs.levels, affine, tmp))
     elif name == "seg":
         _atomic(files.seg_dcm, lambda tmp: write_dicom_seg(mask, affine, inputs.dicom_folder, inputs.series_uid, tmp,
-                                                           model_id=inputs.model_id, sources=sources.get()))
+                                                           model_id=inputs.model_id, sources=sources.get(),
+                                                           quality=inputs.quality))
     elif name == "levels_seg":
         _atomic(files.levels_seg_dcm, lambda tmp: write_levels_dicom_seg(
             inputs.levels, affine, inputs.dicom_folder, inputs.series_uid, tmp, model_id=inputs.model_id,
-            sources=sources.get()))
+            sources=sources.get(), quality=inputs.quality))
     elif name == "rtstruct":
         _atomic(files.rtstruct, lambda tmp: write_rtstruct(inputs.levels, affine, inputs.dicom_folder,
                                                            inputs.series_uid, tmp, sources=sources.get()))

@@ -30,6 +30,7 @@ from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.level_exports import write_levels_dicom_seg, write_vertebrae_stl_zip
 from spineseg.services.mesh import write_mask_stl
 from spineseg.services.original_series import original_offer, original_series_of, reidentified_dicom
+from spineseg.services.quality import verdict_of
 from spineseg.services.rtstruct import write_rtstruct
 from spineseg.services.runs import current_run, find_run, run_files
 from spineseg.store import accounts
@@ -261,8 +262,9 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
         if not files.seg_dcm.is_file():
             mask_array, affine = await run_in_threadpool(_mask_array, files)
             series_uid = (run.summary or {}).get("series_uid")
-            await run_in_threadpool(write_dicom_seg, mask_array, affine, Path(study.input_path), series_uid,
-                                    files.seg_dcm, model_id=run.model_version or "unknown")
+            await run_in_threadpool(partial(write_dicom_seg, quality=verdict_of(run.summary)), mask_array, affine,
+                                    Path(study.input_path), series_uid, files.seg_dcm,
+                                    model_id=run.model_version or "unknown")
         return await _dicom_answer(target, files.seg_dcm, f"{_stem(target)}-seg.dcm", identity, user, session, services)
 
 
@@ -310,7 +312,8 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
          "application/dicom")
     async def levels_seg(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
                          identity: Identity = "deidentified") -> Response:
-        write = partial(write_levels_dicom_seg, model_id=target.run.model_version or "unknown")
+        write = partial(write_levels_dicom_seg, model_id=target.run.model_version or "unknown",
+                        quality=verdict_of(target.run.summary))
         await _dicom_levels_export(target, target.files.levels_seg_dcm, write,
                                    "there is no source series for a DICOM SEG to reference")
         return await _dicom_answer(target, target.files.levels_seg_dcm, f"{_stem(target)}-levels_seg.dcm", identity,
