@@ -47,7 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     data_dir = tmp_path_factory.mktemp("corrections-browser")
     settings = make_settings(data_dir)
     tokens = {name: add_user(settings, name, role) for name, role in
-              (("ana", "clinician"), ("carla", "clinician"), ("dave", "clinician"), ("vera", "viewer"))}
+              (("ana", "clinician"), ("carla", "clinician"), ("dave", "clinician"), ("vera", "viewer"),
+               ("rosa", "researcher"))}
     live = LiveServer(data_dir)
     live.start()
     yield live, tokens
@@ -208,8 +209,11 @@ def test_stroke_erase_fill_undo_redo_are_saved_voxel_for_voxel(browser, server, 
         page.wait_for_function("() => document.getElementById('corrections').dataset.history === '3/0'")
         assert page.locator("#edit-status").inner_text().startswith("filled")
         assert _value_at(page, centre) == T12  # the inside of the outline, 50 px from any of its sides
-        if SCREENSHOT_DIR:
-            page.screenshot(path=str(Path(SCREENSHOT_DIR) / "correction-editing.png"))
+        if SCREENSHOT_DIR:  # the viewer and the editing panel below it, in page coordinates
+            top = page.evaluate("document.querySelector('.viewer-panel').getBoundingClientRect().top + scrollY")
+            bottom = page.evaluate("document.getElementById('edit-status').getBoundingClientRect().bottom + scrollY")
+            page.screenshot(path=str(Path(SCREENSHOT_DIR) / "correction-editing.png"), full_page=True,
+                            clip={"x": 0, "y": top - 8, "width": 1400, "height": bottom - top + 16})
         page.click("#edit-undo")
         assert _history(page) == "2/1"
         page.click("#edit-redo")
@@ -250,6 +254,24 @@ def test_a_viewer_sees_the_versions_but_cannot_edit(browser, server, study: dict
         context.close()
 
 
+def test_the_evaluation_page_scores_against_the_newest_correction_with_its_effort(browser, server, study: dict) -> None:
+    live, tokens = server
+    latest = _versions(live, tokens["rosa"], study["id"])[-1]
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        log_in(page, live, "rosa")
+        page.goto(f"{live.url}/evaluation?ids={study['id']}")
+        row = page.locator("#evaluation tbody tr")
+        assert row.get_attribute("data-truth") == f"correction v{latest['version']}"
+        share = 100 * latest["effort"]["share_changed"]
+        assert f"{share:.1f} % of voxels, {latest['effort']['levels_renamed']} renamed" in row.inner_text()
+        if SCREENSHOT_DIR:
+            page.screenshot(path=str(Path(SCREENSHOT_DIR) / "evaluation-corrections.png"), full_page=False)
+    finally:
+        context.close()
+
+
 def test_two_clinicians_editing_at_once_keep_both_versions(browser, server, study: dict) -> None:
     live, tokens = server
     (context_a, carla), (context_b, dave) = (_open(browser, live, "carla", study["id"]),
@@ -274,3 +296,4 @@ def test_two_clinicians_editing_at_once_keep_both_versions(browser, server, stud
     finally:
         context_a.close()
         context_b.close()
+
