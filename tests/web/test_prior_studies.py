@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,13 +26,16 @@ from spineseg.store.database import Database
 from spineseg.store.models import Job, Study
 from tests.conftest import CASES
 from tests.prior_scans import compress_body, other_field_of_view
+from tests.web.chromium import CHROMIUM
 from tests.web.conftest import WebEnv
-from tests.web.web_helpers import bearer
+from tests.web.live_server import LiveServer
+from tests.web.web_helpers import PASSWORD, add_user, bearer, make_settings, register_test_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 CASE = CASES / "ts-abdomen"
 L3_TOTALSEGMENTATOR = 29
+SCREENSHOT_DIR = os.environ.get("SPINESEG_SCREENSHOT_DIR")
 FOLLOW_UP_VIEW = {"crop_mm": ((9, 6), (6, 3), (0, 0)), "table_mm": (12.0, -30.0, 47.0)}
 
 
@@ -105,3 +110,38 @@ def test_the_api_the_csv_and_the_page_show_the_change(summaries, web_env: WebEnv
     assert page.text.count("Flagged:") == 2 and "371 days before" in page.text
     unknown = web_env.client.get(f"/api/studies/{'a' * 31}3/priors?run=nope", headers=headers)
     assert unknown.status_code == 404 and "no done run" in unknown.text
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+def test_the_result_page_in_a_browser(summaries, browser, tmp_path):
+    """The real ``spineseg serve``: the follow-up's page shows the prior, the interval and the
+    flagged row, and nothing flagged in its other rows."""
+    settings = make_settings(tmp_path / "data")
+    register_test_model(settings)
+    add_user(settings, "pia", "clinician")
+    server = LiveServer(settings.data_dir)
+    server.start()
+    try:
+        start = datetime(2025, 11, 3, 8, 30, tzinfo=UTC)
+        with Database(settings.sqlalchemy_url).session() as session:
+            _study(session, "b" * 31 + "1", summaries["prior"], start, "SPS-BROWSER")
+            _study(session, "b" * 31 + "2", summaries["crushed"], start + timedelta(days=371), "SPS-BROWSER")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server.url}/studies/{'b' * 31}2")
+        page.fill("input[name=username]", "pia")
+        page.fill("input[name=password]", PASSWORD)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        table = page.locator("table.prior-changes")
+        table.wait_for()
+        assert page.locator(".prior-flagged").inner_text() == "Flagged: L3"
+        assert "371 days before" in page.locator("h3", has_text="Since").inner_text()
+        assert table.locator("tr.flagged").count() == 1
+        assert table.locator("tr.flagged th").inner_text() == "L3"
+        assert "height lost" in table.locator("tr.flagged").inner_text()
+        if SCREENSHOT_DIR:
+            page.set_viewport_size({"width": 2400, "height": 1400})  # the table sits in the page's side column
+            page.locator("#prior-studies").screenshot(path=str(Path(SCREENSHOT_DIR) / "prior-changes.png"))
+        page.close()
+    finally:
+        server.stop()
