@@ -201,6 +201,8 @@ class Settings:
     dicom_series_idle_s: float = 10.0
     dicom_destination: str = ""
     dicom_owner: str = ""
+    dicom_return_days: int = 7  # a received series' sealed identity, kept for sending its result back, expires
+    dicom_held_hours: int = 24  # a held (incomplete) received series' raw files are removed after this
     promotion_approval: str = "two-person"  # or "single": PROMOTION_APPROVALS
 
     def tls_files(self) -> tuple[Path, Path] | None:
@@ -310,6 +312,8 @@ class Settings:
             dicom_series_idle_s=_int("SPINESEG_DICOM_SERIES_IDLE_S", dotenv, int(cls.dicom_series_idle_s)),
             dicom_destination=_env("SPINESEG_DICOM_DESTINATION", dotenv, "") or "",
             dicom_owner=_env("SPINESEG_DICOM_OWNER", dotenv, "") or "",
+            dicom_return_days=_int("SPINESEG_DICOM_RETURN_DAYS", dotenv, cls.dicom_return_days),
+            dicom_held_hours=_int("SPINESEG_DICOM_HELD_HOURS", dotenv, cls.dicom_held_hours),
             promotion_approval=_choice("SPINESEG_PROMOTION_APPROVAL", dotenv, PROMOTION_APPROVALS,
                                        cls.promotion_approval),
         )

@@ -30,6 +30,8 @@ def run_retention(args: argparse.Namespace) -> int:
         result = retention.run_retention(database, settings, days=args.days, dry_run=args.dry_run)
     finally:
         database.dispose()
+    if result.identities_erased:
+        sys.stdout.write(f"erased the expired PACS return headers of {len(result.identities_erased)} studies\n")
     if result.cutoff is None:
         sys.stdout.write("retention is off (SPINESEG_RETENTION_DAYS is 0): nothing deleted\n")
         return 0

@@ -6,27 +6,36 @@ a series whose instances stop arriving for ``idle_s`` becomes a study and a job 
 C-STORE to the destination AE.
 
 Received instances are written to ``DATA_DIR/dicom-incoming/<series key>/`` as they arrive
-(private to the service's user, like every study file) and removed only once the study is
-recorded, so a stop or a crash loses nothing: the next start takes in what is there. A series
-whose last association was aborted (the sender dropped the connection) is held, not segmented:
-its instances are kept, the log and ``HELD.txt`` in its folder say so, and the sender's next
-complete association (sending the series again, or the rest) releases it.
+(private to the service's user, like every study file; ``dimse_series``) and removed once the
+study is recorded, so a stop or a crash loses nothing. A series becomes a study only when it is
+complete by its own evidence: no association bringing it is open, the last one was released
+(not dropped, not cut by a stop or a kill, also across a restart), nothing arrived for
+``idle_s``, and its headers' declared counts and slice spacing show no missing instance
+(``imaging.series_completeness``). Otherwise it is held (kept, not segmented, ``HELD.txt`` and
+the log say why) until the sender sends it again or the rest; a series held for
+``SPINESEG_DICOM_HELD_HOURS`` is removed, as is one refused when taken in (not segmentable):
+raw received files are never kept for good.
+
+The original's patient and study attributes a result needs to be filed beside its source are
+kept only with a destination to send it to, sealed with the server's key (``services.sealing``)
+in the study's PACS link, and erased once sent or after ``SPINESEG_DICOM_RETURN_DAYS``. The
+log names a series by its key, never by its UIDs or its patient.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import timedelta
 
+import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (
+    Comprehensive3DSRStorage,
     CTImageStorage,
     EnhancedCTImageStorage,
     RTStructureSetStorage,
@@ -35,22 +44,35 @@ from pynetdicom.sop_class import (
 )
 
 from spineseg.errors import InputError, SpineSegError
+from spineseg.imaging.reidentify import return_header_of
+from spineseg.imaging.series_completeness import incomplete_series_reasons
 from spineseg.integrations import PacsError, check_uid
+from spineseg.integrations.dimse_series import EVIDENCE_WAIT_IDLE, IncomingSeries, SeriesCollector
 from spineseg.integrations.pacs_intake import accept_pacs_series
 from spineseg.integrations.results import header_from_json, reidentified, study_result
+from spineseg.services.sealing import SealError, seal, sealing_key, unseal
 from spineseg.services.study_intake import IntakeServices, require_production_model
 from spineseg.store import accounts
 from spineseg.store.files import StudyFiles
-from spineseg.store.pacs_links import links_awaiting_send, mark_send_failed, mark_sent
+from spineseg.store.models import utc_now
+from spineseg.store.pacs_links import (
+    erase_expired_headers,
+    links_awaiting_send,
+    mark_send_failed,
+    mark_sent,
+    set_return_header,
+    unsealed_headers,
+)
 from spineseg.store.studies import new_id
 
 log = logging.getLogger(__name__)
 
 STORAGE_CLASSES = (CTImageStorage, EnhancedCTImageStorage)  # only what can be segmented is accepted
-RESULT_CLASSES = (SegmentationStorage, RTStructureSetStorage)
+RESULT_CLASSES = (SegmentationStorage, RTStructureSetStorage, Comprehensive3DSRStorage)  # SR: services.dicom_sr
 SUCCESS, OUT_OF_RESOURCES, NOT_CT, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
-HELD_NOTE = "HELD.txt"
 SEND_POLL_S = 2.0
+CLOSE_GRACE_S = 2.0
+EXPIRY_SWEEP_S = 5.0  # one query on pacs_links
 _DESTINATION = re.compile(r"([^@\s]{1,16})@([^:\s]+):(\d{1,5})")
 
 
@@ -70,93 +92,6 @@ def parse_destination(text: str) -> tuple[str, str, int]:
     return match.group(1), match.group(2), int(match.group(3))
 
 
-@dataclass
-class IncomingSeries:
-    folder: Path
-    calling_ae: str
-    series_uid: str
-    last_seen: float
-    instances: set[str] = field(default_factory=set)
-    aborted: bool = False  # the last association that brought instances of it was dropped
-    held: bool = False  # idle after an aborted association: waiting for the sender
-
-
-class SeriesCollector:
-    """The series being received, keyed by (calling AE, Series Instance UID)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.series: dict[str, IncomingSeries] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def key(calling_ae: str, series_uid: str) -> str:
-        return hashlib.sha256(f"{calling_ae}\x00{series_uid}".encode()).hexdigest()[:32]
-
-    def store(self, calling_ae: str, ds: Dataset) -> IncomingSeries:
-        """Write one instance (named by its SOP Instance UID's hash: a resend replaces it)."""
-        series_uid = str(ds.get("SeriesInstanceUID", ""))
-        key = self.key(calling_ae, series_uid)
-        with self.lock:
-            entry = self.series.get(key)
-            if entry is None:
-                entry = IncomingSeries(self.root / key, calling_ae, series_uid, time.monotonic())
-                entry.folder.mkdir(parents=True, exist_ok=True)
-                (entry.folder / "AE").write_text(calling_ae)
-                self.series[key] = entry
-            name = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:24] + ".dcm"
-            tmp = entry.folder / f".part-{name}"
-            ds.save_as(tmp, enforce_file_format=True)
-            tmp.replace(entry.folder / name)
-            entry.instances.add(str(ds.SOPInstanceUID))
-            entry.last_seen = time.monotonic()
-            entry.held = False
-            (entry.folder / HELD_NOTE).unlink(missing_ok=True)
-        return entry
-
-    def association_ended(self, calling_ae: str, series_keys: set[str], *, aborted: bool) -> None:
-        with self.lock:
-            for key in series_keys:
-                if key in self.series:
-                    self.series[key].aborted = aborted
-                    self.series[key].last_seen = time.monotonic()
-
-    def recover(self) -> None:
-        """Series a previous process left (a stop or a crash): taken in at the next idle check."""
-        if not self.root.is_dir():
-            return
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            files = [p for p in folder.glob("*.dcm") if p.is_file()]
-            if not files:
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
-            ae = (folder / "AE").read_text().strip() if (folder / "AE").is_file() else "UNKNOWN"
-            held = (folder / HELD_NOTE).is_file()
-            self.series[folder.name] = IncomingSeries(folder, ae, "", time.monotonic(), {p.stem for p in files},
-                                                      aborted=held, held=held)
-            log.info("found %d instance(s) from AE %s left by an earlier run%s", len(files), ae,
-                     " (held: its association had been dropped)" if held else "")
-
-    def idle(self, idle_s: float) -> list[IncomingSeries]:
-        """Series with no new instance for ``idle_s``, removed from the collector; an aborted
-        one is marked held instead (kept, with a note) and not returned."""
-        now, ready = time.monotonic(), []
-        with self.lock:
-            for key, entry in list(self.series.items()):
-                if entry.held or now - entry.last_seen < idle_s:
-                    continue
-                if entry.aborted:
-                    entry.held = True
-                    message = (f"the association from AE {entry.calling_ae} was dropped after {len(entry.instances)} "
-                               f"instance(s) of series {entry.series_uid or '(recovered)'}; nothing more arrived in "
-                               f"{idle_s:g} s, so the series is held (kept, not segmented): send it again")
-                    (entry.folder / HELD_NOTE).write_text(message + "\n")
-                    log.warning("%s", message)
-                    continue
-                ready.append(self.series.pop(key))
-        return ready
-
-
 class DicomNode:
     """The listener: ``start()`` binds the port and starts the idle and send threads; ``stop()``."""
 
@@ -171,11 +106,20 @@ class DicomNode:
         self.idle_s = idle_s
         self.destination = parse_destination(destination) if destination else None
         self.owner = owner
+        settings = services.settings
+        for name, value in (("SPINESEG_DICOM_RETURN_DAYS", settings.dicom_return_days),
+                            ("SPINESEG_DICOM_HELD_HOURS", settings.dicom_held_hours)):
+            if value < 1:
+                raise PacsError(f"{name} must be a whole number of at least 1, got {value}")
+        self.return_for = timedelta(days=settings.dicom_return_days)
+        self.held_for_s = settings.dicom_held_hours * 3600.0
+        self._key = sealing_key(settings)
+        self._next_expiry_sweep = 0.0
         self.collector = SeriesCollector(services.settings.data_dir / "dicom-incoming")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
-        self._association_series: dict[int, set[str]] = {}
+        self._association_series: dict[object, set[str]] = {}  # association -> series keys it brought
         self._next_send: dict[str, tuple[float, float]] = {}  # study id -> (next try, backoff)
 
     # --- receiving ------------------------------------------------------------------------
@@ -196,8 +140,8 @@ class DicomNode:
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             try:  # they name folders, files and rows: "../../x" or 200 characters never get that far
                 check_uid(str(ds.get(keyword, "") or ""), keyword)
-            except InputError as exc:
-                log.warning("AE %s sent an instance refused: %s", calling, exc)
+            except InputError:  # the value itself is not logged: it could be anything
+                log.warning("AE %s sent an instance refused: its %s is not a DICOM UID", calling, keyword)
                 return _status(CANNOT_UNDERSTAND, f"{keyword} is not a DICOM UID")
         try:  # work that cannot run is refused (the sender retries later), not stored to fail
             require_production_model(self.services.registry)
@@ -205,21 +149,29 @@ class DicomNode:
             log.error("instance from AE %s refused: %s", calling, exc)
             return _status(OUT_OF_RESOURCES, "no usable model: the node cannot segment now")
         try:
-            entry = self.collector.store(calling, ds)
+            entry = self.collector.store(calling, ds, id(event.assoc))
         except OSError as exc:
             log.error("could not keep an instance from AE %s: %s", calling, exc)
             return OUT_OF_RESOURCES
-        self._association_series.setdefault(id(event.assoc), set()).add(SeriesCollector.key(calling, entry.series_uid))
+        self._association_series.setdefault(event.assoc, set()).add(entry.key)
         return SUCCESS
 
+    def _on_connection_closed(self, event) -> None:
+        """A closed connection is a drop only if neither a release nor an abort was seen: the
+        peer closes its socket right after our A-RELEASE response, so this event can come
+        before EVT_RELEASED. Decided after ``CLOSE_GRACE_S``, once either had its chance."""
+        timer = threading.Timer(CLOSE_GRACE_S, self._on_ended, (event,), {"aborted": True})
+        timer.daemon = True
+        timer.start()
+
     def _on_ended(self, event, *, aborted: bool) -> None:
-        keys = self._association_series.pop(id(event.assoc), set())
+        keys = self._association_series.pop(event.assoc, set())
         if keys:
             calling = event.assoc.requestor.ae_title.strip()
             if aborted:
                 log.warning("association from AE %s was dropped: %d series partly received are kept and wait for "
                             "the rest", calling, len(keys))
-            self.collector.association_ended(calling, keys, aborted=aborted)
+            self.collector.association_ended(keys, id(event.assoc), aborted=aborted)
 
     def _on_rejected(self, event) -> None:
         calling = event.assoc.requestor.ae_title.strip()
@@ -238,34 +190,88 @@ class DicomNode:
                             detail=f"from {event.assoc.requestor.address}: " + ("; ".join(reasons) or "refused"))
 
     # --- taking series in and sending results ------------------------------------------------
+    def _refuse(self, entry: IncomingSeries, reason: str) -> None:
+        """Remove a received series that cannot become a study, saying why (log and audit)."""
+        shutil.rmtree(entry.folder, ignore_errors=True)
+        log.error("series %s from AE %s (%d instance(s)) refused and removed: %s", entry.key, entry.calling_ae,
+                  len(entry.instances), reason)
+        with self.services.database.session() as session:
+            accounts.record(session, username=None, action="dicom.refused", target=entry.calling_ae[:64],
+                            detail=f"series {entry.key} ({len(entry.instances)} instance(s)) removed: {reason}"[:500])
+
+    def _expire(self, entry: IncomingSeries) -> None:
+        self._refuse(entry, f"held for {self.held_for_s / 3600:g} h and never completed by the sender")
+
     def _intake(self, entry: IncomingSeries) -> None:
         try:  # no usable model: the series waits (kept) and is taken in once one is promoted
             require_production_model(self.services.registry)
         except SpineSegError as exc:
             entry.last_seen = time.monotonic()
-            with self.collector.lock:
-                self.collector.series[entry.folder.name] = entry
-            log.error("series from AE %s waits, kept: %s", entry.calling_ae, exc)
+            self.collector.put_back(entry)
+            log.error("series %s from AE %s waits, kept: %s", entry.key, entry.calling_ae, exc)
             return
+        sources = sorted(p for p in entry.folder.glob("*.dcm") if p.is_file())
+        try:
+            headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sources]
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, KeyError, EOFError) as exc:
+            self._refuse(entry, f"an instance cannot be read again ({type(exc).__name__})")
+            return
+        missing = incomplete_series_reasons(headers)
+        if missing and not entry.take_incomplete:  # released and idle, but it says it is not whole
+            wait_s = min(EVIDENCE_WAIT_IDLE * self.idle_s, self.held_for_s)
+            message = (f"series {entry.key} from AE {entry.calling_ae}: {'; '.join(missing)}; it is held (kept, not "
+                       f"segmented) for the sender to send the rest, and taken in as it is if nothing more arrives "
+                       f"in {wait_s:g} s")
+            entry.hold(message, by_evidence=True)
+            self.collector.put_back(entry)
+            log.warning("%s", message)
+            return
+        if missing:
+            log.warning("series %s from AE %s: nothing more arrived while it was held, so it is taken in as it is "
+                        "(%s)", entry.key, entry.calling_ae, "; ".join(missing))
+        header = return_header_of(headers[0]) if headers and self.destination is not None else None
+        del headers
         files = StudyFiles.of(self.services.settings.studies_dir, new_id())
         files.create()
         target = files.input_dir / "received"
-        shutil.copytree(entry.folder, target, ignore=shutil.ignore_patterns("AE", HELD_NOTE, ".part-*"))
-        paths = sorted(target.glob("*.dcm"))
+        target.mkdir(parents=True)
+        paths = [target / p.name for p in sources]
+        for source, copy in zip(sources, paths, strict=True):
+            shutil.copyfile(source, copy)
         try:
             accepted = accept_pacs_series(self.services, files, paths, origin="dimse", endpoint=entry.calling_ae,
-                                          username=self.owner[0], user_id=self.owner[1], keep_header=True)
-        except SpineSegError as exc:  # refused (not CT, unreadable...): kept for a person to look at
-            (entry.folder / HELD_NOTE).write_text(f"refused: {exc}\n")
-            entry.held = True
-            with self.collector.lock:
-                self.collector.series[entry.folder.name] = entry
-            log.error("series of %d instance(s) from AE %s refused and kept in %s: %s", len(paths),
-                      entry.calling_ae, entry.folder, exc)
+                                          username=self.owner[0], user_id=self.owner[1])
+        except SpineSegError as exc:  # not segmentable (not CT, unreadable...): nothing will come of it
+            self._refuse(entry, self._without_identifiers(str(exc), sources))
             return
-        shutil.rmtree(entry.folder, ignore_errors=True)  # the study holds it now (de-identified)
-        log.info("series from AE %s (%d instance(s)) -> study %s, job %s", entry.calling_ae, len(paths),
-                 accepted.study_id, accepted.job_id)
+        if header is not None:  # only while a result can go back, sealed, until it expires
+            with self.services.database.session() as session:
+                set_return_header(session, study_id=accepted.study_id, sealed=seal(self._key, header),
+                                  expires_at=utc_now() + self.return_for)
+        with self.collector.lock:
+            if entry.key in self.collector.series:  # more arrived meanwhile: only what was taken in goes
+                for source in sources:
+                    source.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(entry.folder, ignore_errors=True)  # the study holds it now (de-identified)
+        log.info("series %s from AE %s (%d instance(s)) -> study %s, job %s", entry.key, entry.calling_ae,
+                 len(paths), accepted.study_id, accepted.job_id)
+
+    @staticmethod
+    def _without_identifiers(text: str, paths: list) -> str:
+        """An intake error's text with the series' original UIDs taken out (they are identifiers)."""
+        for path in paths:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID",
+                                                                                   "SeriesInstanceUID"])
+            except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, KeyError, EOFError):
+                continue
+            for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+                uid = str(ds.get(keyword, "") or "")
+                if uid:
+                    text = text.replace(uid, f"<{keyword}>")
+            break
+        return text
 
     def send_result(self, study_id: str, header: dict | None) -> int:
         """C-STORE the current run's DICOM outputs of a study to the destination; instances stored."""
@@ -273,9 +279,14 @@ class DicomNode:
             raise PacsError("no destination AE is configured (SPINESEG_DICOM_DESTINATION)", status=409)
         result = study_result(self.services.settings, self.services.database, study_id)
         if header is None:
-            raise PacsError(f"study {study_id}: the original's patient attributes were already erased after an "
-                            "earlier send", status=409)
-        datasets = reidentified(result, header_from_json(header))
+            raise PacsError(f"study {study_id}: the original's patient attributes were already erased (after an "
+                            "earlier send, or expired)", status=409)
+        try:
+            opened = unseal(self._key, header) if isinstance(header, str) else header
+        except SealError as exc:
+            raise PacsError(f"study {study_id}: the original's patient attributes cannot be read: {exc}",
+                            status=409) from exc
+        datasets = reidentified(result, header_from_json(opened))
         dest_ae, host, port = self.destination
         ae = AE(ae_title=self.ae_title)
         for sop_class in RESULT_CLASSES:
@@ -321,11 +332,44 @@ class DicomNode:
                 with self.services.database.session() as session:
                     mark_send_failed(session, study_id=study_id, error=str(exc))
 
+    def _erase_expired(self) -> None:
+        """Return headers whose time is up are erased (retention of the identity)."""
+        if time.monotonic() < self._next_expiry_sweep:
+            return
+        self._next_expiry_sweep = time.monotonic() + EXPIRY_SWEEP_S
+        with self.services.database.session() as session:
+            erased = erase_expired_headers(session)
+            for study_id in erased:
+                accounts.record(session, username=None, action="pacs.identity_expired", target=study_id,
+                                detail=f"the sealed return header was erased after {self.return_for.days} day(s) "
+                                       "without a send")
+        for study_id in erased:
+            log.warning("study %s: its original's patient attributes expired unsent and were erased", study_id)
+
+    def _seal_legacy_headers(self) -> None:
+        """Rows from before sealing hold the attributes themselves: sealed now, with an expiry,
+        or erased when no destination could use them."""
+        with self.services.database.session() as session:
+            legacy = unsealed_headers(session)
+            for link in legacy:
+                if self.destination is None:
+                    link.return_header = None
+                else:
+                    set_return_header(session, study_id=link.study_id, sealed=seal(self._key, link.return_header),
+                                      expires_at=utc_now() + self.return_for)
+        if legacy:
+            log.info("%d return header(s) stored unsealed by an earlier version were %s", len(legacy),
+                     "sealed" if self.destination is not None else "erased (no destination is configured)")
+
     def _loop(self) -> None:
         while not self._stop.wait(min(SEND_POLL_S, self.idle_s / 4)):
             try:
-                for entry in self.collector.idle(self.idle_s):
+                ready, expired = self.collector.due(self.idle_s, self.held_for_s)
+                for entry in expired:
+                    self._expire(entry)
+                for entry in ready:
                     self._intake(entry)
+                self._erase_expired()
                 if self.destination is not None:
                     self._send_waiting()
             except Exception:  # the loop must outlive one bad series or database hiccup
@@ -334,6 +378,7 @@ class DicomNode:
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self.collector.recover()
+        self._seal_legacy_headers()
         ae = AE(ae_title=self.ae_title)
         ae.require_calling_aet = list(self.allowed)
         ae.require_called_aet = True  # an association meant for another node is refused
@@ -343,7 +388,7 @@ class DicomNode:
         handlers = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_RELEASED, lambda e: self._on_ended(e, aborted=False)),
                     (evt.EVT_ABORTED, lambda e: self._on_ended(e, aborted=True)),
-                    (evt.EVT_CONN_CLOSE, lambda e: self._on_ended(e, aborted=True)),
+                    (evt.EVT_CONN_CLOSE, self._on_connection_closed),
                     (evt.EVT_REJECTED, self._on_rejected)]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         thread = threading.Thread(target=self._loop, name="dicom-node", daemon=True)

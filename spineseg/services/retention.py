@@ -1,13 +1,17 @@
 """Retention: studies older than ``SPINESEG_RETENTION_DAYS`` are deleted with their files,
 each deletion audited (user ``retention``), by ``spineseg retention run`` and once a day by
 the service. Off (``0``) by default. Only studies: datasets, their cases and model versions
-are never touched (they are not studies, and a trained model's provenance needs them)."""
+are never touched (they are not studies, and a trained model's provenance needs them).
+
+Whatever the setting, each run also erases the DICOM listener's sealed return headers whose
+time is up (``store.pacs_links.erase_expired_headers``; the listener does it too while it runs),
+so a patient's attributes never outlive ``SPINESEG_DICOM_RETURN_DAYS`` because it is stopped."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -15,8 +19,10 @@ from sqlalchemy import select
 from spineseg.config import Settings
 from spineseg.errors import InputError
 from spineseg.services.study_deletion import delete_study_and_files
+from spineseg.store import accounts
 from spineseg.store.database import Database
 from spineseg.store.models import Study
+from spineseg.store.pacs_links import erase_expired_headers
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ FIRST_SWEEP_DELAY_S = 60.0  # after start-up, so a start is not slowed by a larg
 class RetentionResult:
     cutoff: datetime | None
     deleted: list[str]
+    identities_erased: list[str] = field(default_factory=list)  # studies whose return header expired
 
 
 def retention_cutoff(days: int, now: datetime | None = None) -> datetime | None:
@@ -46,8 +53,17 @@ def run_retention(database: Database, settings: Settings, *, days: int | None = 
     each (a crash keeps what was done); ``dry_run`` only lists them."""
     days = settings.retention_days if days is None else days
     cutoff = retention_cutoff(days, now)
+    erased: list[str] = []
+    if not dry_run:
+        with database.session() as session:
+            erased = erase_expired_headers(session, now=now)
+            for study_id in erased:
+                accounts.record(session, username=RETENTION_ACTOR, action="pacs.identity_expired", target=study_id,
+                                detail="the sealed return header was erased unsent: its time was up")
+        if erased:
+            log.info("retention: erased the expired return headers of %d PACS studies", len(erased))
     if cutoff is None:
-        return RetentionResult(None, [])
+        return RetentionResult(None, [], erased)
     with database.session() as session:
         expired = list(session.scalars(select(Study.id).where(Study.created_at < cutoff).order_by(Study.created_at)))
     if dry_run:
@@ -63,7 +79,7 @@ def run_retention(database: Database, settings: Settings, *, days: int | None = 
         deleted.append(study_id)
     if deleted:
         log.info("retention: deleted %d studies created before %s", len(deleted), cutoff.isoformat())
-    return RetentionResult(cutoff, deleted)
+    return RetentionResult(cutoff, deleted, erased)
 
 
 class RetentionSweeper:

@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 from sqlalchemy import select
 
+from spineseg.integrations.dimse_series import SeriesCollector
 from spineseg.store.database import open_database
 from spineseg.store.models import AuditEvent, Study
 from spineseg.store.pacs_links import PacsLink
@@ -149,9 +150,10 @@ def test_dropped_association_is_held_then_the_full_series_is_segmented_and_sent(
     before = node.orthanc.count()
     assert _send(node.port, node.ct_files[:10], abort=True) == [0] * 10
     time.sleep(IDLE_S + 3)
-    held = (f"the association from AE {CALLING_AE} was dropped after 10 instance(s) of series {SERIES_UID}; "
-            f"nothing more arrived in {IDLE_S} s, so the series is held (kept, not segmented): send it again")
-    assert held in node.log()
+    key = SeriesCollector.key(CALLING_AE, SERIES_UID)  # the log names the series by key, never by its UID
+    held = (f"series {key}: the association from AE {CALLING_AE} was dropped after 10 instance(s); nothing more "
+            f"arrived in {IDLE_S} s, so it is held (kept, not segmented): send it again")
+    assert held in node.log() and SERIES_UID not in node.log()
     assert _studies(node.data_dir) == []
     incoming = list((node.data_dir / "dicom-incoming").iterdir())
     assert len(incoming) == 1 and len(list(incoming[0].glob("*.dcm"))) == 10  # nothing lost
@@ -169,7 +171,8 @@ def test_dropped_association_is_held_then_the_full_series_is_segmented_and_sent(
     database = open_database(f"sqlite:///{node.data_dir / 'spineseg.db'}")
     with database.session() as session:
         [link] = session.scalars(select(PacsLink)).all()
-        assert link.send_error == unsent and link.sent_job_id is None and link.return_header is not None
+        assert link.send_error == unsent and link.sent_job_id is None
+        assert isinstance(link.return_header, str) and PATIENT_ID not in link.return_header  # sealed
     database.dispose()
     node.orthanc.start()
     while node.orthanc.count()["CountInstances"] == before["CountInstances"]:

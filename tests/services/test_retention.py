@@ -102,3 +102,31 @@ def test_cli_retention_run_and_dry_run(database: Database, settings: Settings, m
     assert "deleted 1 studies" in out and "e" * 32 in out and not old.exists()
     monkeypatch.setenv("SPINESEG_RETENTION_DAYS", "0")
     assert main(["retention", "run"]) == 0 and "retention is off" in capsys.readouterr().out
+
+
+def test_expired_pacs_return_headers_are_erased_even_with_retention_off(tmp_path: Path) -> None:
+    from spineseg.services.sealing import seal, sealing_key
+    from spineseg.store.pacs_links import add_link, get_link, set_return_header
+
+    settings = Settings(data_dir=tmp_path, secret_key=SECRET)  # retention off: studies stay
+    database = open_database(settings.sqlalchemy_url)
+    audit.use_key(database, SECRET)
+    now = datetime.now(UTC)
+    sealed = seal(sealing_key(settings), {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^JANE"}]}})
+    for study_id, expires in (("c" * 32, now - timedelta(hours=1)), ("d" * 32, now + timedelta(days=6))):
+        add_study(database, settings, study_id, 1)
+        with database.session() as session:
+            add_link(session, study_id=study_id, origin="dimse", endpoint="CT1", study_uid="1.2.3", series_uid="1.2.4",
+                     uid_map={})
+            set_return_header(session, study_id=study_id, sealed=sealed, expires_at=expires)
+    assert "DOE" not in sealed
+    assert run_retention(database, settings, dry_run=True).identities_erased == []
+    result = run_retention(database, settings)
+    assert result.cutoff is None and result.deleted == [] and result.identities_erased == ["c" * 32]
+    with database.session() as session:
+        expired, kept = get_link(session, study_id="c" * 32), get_link(session, study_id="d" * 32)
+        assert expired.return_header is None and "expired before the result could be sent" in expired.send_error
+        assert kept.return_header == sealed
+        assert [e.target for e in audit.search(session, action="pacs.identity_expired")] == ["c" * 32]
+        assert audit.verify(session).intact
+    database.dispose()
