@@ -241,3 +241,60 @@ def test_reduced_view_moves_one_source_slice_and_says_it_is_reduced(server, stud
     page.wait_for_selector("#result[data-full-resolution=true]", timeout=120_000)
     assert not badge.is_visible() and page.get_attribute("#result", "data-reduced-view") == "false"
     page.close()
+
+
+CROSSHAIR_RGB = np.array([255, 217, 26])  # viewer.js CROSSHAIR
+
+
+def test_segment_list_and_crosshair(server, study, browser) -> None:
+    """Issue 28 item 9: each vertebra in the legend with its colour, a tick that shows or hides it
+    and a name that goes to it; a thin crosshair that can be made thick or hidden; the legend in
+    view beside the images at 1600x1000."""
+    live, token = server
+    colours = httpx.get(f"{live.url}/api/studies/{study}/levels_colours.json", headers=bearer(token)).json()
+    page = open_result(browser, live, study, 1600, 1000)
+    legend, side = page.locator("#legend").bounding_box(), page.locator(".viewer-side").bounding_box()
+    bottom = min(side["y"] + side["height"], 1000)
+    assert page.locator(".viewer-side").evaluate("(e) => e.scrollTop") == 0
+    assert page.evaluate("() => window.scrollY") == 0  # as the page opens
+    assert side["y"] <= legend["y"] and legend["y"] + legend["height"] <= bottom, (legend, side)  # all of it in view
+
+    # crosshair: thin by default, thicker, hidden (the select and the C key)
+    page.click("[data-view=axial]")
+    thin = near(canvas_rgb(page), CROSSHAIR_RGB, 10)
+    page.select_option("#crosshair-width", "3")
+    thick = near(canvas_rgb(page), CROSSHAIR_RGB, 10)
+    page.focus("#viewer-box")
+    page.keyboard.press("c")  # thick -> hidden
+    page.wait_for_function("() => document.getElementById('result').dataset.crosshairWidth === '0'")
+    hidden = near(canvas_rgb(page), CROSSHAIR_RGB, 10)
+    assert thin > 100 and thick > 2 * thin and hidden < thin / 10, (thin, thick, hidden)
+    page.keyboard.press("c")  # hidden -> thin
+    page.wait_for_function("() => document.getElementById('result').dataset.crosshairWidth === '1'")
+
+    # the segment list: one entry per vertebra, in the run's names
+    set_layer(page, "levels", show=True, opacity=1)
+    chips = page.locator("#legend .level-chip")
+    names = [entry["name"] for entry in colours["labels"]]
+    assert chips.count() == len(names) and names[0] in chips.nth(0).inner_text()
+    entry = colours["labels"][0]
+    chips.nth(0).locator("[data-level-jump]").click()
+    page.wait_for_function("(v) => document.getElementById('result').dataset.wentTo === String(v)", arg=entry["label"])
+    low, high, at = page.evaluate("""(value) => {
+        const viewer = window.spineViewer, layer = viewer.layers.find((l) => l.key === "levels");
+        const img = layer.data.fill || layer.data.outline, dims = viewer.nv.volumes[0].hdr.dims;
+        let low = Infinity, high = -1;
+        for (let n = 0; n < img.length; n++) if (img[n] === value) {
+            const k = Math.floor(n / (dims[1] * dims[2])); low = Math.min(low, k); high = Math.max(high, k);
+        }
+        return [low, high, viewer.sliceInfo().vox[2]];
+    }""", entry["label"])
+    assert low <= at <= high, (low, high, at)  # the axial slice shown cuts that vertebra
+    shown = near(canvas_rgb(page), np.array(entry["rgb"]), 3)
+    chips.nth(0).locator("[data-level-show]").uncheck()
+    page.wait_for_selector("#legend .level-chip.off")
+    gone = near(canvas_rgb(page), np.array(entry["rgb"]), 3)
+    assert shown > 20 and gone < shown / 10, (shown, gone)
+    if SCREENSHOT_DIR:
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "viewer-segment-list-1600x1000.png"))
+    page.close()

@@ -21,14 +21,15 @@
     { key: "prediction", url: d.maskUrl, outlineUrl: d.maskOutlineUrl, name: "Prediction", rgb: [255, 64, 32], opacity: 0.45, outline: false, visible: true },
   ].filter((layer) => layer.url);
   const CROSSHAIR = [1, 0.85, 0.1, 1];  // yellow: neither the prediction's red nor the truth's blue
-  const state = { crop: [0, 0, 0], shape: [0, 0, 0], view: "multi", hoverTile: "axial", measuring: false, ready: false };
+  const state = { crop: [0, 0, 0], shape: [0, 0, 0], view: "multi", hoverTile: "axial", measuring: false, ready: false,
+                  hiddenLevels: new Set() };  // vertebrae hidden from the segment list (issue 28 item 9)
 
   if (typeof niivue === "undefined") { status.textContent = "the viewer script did not load"; return; }
   const { DRAG_MODE, SLICE_TYPE, SHOW_RENDER, MULTIPLANAR_TYPE } = niivue;
   const MOUSE = { leftButton: { primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan, withCtrl: DRAG_MODE.measurement },
                   rightButton: DRAG_MODE.windowing, centerButton: DRAG_MODE.pan };
   const nv = new niivue.Niivue({
-    backColor: [0, 0, 0, 1], crosshairColor: CROSSHAIR, show3Dcrosshair: false, isColorbar: false,
+    backColor: [0, 0, 0, 1], crosshairColor: CROSSHAIR, crosshairWidth: 1, show3Dcrosshair: false, isColorbar: false,
     multiplanarShowRender: SHOW_RENDER.NEVER, multiplanarLayout: MULTIPLANAR_TYPE.AUTO, multiplanarEqualSize: false, is2DSliceShader: new URLSearchParams(location.search).has("slice2d"),
     dragAndDropEnabled: false, mouseEventConfig: MOUSE, isRadiologicalConvention: true, showLegend: false,
     viewModeHotKey: "None", clipPlaneHotKey: "None", cycleClipPlaneHotKey: "None", measureLineColor: [0, 1, 1, 1], rulerColor: [0, 1, 1, 1],  // the measured line: cyan, no layer's colour
@@ -236,11 +237,12 @@
   function codeColour(code) {
     const truth = layerOf("truth"), pred = layerOf("prediction"), levels = layerOf("levels");
     const levelValue = levelIndex().values[(code >> LEVEL_SHIFT) - 1];
-    const levelShown = levelValue && levels && levels.visible;
+    const levelHidden = levelValue && levels && levels.visible && state.hiddenLevels.has(levelValue);
+    const levelShown = levelValue && levels && levels.visible && !levelHidden;
     let acc = [0, 0, 0, 0];
     const truthShown = code & TRUTH && truth && truth.visible;
     if (truthShown && !truth.outline) acc = over(acc, truth.rgb, truth.opacity);
-    if (code & PRED && pred && pred.visible && !levelShown) acc = over(acc, pred.rgb, pred.opacity);
+    if (code & PRED && pred && pred.visible && !levelShown && !levelHidden) acc = over(acc, pred.rgb, pred.opacity);
     if (levelShown) acc = over(acc, levelRgb(levelValue), levels.opacity);
     if (truthShown && truth.outline) acc = over(acc, truth.rgb, truth.opacity);
     return acc;
@@ -282,11 +284,17 @@
         const chips = item.querySelector(".level-chips");
         const { values } = levelIndex();
         if (chips && chips.childElementCount !== values.length) {
-          chips.innerHTML = values.map((v) => `<span class="level-chip" data-level="${v}"><span class="swatch"></span>${escapeHtml(layerName(layer, v))}</span>`).join(" ");
+          chips.innerHTML = values.map((v) => {
+            const name = escapeHtml(layerName(layer, v));
+            return `<li class="level-chip" data-level="${v}"><input type="checkbox" data-level-show checked aria-label="Show ${name}">`
+              + `<span class="swatch"></span><button type="button" class="link" data-level-jump title="Go to ${name}">${name}</button></li>`;
+          }).join("");
         }
         for (const chip of chips ? chips.children : []) {
-          const rgb = levelRgb(Number(chip.dataset.level));
-          chip.querySelector(".swatch").style.background = onGrey([...rgb, layer.opacity]);
+          const value = Number(chip.dataset.level);
+          chip.querySelector(".swatch").style.background = onGrey([...levelRgb(value), layer.opacity]);
+          chip.querySelector("[data-level-show]").checked = !state.hiddenLevels.has(value);
+          chip.classList.toggle("off", state.hiddenLevels.has(value));
         }
       }
     }
@@ -543,7 +551,8 @@
     for (const layer of LAYERS) {
       const item = document.createElement("li");
       item.dataset.legend = layer.key;
-      item.innerHTML = layer.key === "levels" ? `${layer.name} (the prediction per vertebra, in place of its colour; hover a voxel to name it): <span class="level-chips"></span>`
+      item.innerHTML = layer.key === "levels" ? `${layer.name} (the prediction per vertebra, in place of its colour; hover a voxel to name it; `
+        + `tick to show, click a name to go to it): <ul class="level-chips" aria-label="Vertebrae"></ul>`
         : `<span class="swatch swatch-${layer.key}"></span> <span class="what">${layer.name}</span>`;
       legend.appendChild(item);
       if (layer.key === "truth" && layerOf("prediction")) {
@@ -554,9 +563,47 @@
       }
     }
     const cross = document.createElement("li");
-    cross.innerHTML = `<span class="swatch swatch-crosshair"></span> Crosshair · <span class="swatch swatch-measure"></span> Measurement`;
+    cross.innerHTML = `<span class="swatch swatch-crosshair"></span> <label>Crosshair <select id="crosshair-width" aria-label="Crosshair">`
+      + `<option value="1">thin</option><option value="3">thick</option><option value="0">hidden</option></select></label>`
+      + ` · <span class="swatch swatch-measure"></span> Measurement`;
     legend.appendChild(cross);
+    document.getElementById("crosshair-width").addEventListener("change", (e) => setCrosshair(Number(e.target.value)));
+    const chips = legend.querySelector(".level-chips");
+    chips?.addEventListener("change", (e) => {
+      const value = Number(e.target.closest("[data-level]").dataset.level);
+      if (e.target.checked) state.hiddenLevels.delete(value); else state.hiddenLevels.add(value);
+      applyColours();
+      nv.drawScene();
+    });
+    chips?.addEventListener("click", (e) => {
+      if (e.target.matches("[data-level-jump]")) goToLevel(Number(e.target.closest("[data-level]").dataset.level));
+    });
     syncLayerControls();
+  }
+  // The crosshair thin (1 px, the default), thick or hidden; C cycles through them.
+  function setCrosshair(width) {
+    nv.setCrosshairWidth(width);
+    document.getElementById("crosshair-width").value = String(width);
+    root.dataset.crosshairWidth = String(width);
+  }
+  // The crosshair to the middle of one vertebra (the mean of its voxels on the levels copy).
+  function goToLevel(value) {
+    const layer = layerOf("levels");
+    const img = layer && layer.data && (layer.data.fill || layer.data.outline);
+    if (!img) return;
+    const dims = ct().hdr.dims;
+    const sum = [0, 0, 0];
+    let count = 0;
+    for (let n = 0; n < img.length; n++) {
+      if (img[n] !== value) continue;
+      sum[0] += n % dims[1]; sum[1] += Math.floor(n / dims[1]) % dims[2]; sum[2] += Math.floor(n / (dims[1] * dims[2]));
+      count++;
+    }
+    if (!count) return;
+    nv.scene.crosshairPos = nv.vox2frac(sum.map((v) => Math.round(v / count)));
+    nv.drawScene();
+    updateReadouts();
+    root.dataset.wentTo = String(value);
   }
 
   const KEYS = {
@@ -567,7 +614,7 @@
     w: () => document.getElementById("custom-width").focus(),
     p: () => toggleLayer("prediction"), g: () => toggleLayer("truth"), v: () => toggleLayer("levels"),
     "+": () => zoom(1.25), "=": () => zoom(1.25), "-": () => zoom(0.8), r: reset, "0": reset,
-    d: () => toggleMeasure(), f: fullscreen, "?": () => help(true), h: () => help(true), Escape: () => help(false),
+    d: () => toggleMeasure(), f: fullscreen, c: () => setCrosshair({ 1: 3, 3: 0, 0: 1 }[nv.opts.crosshairWidth] ?? 1), "?": () => help(true), h: () => help(true), Escape: () => help(false),
   };
   function toggleLayer(key) { const layer = LAYERS.find((l) => l.key === key); if (layer) setLayer(layer, { visible: !layer.visible }); }
   function help(open) {
