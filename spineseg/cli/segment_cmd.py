@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="also split and name the vertebrae: a label map (.nii.gz) per vertebra (single input)")
     parser.add_argument("--levels-convention", choices=("verse", "totalsegmentator"), default="verse",
                         help="label ids of --levels (default: verse)")
+    parser.add_argument("--uncertainty", type=Path, metavar="FILE",
+                        help="write the per-voxel uncertainty map (uint8 percent, NIfTI) here (single input); "
+                             "the summary gets its figures, per vertebra with --levels")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     parser.set_defaults(func=run)
 
@@ -55,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.levels, "levels are written as NIfTI: use a .nii.gz or .nii name")
     if args.levels and args.output_dir:
         raise InputError("--levels", "--levels names one file: use it with -o for a single input")
+    if args.uncertainty and not args.uncertainty.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(args.uncertainty, "the uncertainty map is written as NIfTI: use a .nii.gz or .nii name")
+    if args.uncertainty and args.output_dir:
+        raise InputError("--uncertainty", "--uncertainty names one file: use it with -o for a single input")
     # Every input is read before anything is written, so a bad file costs no half-written
     # outputs; the reading runs while the model's code is imported and its sessions are made.
     with _reading(args.inputs, args.series_uid) as reading:
@@ -78,8 +85,16 @@ def run(args: argparse.Namespace) -> int:
             write_mask(seg, args.output)
             cli_s = {"read": round(seconds, 4), "write_mask": round(time.perf_counter() - started, 4)}
             extra: dict[str, object] = {}
+            labels = None
             if args.levels:
-                extra = _write_levels(seg, args.levels, args.levels_convention, cli_s)
+                extra, labels = _write_levels(seg, args.levels, args.levels_convention, cli_s)
+            if args.uncertainty:
+                from spineseg.services.uncertainty import write_uncertainty
+
+                started = time.perf_counter()
+                extra["uncertainty"] = write_uncertainty(seg, args.uncertainty, labels=labels,
+                                                         vertebrae=extra.get("vertebrae"))
+                cli_s["uncertainty"] = round(time.perf_counter() - started, 4)
             if args.summary:
                 from spineseg.services.quality import assess_run
 
@@ -153,12 +168,13 @@ def _as_float(volume):
     return volume if volume.array.dtype == np.float32 else volume.with_array(volume.array.astype(np.float32))
 
 
-def _write_levels(seg, path: Path, convention: str, timings: dict[str, float]) -> dict[str, object]:
-    """Split, name and measure the vertebrae of ``seg``; write the label map; the summary part."""
+def _write_levels(seg, path: Path, convention: str, timings: dict[str, float]) -> tuple[dict[str, object], object]:
+    """Split, name and measure the vertebrae of ``seg``; write the label map; the summary part
+    and the label map (VerSe ids, for the per-vertebra uncertainty)."""
     from spineseg.services.levels import compute_levels, levels_summary, write_levels_nifti
 
     started = time.perf_counter()
     levels, rows = compute_levels(seg.mask, _as_float(seg.volume).array, seg.volume.affine)
     write_levels_nifti(levels, seg.volume.affine, path, convention)
     timings["levels"] = round(time.perf_counter() - started, 4)
-    return levels_summary(levels, rows) | {"levels_convention": convention}
+    return levels_summary(levels, rows) | {"levels_convention": convention}, levels.labels

@@ -44,6 +44,7 @@ from spineseg.services.run_exports import (
 )
 from spineseg.services.runs import finish_run, record_results, run_files, runs_of
 from spineseg.services.stage_times import StageTimes, read_intake_times
+from spineseg.services.uncertainty import UNCERTAINTY_FILE, write_uncertainty
 from spineseg.store.database import Database
 from spineseg.store.files import RunFiles, StudyFiles
 from spineseg.store.models import Job
@@ -263,6 +264,9 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
         with reporter.stage(plan, "quality", "checking the result"):
             # Once, read by every page and export; its time joins the stage times.
             facts["quality"] = assess_run(volume, seg.mask, facts.get("vertebrae"), facts.get("timings_s"))
+            with times.stage("uncertainty"):  # the map and its figures, per vertebra in their entries
+                facts["uncertainty"] = write_uncertainty(seg, files.folder / UNCERTAINTY_FILE, labels=levels.labels,
+                                                         vertebrae=facts.get("vertebrae"))
         times.add("quality", facts.get("timings_s", {}).get("quality", 0.0))
         if metrics is not None:
             facts["metrics"] = metrics

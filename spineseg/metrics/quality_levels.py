@@ -26,10 +26,11 @@ def _anatomy(v: dict[str, Any]) -> dict[str, Any]:
     return v.get("anatomy") or {}
 
 
-def _asymmetric(v: dict[str, Any], t: QualityThresholds) -> float | None:
-    """The vertebra's left-right reach ratio when it is complete and over the limit."""
+def _asymmetric(v: dict[str, Any], t: QualityThresholds, sides_cut: bool) -> float | None:
+    """The vertebra's left-right reach ratio when it is over the limit (never where the column
+    is cut in-plane: its sides are then the crop's)."""
     ratio = _anatomy(v).get("lr_extent_ratio")
-    if v.get("complete", True) and v.get("name") != SACRUM and ratio is not None and ratio > t.max_lr_extent_ratio:
+    if not sides_cut and v.get("name") != SACRUM and ratio is not None and ratio > t.max_lr_extent_ratio:
         return float(ratio)
     return None
 
@@ -59,16 +60,18 @@ def wide_gaps(vertebrae: list[dict[str, Any]], t: QualityThresholds = THRESHOLDS
     return out
 
 
-def vertebra_checks(vertebrae: list[dict[str, Any]], *, t: QualityThresholds = THRESHOLDS) -> list[dict[str, Any]]:
+def vertebra_checks(vertebrae: list[dict[str, Any]], *, sides_cut: bool = False,
+                    t: QualityThresholds = THRESHOLDS) -> list[dict[str, Any]]:
     """A verdict per vertebra from its levels summary: cut by the field of view, a volume no
     vertebra has, an uncertain name, a bridged disc above or below it, a missing vertebra next
-    to it, or one side reaching far more than the other. ``withhold`` is true for any verdict
-    but ok: its measurements are then shown as withheld, with these reasons."""
+    to it, or one side reaching far more than the other (not judged when ``sides_cut``: the
+    column is cut in-plane). ``withhold`` is true for any verdict but ok: its measurements are
+    then shown as withheld, with these reasons."""
     gap_after = dict(wide_gaps(vertebrae, t))
     named = [i for i, v in enumerate(vertebrae) if v.get("name") != SACRUM]
     out = []
     for index, v in enumerate(vertebrae):
-        flags = _vertebra_flags(index, vertebrae, named, gap_after, t)
+        flags = _vertebra_flags(index, vertebrae, named, gap_after, t, sides_cut)
         verdict = ("not assessable" if any(level == "not assessable" for level, _ in flags)
                    else "review" if flags else "ok")
         out.append({"name": v.get("name"), "verdict": verdict, "reasons": [r for _, r in flags],
@@ -77,7 +80,7 @@ def vertebra_checks(vertebrae: list[dict[str, Any]], *, t: QualityThresholds = T
 
 
 def _vertebra_flags(index: int, vertebrae: list[dict[str, Any]], named: list[int], gap_after: dict[int, float],
-                    t: QualityThresholds) -> list[tuple[str, str]]:
+                    t: QualityThresholds, sides_cut: bool) -> list[tuple[str, str]]:
     """(verdict level, reason) for each check vertebra ``index`` fails."""
     v = vertebrae[index]
     flags = []
@@ -101,16 +104,18 @@ def _vertebra_flags(index: int, vertebrae: list[dict[str, Any]], named: list[int
             if gap_index in gap_after:
                 flags.append(("review", f"a vertebra seems missing {side} it (centres {gap_after[gap_index]:.1f} "
                                         "times farther apart than their neighbours'): names may be shifted"))
-    ratio = _asymmetric(v, t)
+    ratio = _asymmetric(v, t, sides_cut)
     if ratio is not None:
         flags.append(("review", f"it reaches {ratio:.1f} times farther to one side than to the other: a rib or "
                                 "other bone marked on one side, or one side's arch left out"))
     return flags
 
 
-def level_checks(vertebrae: list[dict[str, Any]] | None, *, t: QualityThresholds = THRESHOLDS) -> list[Finding]:
+def level_checks(vertebrae: list[dict[str, Any]] | None, *, sides_cut: bool = False,
+                 t: QualityThresholds = THRESHOLDS) -> list[Finding]:
     """Findings for the column from its levels: ``bridged_discs``, ``missing_levels`` and
-    ``lr_asymmetry``; one ``info`` finding when no levels were computed."""
+    ``lr_asymmetry`` (not judged when ``sides_cut``); one ``info`` finding when no levels
+    were computed."""
     if vertebrae is None:
         return [Finding("levels", "info", "levels were not computed: bridged discs, missing vertebrae and "
                         "left-right asymmetry were not checked")]
@@ -131,7 +136,7 @@ def level_checks(vertebrae: list[dict[str, Any]] | None, *, t: QualityThresholds
         findings.append(Finding("missing_levels", "ok" if len(named) >= 3 else "info",
                                 "no vertebra missing from the column" if len(named) >= 3
                                 else "too few vertebrae to tell whether one is missing", 0.0))
-    lopsided = [str(v.get("name")) for v in vertebrae if _asymmetric(v, t) is not None]
+    lopsided = [str(v.get("name")) for v in vertebrae if _asymmetric(v, t, sides_cut) is not None]
     if lopsided:
         findings.append(Finding("lr_asymmetry", "review", f"{', '.join(lopsided)}: far more bone on one side than "
                                 "on the other (a rib or other bone marked on one side, or one side's arch left "

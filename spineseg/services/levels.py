@@ -16,7 +16,9 @@ from scipy import ndimage as ndi
 from spineseg.errors import InputError
 from spineseg.imaging.nifti import write_nifti
 from spineseg.metrics.height_gate import grade_vertebrae
+from spineseg.metrics.level_anatomy import vertebra_anatomy
 from spineseg.metrics.levels import named_only, score_levels
+from spineseg.metrics.quality_levels import vertebra_checks
 from spineseg.metrics.vertebra_measures import (
     FLAG_NOTE,
     axis_hints,
@@ -31,7 +33,12 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("name", "verse_id", "confidence", "complete", "volume_ml", "hu_mean", "hu_median", "roi_ml",
                "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "ha_hp", "hm_hp",
-               "hp_neighbours", "genant_grade", "height_flag", "assessable", "not_assessable", "density_flag")
+               "hp_neighbours", "genant_grade", "height_flag", "assessable", "not_assessable", "density_flag",
+               "quality", "withheld")
+# What a vertebra that fails its quality checks does not show (metrics.quality_levels): every
+# measurement; its volume (what the mask holds) and its name and confidence stay, beside the reason.
+WITHHELD_KEYS = ("hu_mean", "hu_median", "roi_ml", "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
+                 "ha_hp", "hm_hp", "hp_neighbours", "genant_grade", "height_flag", "density_flag")
 
 
 def check_convention(convention: str) -> str:
@@ -70,6 +77,25 @@ def measurements(levels: Levels, ct: np.ndarray, affine: np.ndarray) -> list[dic
     grades = grade_vertebrae([v.name for v in levels.vertebrae], measured)
     for row, grade in zip(rows, grades, strict=True):
         row.update({k: (_rounded(x, 3) if isinstance(x, float) else x) for k, x in grade.items()})
+    # What the quality checks judge (left-right reach, the disc below): kept out of the CSV.
+    anatomy = vertebra_anatomy(levels.labels, affine, [v.label for v in levels.vertebrae])
+    for row, measured_anatomy in zip(rows, anatomy, strict=True):
+        row["anatomy"] = measured_anatomy
+    return rows
+
+
+def withhold_failing(levels: Levels, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (in place) with each vertebra's quality verdict (``metrics.quality_levels``) as
+    ``quality``; a vertebra that fails gets ``withheld`` (the reasons), no measurements
+    (``WITHHELD_KEYS`` empty) and is not assessable for grading, with the same reasons."""
+    judged = vertebra_checks([v.summary() | {"anatomy": row.get("anatomy")}
+                              for v, row in zip(levels.vertebrae, rows, strict=True)])
+    for row, verdict in zip(rows, judged, strict=True):
+        row["quality"], row["withheld"] = verdict["verdict"], None
+        if verdict["withhold"]:
+            reason = "; ".join(verdict["reasons"])
+            row.update(dict.fromkeys(WITHHELD_KEYS), withheld=reason, assessable=False,
+                       not_assessable=row.get("not_assessable") or f"withheld: {reason}")
     return rows
 
 
@@ -78,15 +104,19 @@ def levels_summary(levels: Levels, rows: list[dict[str, Any]]) -> dict[str, Any]
     entries = []
     for v, row in zip(levels.vertebrae, rows, strict=True):
         entry = v.summary()
-        entry["measures"] = {k: row[k] for k in CSV_COLUMNS if k not in entry and k not in ("name",)}
+        entry["measures"] = {k: row.get(k) for k in CSV_COLUMNS if k not in entry and k not in ("name",)}
+        if "anatomy" in row:
+            entry["anatomy"] = row["anatomy"]
         entries.append(entry)
     return {"vertebrae": entries, "levels": {"named": levels.named, "anchors": levels.anchors,
                                              "reason": levels.reason, "flags_note": FLAG_NOTE}}
 
 
 def compute_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray) -> tuple[Levels, list[dict[str, Any]]]:
+    """The levels of ``mask`` and their measurement rows, those of a vertebra that fails its
+    quality checks withheld (``withhold_failing``)."""
     levels = vertebra_levels(mask, ct, affine)
-    return levels, measurements(levels, ct, affine)
+    return levels, withhold_failing(levels, measurements(levels, ct, affine))
 
 
 def write_levels_nifti(levels: Levels, affine: np.ndarray, path: Path, convention: str = "verse") -> Path:

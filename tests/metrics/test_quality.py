@@ -209,3 +209,15 @@ def test_clean_shared_case_is_ok():
     volume = load_volume(folder)
     result = q.assess(volume.array, segment(volume).mask, volume.affine, intensity=volume.provenance.intensity)
     assert result["verdict"] == "ok", result["reasons"]
+
+
+def test_a_vertebra_missing_from_the_column_is_a_gap_a_disc_is_not():
+    hu, mask, affine = phantom()
+    missing = mask.copy()
+    missing[:, :, 20:40] = 0  # 20 mm: a whole vertebra left out
+    missing[35:55, 25:45, 20:40] = mask[35:55, 25:45, 20:40] * (np.arange(20) % 7 == 0)  # a few arch slivers
+    finding = by_check(q.mask_checks(missing, hu, affine))["column_gaps"]
+    assert finding.status == "review" and finding.value == 20.0
+    disc = mask.copy()
+    disc[:, :, 28:34] = 0  # 6 mm: a disc
+    assert by_check(q.mask_checks(disc, hu, affine))["column_gaps"].status == "ok"

@@ -75,12 +75,12 @@ def test_missing_vertebra_between_two_is_flagged():
     assert finding.status == "review" and "below T12" in finding.reason
 
 
-def test_one_sided_vertebra_flagged_only_when_complete():
+def test_one_sided_vertebra_flagged_unless_the_column_is_cut_in_plane():
     lopsided = {"L1": {"lr_extent_ratio": 3.1}}
     verdicts = vertebra_checks(entries(lopsided))
     assert verdicts[3]["verdict"] == "review" and "one side" in verdicts[3]["reasons"][0]
     assert by_check(level_checks(entries(lopsided)))["lr_asymmetry"].status == "review"
-    cut = vertebra_checks(entries(lopsided, complete=False))  # a cut vertebra's sides are the crop's
+    cut = vertebra_checks(entries(lopsided, complete=False), sides_cut=True)  # the sides are the crop's
     assert all(len(v["reasons"]) == 1 for v in cut)
 
 

@@ -37,7 +37,11 @@ def test_finished_job_summary_carries_the_verdict(tmp_path: Path) -> None:
     with database.session() as session:
         job = get_job(session, job_id=job_id)
         quality = job.summary["quality"]
-        on_disk = json.loads(run_files(settings.studies_dir, job).summary.read_text())["quality"]
+        uncertainty = job.summary["uncertainty"]
+        files = run_files(settings.studies_dir, job)
+        on_disk = json.loads(files.summary.read_text())["quality"]
+        mask = np.asarray(nib.load(files.mask).dataobj)
+        u = np.asarray(nib.load(files.folder / uncertainty["map"]).dataobj)
         listed = study_json(session, get_study(session, study_id=study_id), full=False)
     assert quality["verdict"] in VERDICTS
     assert {c["check"] for c in quality["checks"]} >= {"ct_like", "slice_count", "mask_size"}
@@ -45,6 +49,11 @@ def test_finished_job_summary_carries_the_verdict(tmp_path: Path) -> None:
     assert quality["verdict"] != "ok" and quality["reasons"]
     assert on_disk["verdict"] == quality["verdict"]
     assert listed["quality_verdict"] == quality["verdict"]
+    # the uncertainty map beside the mask, on its grid, and its figure over the mask's voxels
+    assert u.shape == mask.shape and u.dtype == np.uint8 and u.max() <= 100
+    if mask.any():
+        assert uncertainty["mask_mean"] == round(float(u[mask > 0].mean()), 2)
+    assert "uncertainty" in job.summary["stage_times_s"]
 
 
 def test_odd_input_never_raises() -> None:
