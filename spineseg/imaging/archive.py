@@ -95,12 +95,21 @@ def _copy_limited(zip_path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInf
     return written
 
 
+def _numbered_name(index: int, entry_name: str) -> str:
+    return f"{index:05d}" + (".dcm" if entry_name.lower().endswith(".dcm") else "")
+
+
 def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_files: int,
-                       max_ratio: float = MAX_EXPANSION_RATIO) -> list[Path]:
+                       max_ratio: float = MAX_EXPANSION_RATIO, numbered: bool = False,
+                       entry_names: dict[Path, str] | None = None) -> list[Path]:
     """Extract the regular files of ``zip_path`` under ``dest`` and return their paths.
 
     ``dest`` is created if needed. Directory entries are recreated; the returned list holds
-    only files, in archive order. Raises ``InputError`` for any refusal listed in the module
+    only files, in archive order. ``numbered``: every file is written straight into ``dest``
+    as ``00001``, ``00002.dcm`` ... (its number in archive order, ``.dcm`` kept), no folder is
+    made, and no entry's own name reaches the disk (a DICOM series only: entry names often
+    carry the patient's name); ``entry_names``, when given, gets each written path's entry name,
+    for messages about them (kept in memory only). Raises ``InputError`` for any refusal listed in the module
     docstring; in that case every file and folder this call created is removed again.
     """
     zip_path = Path(zip_path)
@@ -128,14 +137,19 @@ def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_
                 if not target.resolve().is_relative_to(root):
                     raise InputError(zip_path, f"entry {info.filename!r} points outside the extraction folder")
                 if info.is_dir():
-                    _make_dirs(target, created)
+                    if not numbered:
+                        _make_dirs(target, created)
                     continue
+                if numbered:
+                    target = root / _numbered_name(len(extracted) + 1, info.filename)
                 _make_dirs(target.parent, created)
                 if target.exists():
                     raise InputError(zip_path, f"entry {info.filename!r} appears more than once")
                 created.append(target)
                 remaining -= _copy_limited(zip_path, archive, info, target, remaining)
                 extracted.append(target)
+                if entry_names is not None:
+                    entry_names[target] = info.filename
     except InputError:
         _remove_created(created)
         raise
@@ -143,7 +157,7 @@ def extract_zip_safely(zip_path: Path, dest: Path, *, max_total_bytes: int, max_
             UnicodeDecodeError) as exc:
         _remove_created(created)
         raise InputError(zip_path, f"corrupt or unsupported zip archive ({exc})") from exc
-    logger.debug("extracted %d files from %s into %s", len(extracted), zip_path, dest)
+    logger.debug("extracted %d files", len(extracted))
     return extracted
 
 

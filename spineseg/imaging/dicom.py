@@ -141,9 +141,8 @@ def _choose_series(source: str, groups: dict[str, list[SliceHeader]], series_uid
     notes: list[str] = []
     skipped = [_describe(uid, m) for uid, m in groups.items() if uid != chosen]
     if skipped:
-        note = f"read series {_describe(chosen, members)}; skipped: {'; '.join(skipped)}"
-        logger.info("%s: %s", source, note)
-        notes.append(note)
+        notes.append(f"read series {_describe(chosen, members)}; skipped: {'; '.join(skipped)}")
+        logger.info("%s: read one series, skipped %d other(s) (named in the notes)", source, len(skipped))
     return chosen, notes
 
 
@@ -261,7 +260,7 @@ def _read_files(
     notes: list[str] = []
     if rejected:
         notes.append(f"ignored {len(rejected)} file(s) that are not DICOM")
-        logger.info("%s: ignored %d non-DICOM file(s), e.g. %s", source, len(rejected), name_of(rejected[0]))
+        logger.info("%s: ignored %d non-DICOM file(s)", source, len(rejected))
 
     groups: dict[str, list[SliceHeader]] = {}
     by_path = {}
@@ -307,7 +306,8 @@ def _read_files(
         raise InputError(source, f"not enough memory for a {columns}x{rows}x{slice_count} volume") from exc
 
     study = members[0].study_uid
-    logger.info("%s: read DICOM series %s, grid %s", source, chosen, stack.shape)
+    # neither UIDs nor file names: read before de-identification, they would be the original's
+    logger.info("%s: read a DICOM series of %d image(s), grid %s", source, len(members), stack.shape)
     provenance = Provenance(
         source=source,
         format="dicom",

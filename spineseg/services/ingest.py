@@ -49,8 +49,10 @@ def input_kind(name: str) -> str:
 
 def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -> tuple[Path, str]:
     """Decide what the uploaded ``files`` (disk path -> client name) are; returns the path to
-    read and its kind. One .zip is extracted to ``input_dir/series``; several files must all
-    be DICOM slices of one series (``InputError`` naming the first that is not)."""
+    read and its kind. One .zip is extracted to ``input_dir/series`` under numbers, never its
+    entries' names (``files`` then maps each extracted file to ``zip name/entry name`` instead
+    of the zip, so a later error names the entry the client knows); several files must all be
+    DICOM slices of one series (``InputError`` naming the first that is not)."""
     if not files:
         raise InputError("files", "no file was uploaded: choose a DICOM folder, a .zip, a NIfTI or an image")
     if len(files) == 1:
@@ -59,8 +61,13 @@ def arrange_input(files: dict[Path, str], input_dir: Path, settings: Settings) -
             raise InputError(name, "file is empty")
         if name.lower().endswith(".zip"):
             target = input_dir / SERIES_FOLDER
-            extract_zip_safely(path, target, max_total_bytes=extract_limit_bytes(settings), max_files=ZIP_MAX_FILES)
+            entries: dict[Path, str] = {}
+            extract_zip_safely(path, target, max_total_bytes=extract_limit_bytes(settings), max_files=ZIP_MAX_FILES,
+                               numbered=True, entry_names=entries)  # the entries' names are the client's
             path.unlink()
+            if entries:  # an empty zip keeps its own name, for the error that follows
+                del files[path]
+                files.update({extracted: f"{name}/{entry}" for extracted, entry in entries.items()})
             return target, "dicom"
         return path, input_kind(name)
     for name in files.values():

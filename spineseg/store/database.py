@@ -35,13 +35,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # erased values are overwritten, not left in free pages of the file (a client's file name, a
+    # PACS return header: erased because they identify a patient)
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL (readers never wait for the writer), foreign
-    keys, a bounded busy timeout and a pool that never makes a thread wait for a connection."""
+    keys, secure delete, a bounded busy timeout and a pool that never makes a thread wait for a connection."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False,
                                                   "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

@@ -1,7 +1,8 @@
 """Where a study's files live: ``DATA_DIR/studies/<study id>/``.
 
 ```
-input/           the uploaded CT files, names made safe (a DICOM series is many files here)
+input/           the uploaded CT files, numbered, never under the client's names (a DICOM series is
+                 many files here)
 truth/           the uploaded ground truth, when given
 runs/<job id>/   one run's outputs (``RunFiles``): ct.nii.gz (the CT as NIfTI, for the viewer),
                  mask.nii.gz, summary.json, truth.nii.gz (truth on the CT grid), overlays/*.png,
@@ -24,7 +25,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# the suffixes a reader decides by (imaging.io) and .zip / .dcm; longest first
+KNOWN_SUFFIXES = (".nii.gz", ".nii", ".zip", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".npz")
 PRIVATE_UMASK = 0o077  # files 0600, folders 0700: only the service's user reads patient data
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -45,15 +47,17 @@ def restrict_data_dir(data_dir: Path) -> None:
 
 
 def safe_file_name(name: str, taken: set[str]) -> str:
-    """The last path part of ``name`` with unsafe characters replaced, made unique in ``taken``
-    (which is updated). A browser sends a folder's files with relative paths as names."""
-    base = SAFE_NAME.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".") or "file"
-    base = base[:120]
-    candidate, counter = base, 1
-    while candidate in taken:
-        counter += 1
-        stem, dot, suffix = base.partition(".")
-        candidate = f"{stem}_{counter}{dot}{suffix}"
+    """The name a received file gets on disk: its number in arrival order with only the format
+    suffix of the client's ``name`` (``00001.dcm``, ``00002.nii.gz``, ``00003``), unique in
+    ``taken`` (which is updated). The client's own file and folder names often carry the
+    patient's name or record number, so they never name a file on the server (the caller keeps
+    them in memory, for error messages, while the upload is read)."""
+    lower = name.lower()
+    suffix = next((s for s in KNOWN_SUFFIXES if lower.endswith(s)), "")
+    number = len(taken) + 1
+    while f"{number:05d}{suffix}" in taken:
+        number += 1
+    candidate = f"{number:05d}{suffix}"
     taken.add(candidate)
     return candidate
 

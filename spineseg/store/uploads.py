@@ -35,7 +35,8 @@ def _now() -> datetime:
 def create_upload(session: Session, *, upload_id: str, owner_id: int, purpose: str,
                   files: list[dict[str, Any]], study_name: str = "", study_site: str = "") -> Upload:
     """A new upload of ``files`` (``[{"name", "size", "role"}]``, in index order), for a study
-    to be named ``study_name`` (``""``: the default) at ``study_site``."""
+    to be named ``study_name`` (``""``: the default) at ``study_site``. The names are kept
+    only until the upload is done (``mark_done``) or removed."""
     upload = Upload(id=upload_id, owner_id=owner_id, purpose=purpose, status=UPLOADING, files=files,
                     total_bytes=sum(int(f["size"]) for f in files), study_name=study_name, study_site=study_site)
     session.add(upload)
@@ -84,8 +85,12 @@ def interrupted_completions(session: Session) -> list[Upload]:
 
 
 def mark_done(session: Session, *, upload_id: str, study_id: str, job_id: str) -> None:
+    """The upload became ``study_id``: done, and the names the client announced are erased
+    (a file or folder is often named after the patient; only sizes and roles stay)."""
+    upload = session.get(Upload, upload_id)
+    files = [{"name": "", "size": int(f["size"]), "role": f["role"]} for f in (upload.files if upload else [])]
     session.execute(update(Upload).where(Upload.id == upload_id)
-                    .values(status=DONE, study_id=study_id, job_id=job_id, updated_at=_now()))
+                    .values(status=DONE, study_id=study_id, job_id=job_id, files=files, updated_at=_now()))
 
 
 def delete_upload(session: Session, *, upload_id: str) -> bool:

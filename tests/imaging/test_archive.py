@@ -33,6 +33,19 @@ def test_extracts_nested_files_with_their_content(tmp_path: Path) -> None:
     assert (dest / "empty_dir").is_dir()
 
 
+def test_numbered_extraction_writes_no_entry_name(tmp_path: Path) -> None:
+    zip_path = tmp_path / "study.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("DOE_JANE_MRN-998877/", b"")
+        archive.writestr("DOE_JANE_MRN-998877/IM_DOE_1.DCM", b"first")
+        archive.writestr("DOE_JANE_MRN-998877/sub/IM_DOE_2", b"second")
+    dest = tmp_path / "out"
+    files = extract_zip_safely(zip_path, dest, max_total_bytes=LIMIT, max_files=10, numbered=True)
+    assert [p.relative_to(dest).as_posix() for p in files] == ["00001.dcm", "00002"]
+    assert [p.read_bytes() for p in files] == [b"first", b"second"]
+    assert sorted(p.name for p in dest.rglob("*")) == ["00001.dcm", "00002"]  # no folder of the entries either
+
+
 @pytest.mark.parametrize("name", ["../../x", "a/../../x", "..\\..\\x", "/abs/x", "C:/windows/x", "\\\\server\\x"])
 def test_refuses_entries_leaving_the_destination(tmp_path: Path, name: str) -> None:
     zip_path = tmp_path / "evil.zip"

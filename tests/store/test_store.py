@@ -124,12 +124,16 @@ def test_status_filter_uses_the_latest_job(database: Database) -> None:
     assert failed == [study_a] and queued == [study_b]
 
 
-def test_uploaded_names_are_made_safe_and_unique() -> None:
+def test_uploaded_files_get_numbers_not_the_clients_names() -> None:
     taken: set[str] = set()
-    assert safe_file_name("../../etc/passwd", taken) == "passwd"
-    assert safe_file_name("dicom/IM 1.dcm", taken) == "IM_1.dcm"
-    assert safe_file_name("other/IM 1.dcm", taken) == "IM_1_2.dcm"
-    assert safe_file_name("...", taken) == "file"
+    assert safe_file_name("../../etc/passwd", taken) == "00001"
+    assert safe_file_name("DOE_JANE/IM 1.DCM", taken) == "00002.dcm"
+    assert safe_file_name("other/IM 1.dcm", taken) == "00003.dcm"
+    assert safe_file_name("DOE_JANE_MRN-998877.nii.gz", taken) == "00004.nii.gz"
+    assert safe_file_name("Doe Jane.zip", taken) == "00005.zip"
+    assert safe_file_name("...", taken) == "00006"
+    taken = {"00001.png"}
+    assert safe_file_name("x.png", taken) == "00002.png" and taken == {"00001.png", "00002.png"}
 
 
 def test_orphan_study_folders_are_found_only_when_old_and_unknown(tmp_path: Path) -> None:

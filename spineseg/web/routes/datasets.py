@@ -117,10 +117,11 @@ def dataset(dataset_id: str, _user: Trainer, session: DbSession) -> dict[str, An
     return data
 
 
-def _public(text: str, folder: Path) -> str:
-    """Error text without the server's folders (the case folder's, then any other)."""
-    return public_text(text, ((folder / "ct", "the upload/ct"), (folder / "labels", "the upload/labels"),
-                              (folder, "the upload")))
+def _public(text: str, folder: Path, names: dict[Path, str] | None = None) -> str:
+    """Error text without the server's folders: a received file's path becomes the client's name
+    for it (``names``; on disk it is only numbered), then the case folder's, then any other."""
+    return public_text(text, (*(names or {}).items(), (folder / "ct", "the upload/ct"),
+                              (folder / "labels", "the upload/labels"), (folder, "the upload")))
 
 
 def default_case_name(services: Any, dataset_id: str, files: dict[Path, str], patient: str) -> str:
@@ -154,16 +155,19 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
     await run_in_session(services, lambda session: load_dataset_row(session, dataset_id))
     case_id = new_id()
     folder = case_folder(datasets_dir(services), dataset_id, case_id)
+    names: dict[Path, str] = {}  # disk path -> the client's name, for errors
     try:
         received = await receive_upload(request, folder / "ct", folder / "labels", services.settings.max_upload_bytes)
         if received.truth is None:
             raise InputError("truth", "a label map is required (field 'truth')")
+        names = received.files | {received.truth[0]: received.truth[1]}
         fields = received.fields
         patient = check_name(fields.get("patient", ""), "patient")
         site = check_name(fields["site"], "site") if fields.get("site", "").strip() else ""
         convention = check_convention(fields.get("convention") or "auto")
         partial = fields.get("partial", "").lower() in ("1", "true", "yes", "on")
         ct_path, kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
+        names |= received.files  # a zip's entries, which arrange_input put in place of the zip
         name = check_name(fields.get("name") or await run_in_threadpool(
             default_case_name, services, dataset_id, received.files, patient), "name")
         labels_path = await run_in_threadpool(unpack_truth, received.truth[0], extract_limit_bytes(services.settings))
@@ -186,7 +190,7 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
     except InputError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         exc.field = getattr(exc, "field", None) or _field_of(exc, folder)
-        exc.source, exc.reason = _public(exc.source, folder), _public(exc.reason, folder)
+        exc.source, exc.reason = _public(exc.source, folder, names), _public(exc.reason, folder, names)
         raise
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
