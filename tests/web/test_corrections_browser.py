@@ -6,8 +6,8 @@ at its mid-height, so the lower half is named L4 and the real L4 is named L5, as
 spine is named. Carla corrects it in the browser (merge "L4" into L3, rename L5 to L4, save); the
 time from "Edit labels" to the saved answer is measured, and the saved file is the real truth
 voxel for voxel. Then: a stroke, an eraser stroke, a filled outline, undo and redo, saved and read
-back from disk voxel for voxel on the viewer's grid; reload shows the version; a viewer cannot
-edit; two clinicians editing at once keep both versions."""
+back from disk voxel for voxel on the viewer's grid; a split at a drawn line, undone; reload shows
+the version; a viewer cannot edit; two clinicians editing at once keep both versions."""
 
 from __future__ import annotations
 
@@ -233,6 +233,45 @@ def test_stroke_erase_fill_undo_redo_are_saved_voxel_for_voxel(browser, server, 
         assert np.array_equal(canonical(np.asarray(stored.dataobj), stored.affine)[0][outside],
                               canonical(np.asarray(previous.dataobj), previous.affine)[0][outside])
         assert np.count_nonzero(np.asarray(stored.dataobj) != np.asarray(previous.dataobj)) > 100
+    finally:
+        context.close()
+
+
+def _counts(page) -> dict[str, int]:
+    return dict(json.loads(page.get_attribute("#corrections", "data-vertebrae")))
+
+
+def test_a_vertebra_is_split_at_a_drawn_line_and_undone(browser, server, study: dict) -> None:
+    live, _tokens = server
+    context, page = _open(browser, live, "carla", study["id"])
+    try:
+        _start_editing(page)
+        page.evaluate("window.spineViewer.setView('sagittal')")
+        page.wait_for_timeout(300)
+        before = _counts(page)
+        page.evaluate("""(value) => {  // the crosshair to L3's voxel nearest its centroid
+            const nv = window.spineViewer.nv, bitmap = nv.drawBitmap, dims = nv.back.hdr.dims;
+            const at = (n) => [n % dims[1], Math.floor(n / dims[1]) % dims[2], Math.floor(n / (dims[1] * dims[2]))];
+            const inside = [];
+            for (let n = 0; n < bitmap.length; n++) if (bitmap[n] === value) inside.push(at(n));
+            const mean = [0, 1, 2].map((a) => inside.reduce((sum, p) => sum + p[a], 0) / inside.length);
+            const d2 = (p) => p.reduce((sum, c, a) => sum + (c - mean[a]) ** 2, 0);
+            const best = inside.reduce((x, p) => (d2(p) < d2(x) ? p : x));
+            nv.scene.crosshairPos = nv.vox2frac(best);
+            nv.drawScene();
+        }""", L3)
+        page.wait_for_timeout(300)
+        assert _value_at(page, _tile_point(page, 0, 0)) == L3
+        _row(page, "L3").locator("button[data-split]").click()
+        _drag(page, [_tile_point(page, -150, 0), _tile_point(page, 150, 0)])  # across the column at its centre
+        page.wait_for_function("() => document.getElementById('corrections').dataset.history === '1/0'")
+        after = _counts(page)
+        assert page.locator("#edit-status").inner_text().startswith("split L3")
+        assert 0 < after["unnamed 1"] < before["L3"] and after["L3"] + after["unnamed 1"] == before["L3"]
+        assert {k: v for k, v in after.items() if k not in ("L3", "unnamed 1")} == \
+            {k: v for k, v in before.items() if k != "L3"}  # no other vertebra touched, the line left no voxel
+        page.click("#edit-undo")
+        assert _counts(page) == before
     finally:
         context.close()
 

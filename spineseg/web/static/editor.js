@@ -2,8 +2,8 @@
 // vertebrae beside the model's, and the label editor. The editor uses NiiVue's own drawing (its
 // pen, pen size, filled pen and drawing bitmap, on the viewer CT's voxels at full resolution);
 // what it adds: the label map as the drawing (VerSe ids), an undo/redo history of voxel changes
-// (NiiVue's undo has no redo), per-vertebra rename / merge / remove on the whole volume, and
-// saving the drawing as a NIfTI with the viewer copy's own header, so the server puts every voxel
+// (NiiVue's undo has no redo), per-vertebra rename / merge / remove on the whole volume, a split at
+// a line drawn with NiiVue's pen, and saving the drawing as a NIfTI with the viewer copy's own header, so the server puts every voxel
 // back where it was drawn.
 "use strict";
 (function () {
@@ -15,7 +15,9 @@
   const say = (text) => { const s = $("edit-status"); if (s) s.textContent = text; };
   const UNNAMED_BASE = 100;
   const HISTORY = 100;  // steps kept for undo
-  const ed = { on: false, labels: null, header: null, base: null, undo: [], redo: [], started: 0, tool: "brush", pen: 0 };
+  const SPLIT_MARK = 255;  // the pen value of the line a split is drawn with (never a label)
+  const ed = { on: false, labels: null, header: null, base: null, undo: [], redo: [], started: 0, tool: "brush", pen: 0,
+               splitting: null };
   let info = { versions: [], levels: [], truth: null };
 
   const levelName = (value) => value > UNNAMED_BASE ? "unnamed " + (value - UNNAMED_BASE)
@@ -187,7 +189,8 @@
         <td>${count.toLocaleString("en")}</td>
         <td><select data-rename aria-label="Rename ${esc(levelName(value))}">${options(null, true)}</select></td>
         <td><select data-merge aria-label="Merge ${esc(levelName(value))} into"><option value="">–</option>${others}</select></td>
-        <td><button type="button" data-remove>Not a vertebra</button></td></tr>`;
+        <td><button type="button" data-remove>Not a vertebra</button>
+          <button type="button" data-split title="Then draw a line across it in one slice">Split…</button></td></tr>`;
     }).join("");
     for (const row of body.querySelectorAll("tr[data-rgb]")) row.querySelector(".swatch").style.background = `rgb(${row.dataset.rgb})`;  // CSP: no inline styles
     panel.dataset.vertebrae = JSON.stringify([...present.entries()].map(([value, count]) => [levelName(value), count]));
@@ -231,6 +234,50 @@
     paint();
     refreshList();
     say(what + ": " + changed.toLocaleString("en") + " voxels");
+  }
+
+  // Split: the vertebra's voxels on one side of a line drawn in one slice (the line extended
+  // through every slice along that slice's normal) become a new, unnamed piece.
+  function beginSplit(value) {
+    ed.splitting = value;
+    const { nv } = viewer();
+    nv.opts.penSize = 1;
+    nv.setPenValue(SPLIT_MARK, false);
+    say("split " + levelName(value) + ": draw a line across it in one slice (a sagittal or coronal view shows its height)");
+  }
+  function splitAlong(value) {
+    const { nv } = viewer();
+    const bitmap = nv.drawBitmap, dims = nv.back.hdr.dims, nx = dims[1], nxy = dims[1] * dims[2];
+    const points = [];
+    for (let n = 0; n < bitmap.length; n++) {
+      if (bitmap[n] !== SPLIT_MARK) continue;
+      points.push([n % nx, Math.floor(n / nx) % dims[2], Math.floor(n / nxy)]);
+      bitmap[n] = ed.labels[n];  // the line itself is no label
+    }
+    ed.splitting = null;
+    applyPen();
+    const axis = [0, 1, 2].find((a) => points.every((p) => p[a] === points[0][a]));
+    if (points.length < 2 || axis === undefined) { paint(); say("no split: draw the line within one slice"); return; }
+    const [a, b] = [0, 1, 2].filter((x) => x !== axis);
+    const mean = [a, b].map((x) => points.reduce((sum, p) => sum + p[x], 0) / points.length);
+    let saa = 0, sbb = 0, sab = 0;  // the line's direction: the points' principal axis
+    for (const p of points) { const u = p[a] - mean[0], v = p[b] - mean[1]; saa += u * u; sbb += v * v; sab += u * v; }
+    const angle = 0.5 * Math.atan2(2 * sab, saa - sbb);
+    const normal = [-Math.sin(angle), Math.cos(angle)];
+    const present = counts();
+    const piece = Math.max(UNNAMED_BASE, ...[...present.keys()].filter((x) => x > UNNAMED_BASE)) + 1;
+    const side = [];
+    for (let n = 0; n < bitmap.length; n++) {
+      if (bitmap[n] !== value) continue;
+      const c = [n % nx, Math.floor(n / nx) % dims[2], Math.floor(n / nxy)];
+      if ((c[a] - mean[0]) * normal[0] + (c[b] - mean[1]) * normal[1] > 0) side.push(n);
+    }
+    if (!side.length || side.length === present.get(value)) { paint(); say("no split: the line does not cross " + levelName(value)); return; }
+    for (const n of side) bitmap[n] = piece;
+    const changed = record();
+    paint();
+    refreshList();
+    say("split " + levelName(value) + ": " + changed.toLocaleString("en") + " voxels became " + levelName(piece) + " (rename it)");
   }
 
   async function save() {
@@ -278,6 +325,7 @@
       relabel(value, to, (event.target.matches("[data-merge]") || merging ? "merged " : "renamed ") + levelName(value) + " into " + levelName(to));
     });
     $("edit-vertebrae").addEventListener("click", (event) => {
+      if (event.target.matches("[data-split]")) { beginSplit(Number(event.target.closest("tr[data-value]").dataset.value)); return; }
       if (!event.target.matches("[data-remove]")) return;
       const value = Number(event.target.closest("tr[data-value]").dataset.value);
       relabel(value, 0, levelName(value) + " marked not a vertebra");
@@ -292,6 +340,7 @@
       if (!v) { setTimeout(hook, 100); return; }
       v.nv.onDrawingChanged = (action) => {
         if (!ed.on || action !== "draw") return;
+        if (ed.splitting) { splitAlong(ed.splitting); return; }
         const changed = record();
         refreshList();
         say((ed.tool === "eraser" ? "erased " : ed.tool === "fill" ? "filled " : "painted ") + changed.toLocaleString("en") + " voxels");
