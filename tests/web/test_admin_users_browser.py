@@ -77,3 +77,38 @@ def test_deleting_a_user_asks_first_and_says_what_happens(served: tuple[LiveServ
     study = httpx.get(f"{server.url}/api/studies/{study_id}", headers=bearer(tokens["ada"])).json()
     assert study["id"] == study_id and study["owner"] is None  # the study stays, without an owner
     page.close()
+
+
+def test_tokens_are_created_on_the_page_and_every_control_is_labelled(served: tuple[LiveServer, dict[str, str]],
+                                                                       browser) -> None:
+    """Issue 28 item 9: only the CLI could create API tokens; and the users table's role and
+    active controls had no label a screen reader could read."""
+    server, tokens = served
+    add_user(make_settings(server.data_dir), "cy", "researcher")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, server, "ada")
+    page.goto(f"{server.url}/admin")
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll("main input:not([type=hidden]), main select")]
+        .filter((el) => !el.labels?.length && !el.getAttribute("aria-label")).map((el) => el.outerHTML.slice(0, 80))""")
+    assert unlabelled == []
+    page.get_by_label("role of cy").select_option("clinician")  # reachable by its name
+    assert page.get_by_label("cy is active").is_checked()
+
+    form = page.locator("#token-form")
+    form.get_by_label("For user").select_option("cy")
+    form.get_by_label("What it is for").fill("nightly export")
+    refused = httpx.post(f"{server.url}/api/tokens", headers=bearer(tokens["ada"]),
+                         json={"username": "cy", "name": "x", "days": 0})  # the API's form of it
+    assert refused.status_code == 422 and "1-3650 days" in refused.json()["detail"]
+    form.get_by_label("Valid for days").fill("30")
+    form.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-token-secret").input_value()
+    assert secret.startswith("sst_") and "cy" in page.inner_text("#new-token")
+    if SCREENSHOT_DIR:
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / "admin-new-token.png"), full_page=False)
+    assert httpx.get(f"{server.url}/api/studies", headers=bearer(secret)).status_code == 200  # it works at once
+    row = page.locator("#tokens tr", has_text="nightly export")
+    assert "cy" in row.inner_text() and "active" in row.inner_text()
+    page.goto(f"{server.url}/admin")  # shown once: not on the page again
+    assert secret not in page.content() and page.locator("#new-token").count() == 0
+    page.close()

@@ -87,6 +87,16 @@ def delete_user(session: Any, admin: Principal, username: str) -> dict[str, int]
             "uploads_discarded": effects["uploads"]}
 
 
+def create_token_for(session: Any, admin: Principal, username: str, name: str,
+                     days: int | None) -> tuple[ApiToken, str]:
+    """A new API token for ``username`` (the page and the API; the CLI has ``tokens create``):
+    the row and its secret, shown once. ``InputError`` naming the field."""
+    row, secret = accounts.create_token(session, username=username, name=" ".join(name.split()), days=days)
+    accounts.record(session, username=admin.username, action="token.create", target=str(row.id),
+                    detail=f"{username} {row.name}".strip())
+    return row, secret
+
+
 def revoke_token(session: Any, admin: Principal, token_id: int) -> ApiToken:
     row = accounts.revoke_token(session, token_id=token_id)
     accounts.record(session, username=admin.username, action="token.revoke", target=str(token_id),
@@ -132,7 +142,7 @@ def remove_token(token_id: int, admin: Admin, session: DbSession) -> dict[str, A
 
 def _page(request: Request, admin: Principal, session: Any, filters: AuditFilters, status_code: int = 200,
           error: str | None = None, verify: bool = False, errors: dict[str, str] | None = None,
-          values: dict[str, Any] | None = None) -> HTMLResponse:
+          values: dict[str, Any] | None = None, new_token: dict[str, Any] | None = None) -> HTMLResponse:
     from spineseg.web.routes.pages import render
 
     events = audit.search(session, **filters.query(), limit=filters.limit)
@@ -143,7 +153,8 @@ def _page(request: Request, admin: Principal, session: Any, filters: AuditFilter
                   deletion={u.username: effects.get(u.id, NO_EFFECTS) for u in users},
                   tokens=[token_json(t) for t in accounts.list_tokens(session)], events=[event_json(e) for e in events],
                   chain=chain, checked_at=checked_at, actions=audit.actions(session), filters=filters, error=error,
-                  errors=errors or {}, values=values or {})
+                  errors=errors or {}, values=values or {}, new_token=new_token,
+                  default_token_days=accounts.DEFAULT_TOKEN_DAYS, max_token_days=accounts.MAX_TOKEN_DAYS)
 
 
 @router.get("/admin", include_in_schema=False)
@@ -210,6 +221,40 @@ def admin_delete_user(request: Request, username: str, admin: Admin, session: Db
     except InputError as exc:
         return _refused(request, session, exc, f"user:{username}")
     return _redirect()
+
+
+class NewToken(BaseModel):
+    username: str = Field(max_length=64)
+    name: str = Field("", max_length=100, description="what the token is for")
+    days: int | None = Field(accounts.DEFAULT_TOKEN_DAYS, description=f"valid for 1-{accounts.MAX_TOKEN_DAYS} days; "
+                                                                        "null: no expiry")
+
+
+@router.post("/api/tokens", status_code=201, summary="Create an API token for a user (admin); the secret is in this "
+                                                     "answer only")
+def api_create_token(body: NewToken, admin: Admin, session: DbSession) -> dict[str, Any]:
+    row, secret = create_token_for(session, admin, body.username, body.name, body.days)
+    return token_json(row) | {"token": secret}
+
+
+@router.post("/admin/tokens", include_in_schema=False)
+def admin_create_token(request: Request, admin: Admin, session: DbSession,
+                       filters: Annotated[AuditFilters, audit_filters], username: Annotated[str, Form()],
+                       name: Annotated[str, Form()] = "",
+                       days: Annotated[str, Form()] = "") -> Response:
+    """The admin page again with the new token's secret shown once (never kept, so not redirected)."""
+    values = {"token_username": username, "token_name": name, "token_days": days}
+    try:
+        chosen = int(days) if days.strip() else None
+    except ValueError:
+        return _refused(request, session, InputError("days", f"expected a whole number of days, got {days[:20]!r}"),
+                        "token:", values, ("days",))
+    try:
+        row, secret = create_token_for(session, admin, username, name, chosen)
+    except InputError as exc:
+        return _refused(request, session, exc, "token:", values, ("username", "name", "days"))
+    return _page(request, admin, session, filters, new_token={"id": row.id, "username": username, "secret": secret,
+                                                              "expires_at": token_json(row)["expires_at"]})
 
 
 @router.post("/admin/tokens/{token_id}/revoke", include_in_schema=False)
