@@ -129,11 +129,46 @@ def _audit_session() -> Iterator[Session | None]:
         database.dispose()
 
 
+def _second_person_required() -> bool:
+    """Whether production changes need a second person (``SPINESEG_PROMOTION_APPROVAL``, the
+    service's own rule, issue 28 item 5): then the CLI proposes, as the page does."""
+    from spineseg.config import Settings
+    from spineseg.services.promotions import needs_second_person
+
+    return needs_second_person(Settings.from_env().promotion_approval)
+
+
+def _propose(registry: Registry, version_id: str, *, confirm: bool, force: bool) -> int:
+    """Record a pending proposal for ``version_id`` (checked as a promotion is); production
+    stays as it is until an admin other than the proposer approves it."""
+    from spineseg.services.model_governance import PromotionRefused
+    from spineseg.services.promotions import propose
+
+    with _audit_session() as session:
+        if session is None:
+            raise InputError(version_id, "production changes need a second person (SPINESEG_PROMOTION_APPROVAL="
+                                         "two-person) and the proposal cannot be recorded without the database")
+        try:
+            proposal, review = propose(registry, session, version_id, actor=cli_actor(), confirm=confirm, force=force)
+        except PromotionRefused as exc:
+            raise InputError(version_id, f"{exc.message} (--{exc.needs})") from exc
+        proposal_id = proposal.id
+    for warning in review.warnings:
+        sys.stdout.write(f"note: {warning}\n")
+    sys.stdout.write(f"proposed {version_id} (proposal {proposal_id}); production stays "
+                     f"{registry.production_id() or 'none'} until an admin other than {cli_actor()} approves it on "
+                     f"the models page (or POST /api/promotions/{proposal_id}/approve). "
+                     "SPINESEG_PROMOTION_APPROVAL=single lets one person promote (a single-user install)\n")
+    return 0
+
+
 @_os_errors_as_input_errors
 def promote_model(args: argparse.Namespace) -> int:
     from spineseg.services.model_governance import PromotionRefused, promote_checked
 
     registry = _registry()
+    if _second_person_required():
+        return _propose(registry, args.version_id, confirm=args.confirm, force=args.force)
     previous = registry.production_id()
     with _audit_session() as session:
         if session is None:  # no database: the checks still run, on the cards' figures
@@ -182,10 +217,12 @@ def export_model(args: argparse.Namespace) -> int:
 
 @_os_errors_as_input_errors
 def import_model(args: argparse.Namespace) -> int:
-    model = _registry().import_file(Path(args.file), make_production=args.promote, actor=cli_actor())
-    suffix = " (now production)" if args.promote else ""
+    registry = _registry()
+    proposing = args.promote and _second_person_required()  # imported, then proposed like any promotion
+    model = registry.import_file(Path(args.file), make_production=args.promote and not proposing, actor=cli_actor())
+    suffix = " (now production)" if args.promote and not proposing else ""
     sys.stdout.write(f"imported {model.id}{suffix}\n")
-    return 0
+    return _propose(registry, model.id, confirm=False, force=False) if proposing else 0
 
 
 @_os_errors_as_input_errors
@@ -225,7 +262,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=show_model)
 
     promote = actions.add_parser(
-        "promote", help="make a version the production model",
+        "promote", help="make a version the production model; with SPINESEG_PROMOTION_APPROVAL=two-person (the "
+                        "default) propose it: an admin other than you approves it on the models page",
         description="Shows the version's validation Dice beside production's on the same cases; refuses a "
                     "lower (or not comparable) version without --confirm and one never validated without --force.")
     promote.add_argument("version_id", metavar="ID")

@@ -34,6 +34,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty data folder in the environment, and no shipped default model."""
     folder = tmp_path / "data"
     monkeypatch.setenv("SPINESEG_DATA_DIR", str(folder))
+    monkeypatch.setenv("SPINESEG_PROMOTION_APPROVAL", "single")  # one person promotes (the two-person test sets it)
     monkeypatch.setattr(lookup, "shipped_default_dir", lambda: tmp_path / "no_default_model")
     return folder
 
@@ -193,3 +194,38 @@ def test_errors_are_one_line_with_exit_code_2(
 
     code, _, err = run(capsys, "import", str(tmp_path / "absent.zip"))
     assert code == 2 and "no such file" in err
+
+
+def test_two_person_rule_makes_promote_a_proposal(two_versions: Registry, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 28 item 5: under the default two-person rule the CLI no longer changes production
+    alone; it proposes, as a researcher does on the page, and an admin approves."""
+    from spineseg.services.promotions import approve, pending_proposals
+
+    monkeypatch.setenv("SPINESEG_PROMOTION_APPROVAL", "two-person")
+    code, out, _ = run(capsys, "promote", "a")
+    assert code == 0 and "proposed a (proposal 1); production stays none" in out
+    assert two_versions.production_id() is None
+    code, _, err = run(capsys, "promote", "a")
+    assert code == 2 and "already proposed (proposal 1" in err
+    code, _, err = run(capsys, "promote", "b")  # the checks still come first
+    assert code == 2 and "(--force)" in err
+
+    archive = tmp_path / "b.zip"
+    assert run(capsys, "export", "b", "-o", str(archive))[0] == 0
+    monkeypatch.setenv("SPINESEG_DATA_DIR", str(tmp_path / "second_data"))
+    code, out, err = run(capsys, "import", str(archive), "--promote")  # imported; b unvalidated: not proposed
+    assert (code, out) == (2, "imported b\n") and "b has no validation figures" in err
+    assert Registry(Settings.from_env().registry_dir).production_id() is None
+    monkeypatch.setenv("SPINESEG_DATA_DIR", str(tmp_path / "data"))
+
+    database = open_database(Settings.from_env().sqlalchemy_url)
+    with database.session() as session:
+        [proposal] = pending_proposals(session)
+        assert (proposal.version_id, proposal.proposed_by) == ("a", cli_actor())
+        approve(two_versions, session, proposal.id, actor="ada")
+        actions = [(e.action, e.username) for e in reversed(audit.search(session, action="model"))]
+    database.dispose()
+    assert two_versions.production_id() == "a"
+    assert actions == [("model.propose", cli_actor()), ("model.promote", "ada"), ("model.approve", "ada")]
