@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     parser.add_argument("--allow", action="append", metavar="AE",
                         help="a calling AE title that may send (repeat; default SPINESEG_DICOM_ALLOWED_AES)")
-    parser.add_argument("--idle-s", type=float, help="a series idle this long becomes a study "
+    parser.add_argument("--idle-s", type=float, help="a series idle this long after its association was released "
+                                                     "becomes a study, when whole by its headers "
                                                      "(default SPINESEG_DICOM_SERIES_IDLE_S, 10)")
     parser.add_argument("--destination", help="AE@host:port the SEG is sent to (default SPINESEG_DICOM_DESTINATION)")
     parser.add_argument("--owner", help="user owning received studies (default SPINESEG_DICOM_OWNER)")
