@@ -212,6 +212,8 @@ def test_every_corrected_study_into_a_dataset_and_the_trained_version_marks_it(w
     assert excluded["cases_in_means"] == 0 and excluded["mean"]["dice"] is None
     page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
     assert "seen in training" in page.text
+    listed = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=researcher).json()
+    assert listed["runs_in_training"] == {study["run"]: True}  # the result page's note reads this
 
 
 def test_a_run_made_after_a_correction_is_scored_against_it(web_env: WebEnv, study: dict) -> None:

@@ -24,7 +24,8 @@ from spineseg.services.corrections import (
     store_correction,
     study_truth,
 )
-from spineseg.services.runs import find_run, run_files
+from spineseg.services.evaluation_truth import training_cases
+from spineseg.services.runs import find_run, run_files, runs_of
 from spineseg.store import accounts
 from spineseg.store.corrections import file_of, get_correction
 from spineseg.store.files import StudyFiles
@@ -98,11 +99,15 @@ async def save_correction(study_id: str, request: Request, user: Corrector, serv
     return await run_in_session(services, store)
 
 
-@router.get("", summary="The study's correction versions (oldest first) and where its truth comes from")
+@router.get("", summary="The study's correction versions (oldest first), where its truth comes from, and which runs "
+            "were made by a model version that saw the study in training")
 def list_corrections(study_id: str, _user: CurrentUser, session: DbSession, services: Services) -> dict[str, Any]:
     study = _study(session, study_id)
     truth = study_truth(services.settings.studies_dir, study)
+    seen = {version: training_cases(session, services.registry, version).saw(study)
+            for version in {run.model_version for run in runs_of(study) if run.model_version}}
     return {"truth": truth.to_json() if truth else None,
+            "runs_in_training": {run.id: seen.get(run.model_version, False) for run in runs_of(study)},
             "versions": [correction_json(study, c) for c in study.corrections],
             "levels": [{"label": v, "name": n, "rgb": list(colour(v))}
                        for v, n in sorted(NAME_BY_VERSE.items(), key=lambda item: CRANIOCAUDAL.index(item[0]))]}

@@ -33,6 +33,8 @@
     info = await response.json();
     $("truth-source").textContent = info.truth ? "Truth: " + info.truth.text + "." : "Truth: none yet.";
     $("truth-source").dataset.kind = info.truth ? info.truth.kind : "";
+    const trained = (info.runs_in_training || {})[d.runId];
+    $("training-note").hidden = !trained;  // item 4: say what this run's figures are measured on
     showVersions();
     showComparison();
   }
