@@ -38,6 +38,7 @@ class CaseRow:
     run_id: str | None = None
     site: str = ""
     levels: dict[str, Any] | None = None  # the run's level scores, where its truth names each vertebra
+    quality: str | None = None  # the run's quality verdict (services.quality); None: made before the checks
     truth: str = "upload"  # what the metrics are measured against: "upload" or "correction v<N>"
     effort: dict[str, Any] | None = None  # that correction's effort (voxels changed, levels renamed, seconds)
     in_training: bool = False  # the run's model version saw this study (or its patient) in training
@@ -102,16 +103,17 @@ def write_box_plot(rows: Sequence[CaseRow], path: Path) -> Path:
 
 
 def table_csv(rows: Sequence[CaseRow]) -> str:
-    """CSV: one line per case (study id, name, site, model version and run, every metric), then
-    ``mean`` and ``sd`` lines."""
+    """CSV: one line per case (study id, name, site, model version and run, the run's quality
+    verdict, every metric), then ``mean`` and ``sd`` lines."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study_id", "name", "site", "model_version", "run_id", *METRIC_KEYS])
+    writer.writerow(["study_id", "name", "site", "model_version", "run_id", "quality", *METRIC_KEYS])
     for row in rows:
         writer.writerow([row.study_id, row.name, row.site, row.model_version or "", row.run_id or "",
+                         row.quality or "not run",
                          *("" if row.metrics.get(k) is None else row.metrics[k] for k in METRIC_KEYS)])
     summary = mean_and_sd(rows)
     for label, index in (("mean", 0), ("sd", 1)):
-        writer.writerow([label, "", "", "", "",
+        writer.writerow([label, "", "", "", "", "",
                          *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS)])
     return buffer.getvalue()

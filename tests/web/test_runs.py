@@ -219,6 +219,9 @@ def test_the_evaluation_csv_names_each_rows_model_version_and_filters_by_it(web_
     assert by_id[two_runs["study_id"]]["model_version"] == current["model_version"]
     assert by_id[two_runs["study_id"]]["run_id"] == current["id"]
     assert by_id[two_runs["study_id"]]["name"] == "runs case" and by_id[other["study_id"]]["site"] == "Site A"
+    for study_id, row in by_id.items():  # the verdict of the run the row comes from, as the study API says it
+        study = client.get(f"/api/studies/{study_id}", headers=bearer(token)).json()
+        assert row["quality"] == study["quality_verdict"] and row["quality"] in ("ok", "review", "not assessable")
 
     filtered = client.get("/api/evaluation.csv", params={"ids": two_runs["study_id"], "model": SECOND_VERSION},
                           headers=bearer(token))

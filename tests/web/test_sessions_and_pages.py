@@ -147,7 +147,7 @@ def test_result_list_evaluation_and_delete_pages(web_env: WebEnv, tmp_path) -> N
     data = client.get("/api/evaluation", params={"ids": ids}).json()
     assert len(data["cases"]) == 2 and data["bland_altman_volume_ml"]["n"] == 2
     csv_text = client.get("/api/evaluation.csv", params={"ids": ids}).text
-    assert csv_text.splitlines()[0].startswith("study_id,name,site,model_version,run_id,dice")
+    assert csv_text.splitlines()[0].startswith("study_id,name,site,model_version,run_id,quality,dice")
     assert len(csv_text.splitlines()) == 1 + 2 + 2  # header, cases, mean, sd
     for plot in ("bland-altman.png", "box-plot.png"):
         image = client.get(f"/api/evaluation/{plot}", params={"ids": ids})

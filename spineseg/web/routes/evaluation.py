@@ -24,6 +24,7 @@ from spineseg.services.evaluation import (
 )
 from spineseg.services.evaluation_levels import levels_csv, levels_overview
 from spineseg.services.evaluation_truth import TrainingCases, evaluated_scores, training_cases
+from spineseg.services.quality import verdict_of
 from spineseg.store import accounts
 from spineseg.store.studies import get_study
 from spineseg.web.deps import DbSession, Researcher, Services
@@ -58,7 +59,8 @@ def case_rows(session: Session, ids: str, model: str = "", registry: Registry | 
             seen[run.model_version] = training_cases(session, registry, run.model_version)
         in_training = run.model_version in seen and seen[run.model_version].saw(study)
         rows.append(CaseRow(study.id, study.name, metrics, run.model_version, run.id, study.site,
-                            found.level_scores, truth=found.truth, effort=found.effort, in_training=in_training))
+                            found.level_scores, verdict_of(run.summary), truth=found.truth, effort=found.effort,
+                            in_training=in_training))
     if not rows:
         raise HTTPException(400, "choose at least one study (ids=...)")
     return rows
