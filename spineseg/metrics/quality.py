@@ -157,6 +157,9 @@ class QualityThresholds:
     # ...and, without levels, a run of axial slices inside the column with almost no mask (below
     # crack_area_share of the median around it) longer than any disc (lumbar discs are 8-12 mm).
     column_gap_mm: float = 15.0
+    # ...the fullest slices being the 90th percentile of the areas within this distance (two
+    # vertebrae either way: the area grows from T1 to L5, a column-wide figure would not).
+    column_gap_window_mm: float = 40.0
 
 
 THRESHOLDS = QualityThresholds()
@@ -424,16 +427,19 @@ def check_cracks(mask: np.ndarray, spacing: tuple[float, float, float], *, first
 def check_column_gaps(mask: np.ndarray, spacing: tuple[float, float, float], *, first_slice: int = 0,
                       t: QualityThresholds = THRESHOLDS) -> Finding:
     """Runs of axial slices inside the column's span with almost no mask (below
-    ``crack_area_share`` of the span's median area, or none) longer than ``column_gap_mm``:
-    longer than any disc, so a vertebra is missing there."""
+    ``crack_area_share`` of the fullest slices around them, or none) longer than
+    ``column_gap_mm``: longer than any disc, so a vertebra is missing there."""
     areas = _areas_mm2(mask, spacing)
     present = np.flatnonzero(areas)
     if present.size < 3:
         return Finding("column_gaps", "not_run", "too few slices with spine to look for gaps in the column")
     span = areas[present[0]:present[-1] + 1]
-    # Against the whole column's median: a local one would sink into a long gap (tptbox-lumbar
-    # without its middle vertebra: 90-600 mm^2 over 33 mm, bodies 1,900-2,600, discs 700-800).
-    low = np.r_[False, (span < t.crack_area_share * float(np.median(span))) | (span == 0), False].astype(np.int8)
+    # Against the fullest slices near by (the 90th percentile within column_gap_window_mm): a
+    # median sinks into a long gap (tptbox-lumbar without its middle vertebra: 90-600 mm^2 over
+    # 33 mm of its 70, so its median is 567; bodies 1,900-2,600, discs 670-800).
+    half = max(1, round(t.column_gap_window_mm / spacing[2]))
+    reference = ndi.percentile_filter(span, 90, size=2 * half + 1, mode="nearest")
+    low = np.r_[False, (span < t.crack_area_share * reference) | (span == 0), False].astype(np.int8)
     starts, ends = np.flatnonzero(np.diff(low) == 1), np.flatnonzero(np.diff(low) == -1)
     inside = (starts > 0) & (ends < span.size)  # a column's tapering end is no gap
     starts, lengths = starts[inside], (ends - starts)[inside] * spacing[2]

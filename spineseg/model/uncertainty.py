@@ -37,7 +37,10 @@ def uncertainty_on_input_grid(model_grid: np.ndarray, prepared: PreparedVolume) 
     view = canonical_view(out, prepared.ornt)
 
     def write(index: tuple[slice, slice, slice], block: np.ndarray) -> None:
-        view[index] = margin_percent(block)
+        unsure = block > 0  # p = 0 (most of a scan: cleared or far from bone) is certain, 0 already
+        if unsure.any():
+            target = view[index]
+            target[unsure] = margin_percent(block[unsure])
 
     upsample_into(np.asarray(model_grid, dtype=np.float32), prepared.canonical_shape, write)
     return out
@@ -48,12 +51,14 @@ def vertebra_uncertainty(uncertainty: np.ndarray, labels: np.ndarray, order: lis
     ``uncertain_share`` (the share of its voxels at ``UNCERTAIN_FROM`` or more); Nones for a
     label with no voxels. ``uncertainty`` and ``labels`` on the same grid."""
     top = max(order, default=0)
-    both_f = np.asarray(uncertainty).flags.f_contiguous and np.asarray(labels).flags.f_contiguous
-    layout = "F" if both_f else "C"  # the same voxel order for both, without a copy where it can
-    flat_u, flat_labels = np.ravel(uncertainty, order=layout), np.ravel(labels, order=layout)
-    inside = flat_labels > 0
-    ids = flat_labels[inside].astype(np.int64)
-    values = flat_u[inside].astype(np.float64)
+    labels = np.asarray(labels)
+    plane = labels.any(axis=2)  # the labels' box, from one pass over the whole grid
+    ii, jj = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    box = (slice(ii[0], ii[-1] + 1), slice(jj[0], jj[-1] + 1)) if ii.size else (slice(0, 0), slice(0, 0))
+    part = labels[box]
+    inside = part > 0
+    ids = part[inside].astype(np.int64)
+    values = np.asarray(uncertainty)[box][inside].astype(np.float64)
     counts = np.bincount(ids, minlength=top + 1)
     sums = np.bincount(ids, weights=values, minlength=top + 1)
     high = np.bincount(ids, weights=(values >= UNCERTAIN_FROM).astype(np.float64), minlength=top + 1)
