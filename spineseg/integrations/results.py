@@ -1,6 +1,7 @@
 """A study's result as the PACS it came from should receive it: the DICOM outputs of the
-study's current run (the DICOM SEG, made now when it was not yet, and any other ``.dcm`` output
-of the run, such as an RTSTRUCT), re-identified (``imaging.reidentify``) with the study's
+study's current run (the DICOM SEG and, when the run found vertebrae, the levels SEG and the
+measurement SR that refers to it, made now when they were not yet, and any other ``.dcm``
+output of the run, such as an RTSTRUCT), re-identified (``imaging.reidentify``) with the study's
 private link so they reference the original series and are filed in the original study.
 """
 
@@ -16,10 +17,12 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from spineseg.config import Settings
+from spineseg.errors import InputError
 from spineseg.imaging.reidentify import reidentify_result
 from spineseg.integrations import PacsError
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.quality import verdict_of
+from spineseg.services.run_reports import ensure_measurement_sr
 from spineseg.services.runs import current_run, run_files
 from spineseg.store.database import Database
 from spineseg.store.pacs_links import PacsLink, get_link
@@ -65,6 +68,11 @@ def study_result(settings: Settings, database: Database, study_id: str) -> Study
             raise PacsError(f"study {study_id} has no finished run yet (its job is {state})", status=409)
         session.expunge(link)
         seg = _ensure_seg(settings, study, job)
+        if (job.summary or {}).get("vertebrae"):
+            try:
+                ensure_measurement_sr(study, job, run_files(settings.studies_dir, job))
+            except InputError as exc:  # the SEG still goes; the answer's modalities say what went
+                log.warning("study %s: no measurement SR to send (%s)", study_id, exc)
         others = sorted(p for p in seg.parent.glob("*.dcm") if p != seg)
         return StudyResult(study_id, job.id, link, [seg, *others])
 

@@ -81,6 +81,17 @@ VERTEBRA_QUALITY = local_code("VQUALITY", "Vertebra quality verdict")
 VERDICTS = {"ok": local_code("QOK", "ok"), "review": local_code("QREVIEW", "review"),
             "not assessable": local_code("QNA", "not assessable")}
 QUALITY_REASON = local_code("QREASON", "Quality verdict reason")
+# The change since the newest prior study (metrics.prior_change, via services.prior_studies)
+PRIOR_STUDY = local_code("PRIOR", "Prior study compared")
+PRIOR_CHANGES: dict[str, tuple[Code, Code]] = {
+    "hu_change": (local_code("DHU", "Trabecular HU change since prior"), HU),
+    "anterior_change_mm": (local_code("DHA", "Anterior height change since prior"), MM),
+    "middle_change_mm": (local_code("DHM", "Middle height change since prior"), MM),
+    "posterior_change_mm": (local_code("DHP", "Posterior height change since prior"), MM),
+}
+PRIOR_FLAGGED = local_code("PRIORFLAG", "Change since prior flagged")
+PRIOR_FLAG_VALUES = {True: local_code("Y", "flagged"), False: local_code("N", "not flagged")}
+PRIOR_FLAG_TEXT = local_code("PRIORFLAGTXT", "Change since prior flag")
 SERIES_NUMBER = 903
 Group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
 
@@ -133,10 +144,24 @@ def _evaluations(measures: dict[str, Any], verdict: str | None,
     return out
 
 
+def _prior_items(change: dict[str, Any], prior: dict[str, Any]) -> tuple[list[hd.sr.Measurement],
+                                                                         list[hd.sr.QualitativeEvaluation], list]:
+    """The NUM, CODE and TEXT items of one compared vertebra's change since ``prior``."""
+    numbers = [hd.sr.Measurement(name=name, value=float(change[key]), unit=unit)
+               for key, (name, unit) in PRIOR_CHANGES.items() if change.get(key) is not None]
+    codes_ = [hd.sr.QualitativeEvaluation(PRIOR_FLAGGED, PRIOR_FLAG_VALUES[bool(change.get("flagged"))])]
+    texts = [_text(PRIOR_STUDY, f"{prior.get('name')} of {prior.get('date')}, {prior.get('interval_days')} days "
+                                f"before (its run {prior.get('run_id')})")]
+    texts += [_text(PRIOR_FLAG_TEXT, f"{key}: {text}") for key, text in (change.get("flags") or {}).items()]
+    return numbers, codes_, texts
+
+
 def vertebra_group(entry: dict[str, Any], *, segment_number: int, seg: pydicom.Dataset,
                    images: list[pydicom.Dataset], quality: dict[str, Any],
-                   algorithm: hd.sr.AlgorithmIdentification) -> Group:
-    """The TID 1411 group of one vertebra (``entry``: one of the summary's ``vertebrae``)."""
+                   algorithm: hd.sr.AlgorithmIdentification, prior: dict[str, Any] | None = None) -> Group:
+    """The TID 1411 group of one vertebra (``entry``: one of the summary's ``vertebrae``); with
+    ``prior`` (one prior of ``services.prior_studies.prior_comparisons``) its change since then
+    where the comparison covered this vertebra."""
     measures = {**entry.get("measures", {}), "volume_ml": entry.get("volume_ml")}
     value, meaning = snomed_code(int(entry["label"]))
     level = Code(value, "SCT", meaning)
@@ -145,12 +170,17 @@ def vertebra_group(entry: dict[str, Any], *, segment_number: int, seg: pydicom.D
     segment = hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment_number,
         source_images=[hd.sr.SourceImageForSegmentation(ds.SOPClassUID, ds.SOPInstanceUID) for ds in images])
+    change = next((v for v in (prior or {}).get("vertebrae") or [] if v.get("name") == name and v.get("compared")),
+                  None)
+    numbers, evaluations, texts = _prior_items(change, prior) if change is not None else ([], [], [])
     group = Group(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name),
         referenced_segment=segment, finding_type=level, finding_sites=[hd.sr.FindingSite(level)],
-        algorithm_id=algorithm, measurements=_measurements(measures),
-        qualitative_evaluations=_evaluations(measures, quality.get("verdict"), own.get("verdict")))
+        algorithm_id=algorithm, measurements=_measurements(measures) + numbers,
+        qualitative_evaluations=_evaluations(measures, quality.get("verdict"), own.get("verdict")) + evaluations)
     content = group[0].ContentSequence
+    for item in texts:
+        content.append(item)
     if not (measures.get("assessable") and measures.get("genant_grade") is not None):
         reason = measures.get("not_assessable") or "not graded by this run (no height measurements)"
         content.append(_text(NOT_ASSESSABLE_REASON, str(reason)))
@@ -163,11 +193,12 @@ def vertebra_group(entry: dict[str, Any], *, segment_number: int, seg: pydicom.D
 
 def build_measurement_report(summary: dict[str, Any], levels: np.ndarray, affine: np.ndarray,
                              levels_seg: pydicom.Dataset, sources: list[pydicom.Dataset], *,
-                             model_id: str) -> hd.sr.Comprehensive3DSR:
+                             model_id: str, prior: dict[str, Any] | None = None) -> hd.sr.Comprehensive3DSR:
     """The SR of a run: ``summary`` (its summary JSON, with ``vertebrae`` and ``quality``),
     ``levels`` (the levels map, ``affine`` voxel -> RAS mm), the levels SEG made from it and the
     source CT slices (identifiers completed). ``InputError`` when the run has no vertebra or
-    the SEG lacks one of them."""
+    the SEG lacks one of them. ``prior``: the comparison with the newest prior study, when there
+    is one (see ``vertebra_group``)."""
     vertebrae = summary.get("vertebrae") or []
     if not vertebrae:
         raise InputError("levels", "this run found no vertebra, so there is no measurement to report")
@@ -182,7 +213,7 @@ def build_measurement_report(summary: dict[str, Any], levels: np.ndarray, affine
             raise InputError("levels_seg", f"the levels SEG has no segment {name!r}: it was not made from this run")
         images = [sources[i] for i in on_slices.get(int(entry["label"]), [])] or sources
         groups.append(vertebra_group(entry, segment_number=numbers[name], seg=levels_seg, images=images,
-                                     quality=quality, algorithm=algorithm))
+                                     quality=quality, algorithm=algorithm, prior=prior))
     device = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -209,14 +240,15 @@ def _scheme_identification() -> pydicom.Dataset:
 
 
 def write_measurement_report(summary: dict[str, Any], levels: np.ndarray, affine: np.ndarray, levels_seg_path: Path,
-                             dicom_folder: Path, series_uid: str | None, path: Path, *, model_id: str) -> Path:
+                             dicom_folder: Path, series_uid: str | None, path: Path, *, model_id: str,
+                             prior: dict[str, Any] | None = None) -> Path:
     """Write the run's TID 1500 SR to ``path`` (see ``build_measurement_report``)."""
     sources = source_slices(dicom_folder, series_uid)
     complete_identifiers(sources)
     seg = pydicom.dcmread(levels_seg_path, stop_before_pixels=True)
     if seg.get("StudyInstanceUID") != sources[0].StudyInstanceUID:
         raise InputError("levels_seg", "the levels SEG belongs to another study than the run's source series")
-    sr = build_measurement_report(summary, levels, affine, seg, sources, model_id=model_id)
+    sr = build_measurement_report(summary, levels, affine, seg, sources, model_id=model_id, prior=prior)
     path = save_dicom(sr, path)
     log.info("wrote a TID 1500 SR of %d vertebrae to %s", len(summary.get("vertebrae") or []), path)
     return path

@@ -126,6 +126,24 @@ def report_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def prior_text(comparisons: dict[str, Any]) -> dict[str, Any] | None:
+    """``services.prior_studies.prior_comparisons``' result as the report's lines, one per prior
+    (oldest first): its date, the interval, the levels compared and those flagged with their
+    flags; ``None`` when the study has no prior."""
+    lines = []
+    for prior in comparisons.get("priors") or []:
+        head = f"{prior.get('name')} of {prior.get('date')} ({prior.get('interval_days')} days before)"
+        compared = [v["name"] for v in prior.get("vertebrae") or [] if v.get("compared")]
+        if not compared:
+            lines.append(f"{head}: not compared ({prior.get('reason') or 'no level matched in both studies'})")
+            continue
+        flagged = [f"{v['name']} ({', '.join(k.replace('_', ' ') for k in v['flags'])})"
+                   for v in prior["vertebrae"] if v.get("flagged")]
+        lines.append(f"{head}: compared {', '.join(compared)}; "
+                     + (f"flagged: {'; '.join(flagged)}" if flagged else "no level flagged"))
+    return {"lines": lines, "text": " · ".join(lines)} if lines else None
+
+
 def report_context(facts: ReportFacts) -> dict[str, Any]:
     """Everything the HTML template and the PDF writer show, as text."""
     quality = facts.summary.get("quality") or {}

@@ -20,9 +20,9 @@ PAPERS = {"a4": "A4", "letter": "Letter"}
 MARGIN_MM = 12.0
 WIDTH_MM = 186.0
 IMAGE_WIDTH_MM = 70.0
-COLUMNS = (("Level", "level", 16), ("Trab. HU mean / median", "hu", 24), ("Heights A/M/P (mm)", "heights", 28),
-           ("Ha/Hp / Hm/Hp / Hp/nb", "ratios", 36), ("Genant grade", "grade", 40), ("Flags", "flags", 26),
-           ("Quality", "quality", 16))
+COLUMNS = (("Level", "level", 16), ("Trab. HU mean / median", "hu", 24), ("Heights A/M/P (mm)", "heights", 26),
+           ("Ha/Hp / Hm/Hp / Hp/nb", "ratios", 34), ("Genant grade", "grade", 30), ("Flags", "flags", 32),
+           ("Quality", "quality", 24))
 
 
 def check_paper(paper: str) -> str:
@@ -69,8 +69,9 @@ def _side(pdf: FPDF, context: dict[str, Any], x: float) -> None:
     pdf.multi_cell(width, 4.4, _latin(context["naming"]), new_x="LEFT", new_y="NEXT")
     _heading(pdf, "Prior study", x)
     pdf.set_font("helvetica", "", 9)
-    prior = context["prior"]["text"] if context["prior"] else "No comparison with a prior study in this report."
-    pdf.multi_cell(width, 4.4, _latin(prior), new_x="LEFT", new_y="NEXT")
+    lines = context["prior"]["lines"] if context["prior"] else ["No prior study of this patient on this server."]
+    for line in lines:
+        pdf.multi_cell(width, 4.4, _latin(("- " if context["prior"] else "") + line), new_x="LEFT", new_y="NEXT")
 
 
 def _table(pdf: FPDF, rows: list[dict[str, str]]) -> None:

@@ -68,12 +68,20 @@ def planned_exports(inputs: ExportInputs) -> list[str]:
     return names
 
 
-def _atomic(target: Path, write: Callable[[Path], object]) -> None:
-    """``write(temporary path)`` beside ``target``, then one rename onto it."""
+def _atomic(target: Path, write: Callable[[Path], object], *, keep_existing: bool = False) -> None:
+    """``write(temporary path)`` beside ``target``, then one rename onto it; with
+    ``keep_existing`` a ``target`` made meanwhile (on request) is kept instead: the measurement
+    SR refers to the levels SEG by its instance UID (services.run_reports)."""
     tmp = target.with_name(f".job{os.getpid()}-{target.name}")
     try:
         write(tmp)
-        tmp.replace(target)
+        if keep_existing:
+            try:
+                os.link(tmp, target)  # fails when the target exists: the first one written stays
+            except FileExistsError:
+                log.info("%s was made on request meanwhile; that one is kept", target.name)
+        else:
+            tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -106,7 +114,7 @@ def _make(name: str, files: RunFiles, inputs: ExportInputs, sources: _Sources | 
     elif name == "levels_seg":
         _atomic(files.levels_seg_dcm, lambda tmp: write_levels_dicom_seg(
             inputs.levels, affine, inputs.dicom_folder, inputs.series_uid, tmp, model_id=inputs.model_id,
-            sources=sources.get(), quality=inputs.quality))
+            sources=sources.get(), quality=inputs.quality), keep_existing=True)
     elif name == "rtstruct":
         _atomic(files.rtstruct, lambda tmp: write_rtstruct(inputs.levels, affine, inputs.dicom_folder,
                                                            inputs.series_uid, tmp, sources=sources.get()))

@@ -1,11 +1,11 @@
 """DICOMweb round trip against a real Orthanc: search (QIDO-RS), import (WADO-RS) into a
 de-identified study through the upload path, segment with the shipped model on CPU, send the
-SEG back (STOW-RS) and check through Orthanc's REST API that it sits in the original study and
-references the original series. Then the failures: not CT, wrong credentials, PACS down."""
+SEG, the levels SEG and the measurement SR back (STOW-RS) and check through Orthanc's REST API
+that they sit in the original study and reference the original series (the SR read back value
+by value). Then the failures: not CT, wrong credentials, PACS down."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -19,8 +19,11 @@ from fastapi.testclient import TestClient
 from spineseg.store.database import open_database
 from spineseg.store.pacs_links import PacsLink
 from spineseg.web.app import create_app
+from tests.conftest import CASES
 from tests.integrations.orthanc import PASSWORD, USERNAME, Orthanc, orthanc_available
+from tests.integrations.sent_results import SPINE_SEG, check_sent_report, sends_the_report, sent_results
 from tests.integrations.thorax import ACCESSION, PATIENT_ID, PATIENT_NAME, SERIES_UID, STUDY_UID, pacs_copy
+from tests.services.report_case import make_report_case
 from tests.web.web_helpers import add_user, bearer, make_settings
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
@@ -124,12 +127,13 @@ def test_search_import_segment_send_back(env: Env) -> None:
     sent = env.client.post(f"/api/studies/{study_id}/pacs/send", headers=headers)
     assert sent.status_code == 200, sent.text
     body = sent.json()
-    assert body["stored"] == 1 and body["modalities"] == ["SEG"] and body["run_id"] == job_id
+    assert body["stored"] == len(body["modalities"]) and sends_the_report(body["modalities"])
+    assert body["run_id"] == job_id
     after = env.orthanc.count()
     print(f"\nOrthanc before: {env.before}\nOrthanc after:  {after}\n"
           f"import + segment {segmented_s:.1f} s; SEG series {body['series_uids'][0]}")
-    assert after["CountInstances"] == env.before["CountInstances"] + 1
-    assert after["CountSeries"] == env.before["CountSeries"] + 1
+    assert after["CountInstances"] == env.before["CountInstances"] + body["stored"]
+    assert after["CountSeries"] == env.before["CountSeries"] + body["stored"]
     assert after["CountStudies"] == env.before["CountStudies"]  # filed in the original study
     assert after["CountPatients"] == env.before["CountPatients"]
 
@@ -138,9 +142,12 @@ def test_search_import_segment_send_back(env: Env) -> None:
                                                     "Expand": True}).json()
         assert len(studies) == 1
         series = [orthanc.get(f"/series/{s}").json() for s in studies[0]["Series"]]
-        seg = next(s for s in series if s["MainDicomTags"].get("Modality") == "SEG")
-        seg_instance = orthanc.get(f"/instances/{seg['Instances'][0]}/file").content
-    seg_ds = pydicom.dcmread(io.BytesIO(seg_instance))
+        assert sorted(s["MainDicomTags"].get("Modality") for s in series) == sorted(["CT", "MR", *body["modalities"]])
+        sent = sent_results(orthanc)
+    seg_ds = sent[SPINE_SEG]
+    compared = check_sent_report(sent, study["summary"], study["model_id"])
+    print(f"measurement SR read back from Orthanc: {len(study['summary']['vertebrae'])} vertebra(e), {compared} "
+          "numbers equal to the run's summary")
     assert seg_ds.PatientID == PATIENT_ID and str(seg_ds.PatientName) == PATIENT_NAME
     assert seg_ds.StudyInstanceUID == STUDY_UID
     assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES_UID
@@ -188,3 +195,29 @@ def test_wrong_credentials_and_pacs_down_say_so(env: Env) -> None:
                               json={"study_uid": "x; drop", "series_uid": SERIES_UID})
     assert bad_uid.status_code == 422 and "is not a DICOM UID" in bad_uid.json()["detail"]
     print(f"\nwrong credentials: 502 {wrong.json()['detail']}\nPACS down: 502 {down.json()['detail']}")
+
+
+def test_a_study_with_many_vertebrae_sends_every_measurement(env: Env, tmp_path: Path) -> None:
+    """P5's lower thorax (7 vertebrae: graded, cut, withheld, the L1 density flag) from the PACS
+    and back: the SR that Orthanc holds carries every value of the run, under the original
+    patient and UIDs."""
+    case = make_report_case(CASES, tmp_path)  # written with its own patient and UIDs
+    env.orthanc.upload_folder(case.folder)
+    headers = bearer(env.token)
+    first = pydicom.dcmread(next(case.folder.iterdir()), stop_before_pixels=True)
+    imported = env.client.post("/api/pacs/orthanc/import", headers=headers,
+                               json={"study_uid": first.StudyInstanceUID, "series_uid": first.SeriesInstanceUID})
+    assert imported.status_code == 202, imported.text
+    assert _wait_done(env.client, env.token, imported.json()["job_id"])["status"] == "done"
+    study = env.client.get(f"/api/studies/{imported.json()['study_id']}", headers=headers).json()
+    sent = env.client.post(f"/api/studies/{study['id']}/pacs/send", headers=headers)
+    assert sent.status_code == 200 and sends_the_report(sent.json()["modalities"]), sent.text
+    with env.orthanc.client() as orthanc:
+        held = sent_results(orthanc, first.StudyInstanceUID)
+    originals = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in case.folder.iterdir()}
+    compared = check_sent_report(held, study["summary"], study["model_id"], study_uid=first.StudyInstanceUID,
+                                 patient_id=first.PatientID, originals=originals)
+    names = [v["name"] for v in study["summary"]["vertebrae"]]
+    print(f"\nmeasurement SR of {len(names)} vertebrae ({', '.join(names)}) read back from Orthanc: {compared} "
+          "numbers equal to the run's summary")
+    assert compared >= len(names)

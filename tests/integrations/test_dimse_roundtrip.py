@@ -8,8 +8,9 @@ ready gets it on a later try."""
 
 from __future__ import annotations
 
-import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from spineseg.store.database import open_database
 from spineseg.store.models import AuditEvent, Study
 from spineseg.store.pacs_links import PacsLink
 from tests.integrations.orthanc import AE_TITLE, Orthanc, orthanc_available
+from tests.integrations.sent_results import SPINE_SEG, check_sent_report, sends_the_report, sent_results
 from tests.integrations.thorax import PATIENT_ID, SERIES_UID, STUDY_UID, pacs_copy
 from tests.web.live_server import free_port
 from tests.web.web_helpers import TEST_SECRET_KEY, add_user, make_settings
@@ -175,15 +177,15 @@ def test_dropped_association_is_held_then_the_full_series_is_segmented_and_sent(
         assert isinstance(link.return_header, str) and PATIENT_ID not in link.return_header  # sealed
     database.dispose()
     node.orthanc.start()
-    while node.orthanc.count()["CountInstances"] == before["CountInstances"]:
-        assert time.monotonic() < deadline, f"no SEG reached Orthanc:\n{node.log()[-3000:]}"
+    while (sent_count := re.search(r"result sent to ORTHANC \((\d+) instance", node.log())) is None:
+        assert time.monotonic() < deadline, f"no result reached Orthanc:\n{node.log()[-3000:]}"
         assert node.process.poll() is None, node.log()
         time.sleep(1)
     took = time.monotonic() - started
     after = node.orthanc.count()
     print(f"\nOrthanc before: {before}\nOrthanc after:  {after}\nC-STORE in -> SEG in Orthanc: {took:.1f} s "
           f"(the destination down for the first try)\nunsent: {unsent}")
-    assert after["CountInstances"] == before["CountInstances"] + 1
+    assert after["CountInstances"] == before["CountInstances"] + int(sent_count.group(1))
     assert after["CountStudies"] == before["CountStudies"] and after["CountPatients"] == before["CountPatients"]
     [(study_id, status)] = _studies(node.data_dir)
     assert status == "done"
@@ -193,8 +195,13 @@ def test_dropped_association_is_held_then_the_full_series_is_segmented_and_sent(
     assert all(pydicom.dcmread(p, stop_before_pixels=True).PatientID != PATIENT_ID for p in stored)
 
     with node.orthanc.client() as orthanc:
-        [seg_id] = orthanc.post("/tools/find", json={"Level": "Instance", "Query": {"Modality": "SEG"}}).json()
-        seg = pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{seg_id}/file").content))
+        sent = sent_results(orthanc)
+    assert sends_the_report([str(ds.Modality) for ds in sorted(sent.values(), key=lambda d: d.Modality != "SEG")])
+    seg = sent[SPINE_SEG]
+    [summary_path] = (node.data_dir / "studies" / study_id / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    print(f"measurement SR read back from Orthanc: {check_sent_report(sent, summary, summary['model_version'])} "
+          "numbers equal to the run's summary")
     assert seg.StudyInstanceUID == STUDY_UID and seg.PatientID == PATIENT_ID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES_UID
     assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 20

@@ -21,7 +21,7 @@ from spineseg.services.report import ReportFacts, render_report_html
 from spineseg.web.app import create_app
 from tests.conftest import CASES
 from tests.services.report_case import make_report_case
-from tests.services.sr_reading import check_against_summary
+from tests.services.sr_reading import check_against_summary, read_groups
 from tests.web.test_api_studies import dicom_parts
 from tests.web.web_helpers import add_user, bearer, make_settings
 
@@ -37,11 +37,17 @@ class Run:
 
 
 def _wait(client: TestClient, headers: dict[str, str], job_id: str) -> dict:
+    """The job once it ended and, when done, once its exports (the levels SEG the SR refers to
+    among them: services.run_exports) are made."""
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         job = client.get(f"/api/jobs/{job_id}", headers=headers).json()
-        if job["status"] in ("done", "failed", "cancelled"):
+        if job["status"] in ("failed", "cancelled"):
             return job
+        if job["status"] == "done":
+            study = client.get(f"/api/studies/{job['study_id']}", headers=headers).json()
+            if not (study.get("summary") or {}).get("outputs_pending"):
+                return job
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s")
 
@@ -74,6 +80,10 @@ def test_the_sr_downloads_and_reads_back(run: Run) -> None:
     assert summary["vertebrae"], "the shipped model found no vertebra in the report case"
     compared = check_against_summary(sr, seg, sources, summary, run.study["model_id"])
     print(f"\nSR over the API: {len(summary['vertebrae'])} vertebrae, {compared} numbers equal to the summary")
+    page = run.client.get(f"/studies/{run.study['id']}", headers=run.headers).text  # the result page links them
+    for key, anchor in (("measurements_sr", "download-measurements-sr"), ("report_html", "download-report-html"),
+                        ("report_pdf", "download-report-pdf")):
+        assert re.search(rf'id="{anchor}" href="{re.escape(run.study["runs"][0]["downloads"][key])}', page), key
     again = run.client.get(run.study["runs"][0]["downloads"]["measurements_sr"], headers=run.headers)
     assert pydicom.dcmread(io.BytesIO(again.content)).SOPInstanceUID == sr.SOPInstanceUID  # kept, not remade
 
@@ -143,3 +153,33 @@ def test_a_nifti_study_has_reports_but_no_sr(run: Run) -> None:
     assert refused.status_code == 404 and "not DICOM" in refused.json()["detail"]
     report = run.client.get(study["downloads"]["report_html"], headers=run.headers)
     assert report.status_code == 200 and "not recorded" in report.text  # no study date in a NIfTI
+
+
+def test_a_second_study_of_the_patient_reports_its_prior(run: Run, tmp_path) -> None:
+    """The same series uploaded again is the same patient (one pseudonym), so the report of the
+    second study compares it with the first: every level matched, none flagged."""
+    case = make_report_case(CASES, tmp_path)
+    ids = run.client.post("/api/studies", files=dicom_parts(case.folder), headers=run.headers).json()
+    assert _wait(run.client, run.headers, ids["job_id"])["status"] == "done"
+    study = run.client.get(f"/api/studies/{ids['study_id']}", headers=run.headers).json()
+    assert study["patient_pseudonym"] == run.study["patient_pseudonym"]
+    text = " ".join(run.client.get(study["downloads"]["report_html"], headers=run.headers).text.split())
+    prior = text[text.index('id="report-prior"'):text.index("</div>", text.index('id="report-prior"'))]
+    print(f"\nprior section: {re.sub(r'<[^>]+>', ' ', prior)[:400]}")
+    assert f"{run.study['name']} of " in prior and "days before): compared" in prior and "no level flagged" in prior
+    first = " ".join(run.client.get(run.study["downloads"]["report_html"], headers=run.headers).text.split())
+    assert "No prior study of this patient on this server." in first  # the first study has none
+    # the SR of the second study carries the change since the first for every compared level
+    priors = run.client.get(f"/api/studies/{ids['study_id']}/priors", headers=run.headers).json()["priors"]
+    changes = {v["name"]: v for v in priors[-1]["vertebrae"] if v["compared"]}
+    assert changes, "no level was compared with the prior"
+    sr = pydicom.dcmread(io.BytesIO(run.client.get(study["downloads"]["measurements_sr"], headers=run.headers).content))
+    groups = {g["texts"]["112039"][0]: g for g in read_groups(sr)}
+    for name, change in changes.items():
+        assert groups[name]["codes"]["PRIORFLAG"] == ("N", "99SPINESEG")
+        if change["hu_change"] is not None:
+            assert groups[name]["numbers"][("DHU", None)] == change["hu_change"]
+        assert any(text.startswith(f"{run.study['name']} of ") for text in groups[name]["texts"]["PRIOR"])
+    first_sr = pydicom.dcmread(io.BytesIO(run.client.get(run.study["downloads"]["measurements_sr"],
+                                                         headers=run.headers).content))
+    assert all("PRIORFLAG" not in g["codes"] for g in read_groups(first_sr))
