@@ -29,8 +29,8 @@ def _anatomy(v: dict[str, Any]) -> dict[str, Any]:
 def _asymmetric(v: dict[str, Any], t: QualityThresholds, sides_cut: bool) -> float | None:
     """The vertebra's left-right reach ratio when it is over the limit (never where the column
     is cut in-plane: its sides are then the crop's)."""
-    ratio = _anatomy(v).get("lr_extent_ratio")
-    if not sides_cut and v.get("name") != SACRUM and ratio is not None and ratio > t.max_lr_extent_ratio:
+    ratio = _anatomy(v).get("lr_extent_ratio")  # the sacrum too: its alae are as wide both ways (ts-abdomen 1.06)
+    if not sides_cut and ratio is not None and ratio > t.max_lr_extent_ratio:
         return float(ratio)
     return None
 
