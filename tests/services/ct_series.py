@@ -14,10 +14,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 
 PATIENT_ID, PATIENT_NAME = "SR-TEST-0005", "Report^Test"
 STUDY_DATE = "20210304"
+UID_ROOT = "1.2.826.0.1.3680043.10.1033"  # study .1, series .2, frame of reference .3, slice k: .4.k
 
 
-def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: Path, *, uid_root: str = "1.2.826.0.1.3680043.10.1033"
-                    ) -> list[Path]:
+def write_ct_series(hu: np.ndarray, affine: np.ndarray, folder: Path, *, uid_root: str = UID_ROOT) -> list[Path]:
     """``hu`` (I, J, K) with ``affine`` voxel -> RAS mm, written as axial slices (rows along
     anterior-posterior, columns along right-left) of a CT series; returns the files."""
     ras = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(hu, dtype=np.int16), affine))

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from spineseg.services.report import ReportFacts, render_report_html
 from spineseg.web.app import create_app
 from tests.conftest import CASES
+from tests.services.ct_series import PATIENT_ID, UID_ROOT
 from tests.services.report_case import make_report_case
 from tests.services.sr_reading import check_against_summary, read_groups
 from tests.web.test_api_studies import dicom_parts
@@ -84,6 +85,11 @@ def test_the_sr_downloads_and_reads_back(run: Run) -> None:
     for key, anchor in (("measurements_sr", "download-measurements-sr"), ("report_html", "download-report-html"),
                         ("report_pdf", "download-report-pdf")):
         assert re.search(rf'id="{anchor}" href="{re.escape(run.study["runs"][0]["downloads"][key])}', page), key
+    original = run.client.get(downloads["measurements_sr"], params={"identity": "original"}, headers=run.headers)
+    assert original.status_code == 200, original.text  # for the uploaded series: original patient and UIDs
+    back = pydicom.dcmread(io.BytesIO(original.content))
+    assert back.PatientID == PATIENT_ID and back.StudyInstanceUID == f"{UID_ROOT}.1"
+    assert all(uid.startswith(f"{UID_ROOT}.4.") for g in read_groups(back) for uid in g["sources"])
     again = run.client.get(run.study["runs"][0]["downloads"]["measurements_sr"], headers=run.headers)
     assert pydicom.dcmread(io.BytesIO(again.content)).SOPInstanceUID == sr.SOPInstanceUID  # kept, not remade
 

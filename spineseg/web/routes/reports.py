@@ -13,13 +13,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from spineseg.errors import InputError
 from spineseg.services.report import render_report_html
 from spineseg.services.report_pdf import render_report_pdf
 from spineseg.services.run_reports import ensure_measurement_sr, report_facts
-from spineseg.web.routes.downloads import RunTarget, chosen_target, current_target
+from spineseg.web.deps import CurrentUser, DbSession, Services
+from spineseg.web.routes.downloads import Identity, RunTarget, _dicom_answer, chosen_target, current_target
 
 router = APIRouter(prefix="/api/studies/{study_id}", tags=["downloads"])
 _STYLE = re.compile(r"<style>(.*?)</style>", re.S)
@@ -63,9 +64,12 @@ def add_report_routes(prefix: str, target_of: Callable[..., RunTarget], whose: s
 
     @get("/measurements_sr.dcm", f"DICOM SR (TID 1500 Measurement Report) of the per-vertebra measurements, "
          f"referring to the levels SEG and the source images (DICOM input only), of {whose}", "application/dicom")
-    async def measurement_sr(target: RunTarget) -> FileResponse:
+    async def measurement_sr(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
+                             identity: Identity = "deidentified") -> Response:
         path = await _work(ensure_measurement_sr, target.study, target.run, target.files)
-        return FileResponse(path, media_type="application/dicom", filename=f"{_stem(target)}-measurements_sr.dcm")
+        # identity=original: the original patient and UIDs put back, as for the SEGs (issue 28 item 2)
+        return await _dicom_answer(target, path, f"{_stem(target)}-measurements_sr.dcm", identity, user, session,
+                                   services)
 
     @get("/report.html", f"The one-page report (HTML, prints on A4 and Letter) of {whose}", "text/html")
     async def report_html(target: RunTarget) -> HTMLResponse:
