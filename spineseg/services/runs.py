@@ -78,6 +78,7 @@ class RunDownload:
 
 RUN_DOWNLOADS = (
     RunDownload("mask", "mask.nii.gz", "NIfTI mask"),
+    RunDownload("uncertainty", "uncertainty.nii.gz", "Uncertainty map (NIfTI, percent)"),
     RunDownload("ct", "ct.nii.gz", "CT (NIfTI)"),
     RunDownload("summary", "summary.json", "Summary (JSON)"),
     RunDownload("overlays", "overlays.zip", "Overlay images (PNG, zip)"),

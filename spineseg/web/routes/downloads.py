@@ -33,6 +33,7 @@ from spineseg.services.original_series import original_offer, original_series_of
 from spineseg.services.quality import verdict_of
 from spineseg.services.rtstruct import write_rtstruct
 from spineseg.services.runs import current_run, find_run, run_files
+from spineseg.services.uncertainty import UNCERTAINTY_FILE
 from spineseg.store import accounts
 from spineseg.store.files import RunFiles
 from spineseg.store.models import Job, Study
@@ -192,6 +193,12 @@ def add_download_routes(prefix: str, target_of: Callable[..., RunTarget], whose:
                 responses=_binary(NIFTI))
     def mask(target: RunTarget) -> FileResponse:
         return _file(target.files.mask, NIFTI, f"{_stem(target)}-mask.nii.gz")
+
+    @get("/uncertainty.nii.gz", summary=f"Where the network was unsure: the probability margin "
+                                        f"(uint8 percent NIfTI on the input grid, docs/quality.md) of {whose}",
+         responses=_binary(NIFTI))
+    def uncertainty(target: RunTarget) -> FileResponse:
+        return _file(target.files.folder / UNCERTAINTY_FILE, NIFTI, f"{_stem(target)}-uncertainty.nii.gz")
 
     @get("/ct.nii.gz", summary=f"The CT as NIfTI (int16 HU), as the viewer shows it, of {whose}",
                 responses=_binary(NIFTI))
