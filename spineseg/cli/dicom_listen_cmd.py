@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     restrict_data_dir(settings.data_dir)
     check_startup(settings)
     database = open_database(settings.sqlalchemy_url)
-    audit.use_key(database, settings.session_secret())
+    audit.use_key(database, settings.session_secret(), head_log=settings.data_dir / audit.HEAD_LOG_NAME)
     with database.session() as session:
         owner = accounts.get_user(session, username=settings.dicom_owner)
         if owner is None or not owner.active:

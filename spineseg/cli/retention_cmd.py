@@ -25,7 +25,7 @@ def run_retention(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     database = open_database(settings.sqlalchemy_url)
-    audit.use_key(database, settings.session_secret())
+    audit.use_key(database, settings.session_secret(), head_log=settings.data_dir / audit.HEAD_LOG_NAME)
     try:
         result = retention.run_retention(database, settings, days=args.days, dry_run=args.dry_run)
     finally:

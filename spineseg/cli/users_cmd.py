@@ -70,7 +70,8 @@ def _database() -> Database:
 
     settings = Settings.from_env()
     database = open_database(settings.sqlalchemy_url)
-    audit.use_key(database, settings.session_secret())  # audit rows chain with the service's key
+    audit.use_key(database, settings.session_secret(),  # audit rows chain with the service's key
+                  head_log=settings.data_dir / audit.HEAD_LOG_NAME)
     return database
 
 

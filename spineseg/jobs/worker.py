@@ -47,7 +47,7 @@ class Worker:
             raise InputError("--concurrency", f"must be at least 1, got {concurrency}")
         self.settings, self.jobs, self.concurrency = settings, tuple(jobs), concurrency
         self.database = open_database(settings.sqlalchemy_url)
-        audit.use_key(self.database, settings.session_secret())
+        audit.use_key(self.database, settings.session_secret(), head_log=settings.data_dir / audit.HEAD_LOG_NAME)
         self.registry = open_registry(settings)
         guard_registry(self.registry, self.database)
         self.queue = JobQueue(settings, self.database, self.registry)

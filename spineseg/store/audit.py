@@ -13,9 +13,12 @@ registered on the connection), so two writers can never chain onto the same row;
 PostgreSQL a transaction-scoped advisory lock does the same. ``seq`` is also unique. The row
 is part of the caller's transaction: an action that rolls back leaves no audit row.
 
-Limit: cutting rows off the *end* of the chain leaves a valid, shorter chain. ``verify``
-reports the head (``seq`` and ``hmac``); compare it with a head noted earlier
-(``expected_head``, ``spineseg audit verify --expect-head SEQ:HMAC``) to detect that.
+Cutting rows off the *end* of the chain leaves a valid, shorter chain. So every commit that
+wrote audit rows also appends the new head (``seq:hmac``) to a file outside the database
+(``HEAD_LOG_NAME`` in the data folder, appended only), and ``verify`` checks by default that the
+highest head noted there is still in the chain. ``expected_head`` (``spineseg audit verify
+--expect-head SEQ:HMAC``) checks a head noted anywhere else. Someone who can rewrite both the
+database and the data folder can still cut the end; a head copied off the machine catches that.
 Rows written before the chain existed (migration 0004) have no ``seq``; they are counted as
 "before the chain", and any unchained row after the first chained one is an error.
 """
@@ -31,9 +34,11 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, LargeBinary, String, bindparam, event, func, or_, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from spineseg.store.models import AuditEvent
@@ -44,6 +49,10 @@ HMAC_FUNCTION = "spineseg_audit_hmac"
 _KEY_LABEL = b"spineseg audit chain v1"
 _PG_LOCK_ID = 0x5E1A0D17  # pg_advisory_xact_lock key that serialises appends
 _keys: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+_head_logs: weakref.WeakKeyDictionary[Engine, Path] = weakref.WeakKeyDictionary()
+HEAD_LOG_NAME = "audit-heads.log"
+WRITTEN = "spineseg_audit_written"  # session.info: the (seq, hmac) this transaction wrote last
+_HEAD_TAIL_BYTES = 64 * 1024  # how much of the head log's end verify reads
 _keys_lock = threading.Lock()
 
 _SQLITE_APPEND = text(f"""
@@ -52,6 +61,7 @@ SELECT :at, :username, :action, :target, :detail, COALESCE(p.seq, 0) + 1, COALES
        {HMAC_FUNCTION}(:key, COALESCE(p.seq, 0) + 1, COALESCE(p.hmac, ''), :body)
 FROM (SELECT 1) AS one
 LEFT JOIN (SELECT seq, hmac FROM audit_events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1) AS p ON 1 = 1
+RETURNING seq, hmac
 """).bindparams(bindparam("at", type_=DateTime(timezone=True)), bindparam("key", type_=LargeBinary()),
                 bindparam("username", type_=String()))
 
@@ -61,24 +71,34 @@ def chain_key(secret: str) -> bytes:
     return hmac.new(secret.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
 
 
-def use_key(engine_or_database: Any, secret: str) -> None:
-    """Chain rows written through ``engine_or_database`` with ``secret`` (``session_secret()``)."""
+def use_key(engine_or_database: Any, secret: str, *, head_log: Path | None = None) -> None:
+    """Chain rows written through ``engine_or_database`` with ``secret`` (``session_secret()``);
+    ``head_log``: the file each commit's new head is appended to (``data_dir / HEAD_LOG_NAME``)."""
     engine = getattr(engine_or_database, "engine", engine_or_database)
     with _keys_lock:
         _keys[engine] = chain_key(secret)
+        if head_log is not None:
+            _head_logs[engine] = Path(head_log)
+
+
+def _engine_of(session: Session) -> Engine:
+    engine = session.get_bind()
+    return getattr(engine, "engine", engine)
 
 
 def _key_for(session: Session) -> bytes:
-    engine = session.get_bind()
-    engine = getattr(engine, "engine", engine)
+    engine = _engine_of(session)
     with _keys_lock:
         key = _keys.get(engine)
-    if key is None:  # a library caller that did not configure one: the same key the service uses
-        from spineseg.config import Settings
+    if key is None:  # a caller that did not configure one (the CLI): the service's key, and its
+        from spineseg.config import Settings  # head log when this is the service's own database
 
-        key = chain_key(Settings.from_env().session_secret())
+        settings = Settings.from_env()
+        key = chain_key(settings.session_secret())
         with _keys_lock:
             _keys[engine] = key
+            if make_url(settings.sqlalchemy_url) == engine.url:
+                _head_logs.setdefault(engine, settings.data_dir / HEAD_LOG_NAME)
     return key
 
 
@@ -138,6 +158,51 @@ def _write_before_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_on_rollback(session: Session) -> None:
     session.info.pop(PENDING, None)  # the action did not happen: neither did its record
+    session.info.pop(WRITTEN, None)
+
+
+@event.listens_for(Session, "after_commit")
+def _note_head(session: Session) -> None:
+    """Append the head this commit made to the head log, outside the database."""
+    written = session.info.pop(WRITTEN, None)
+    if written is None:
+        return
+    with _keys_lock:
+        path = _head_logs.get(_engine_of(session))
+    if path is None:
+        return
+    try:
+        with open(path, "a", encoding="ascii") as stream:  # one short write: whole lines under O_APPEND
+            stream.write(f"{written[0]}:{written[1]}\n")
+    except OSError as error:  # the action is committed: say so, never fail it now
+        log.warning("audit head %s not noted in %s: %s", written[0], path, error.strerror or error)
+
+
+def noted_head(path: Path | None) -> tuple[int, str] | None:
+    """The highest ``(seq, hmac)`` in the head log's last lines; ``None`` when there is none."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, 2)
+            size = stream.tell()
+            stream.seek(max(0, size - _HEAD_TAIL_BYTES))
+            tail = stream.read().decode("ascii", errors="replace")
+    except FileNotFoundError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in tail.splitlines():
+        seq, _, mac = line.strip().partition(":")
+        if seq.isdigit() and len(mac) == 64 and (best is None or int(seq) > best[0]):
+            best = (int(seq), mac)
+    return best
+
+
+def head_log_of(session: Session) -> Path | None:
+    """The head log this session's database notes its heads in, if one is configured."""
+    _key_for(session)
+    with _keys_lock:
+        return _head_logs.get(_engine_of(session))
 
 
 def _write(session: Session, at: datetime, values: dict[str, Any]) -> None:
@@ -147,15 +212,18 @@ def _write(session: Session, at: datetime, values: dict[str, Any]) -> None:
     dialect = connection.dialect.name
     if dialect == "sqlite":
         connection.connection.driver_connection.create_function(HMAC_FUNCTION, 4, _sqlite_hmac, deterministic=True)
-        session.execute(_SQLITE_APPEND, {"at": at, "key": key, "body": body, **values})
+        written = session.execute(_SQLITE_APPEND, {"at": at, "key": key, "body": body, **values}).one()
+        session.info[WRITTEN] = (int(written.seq), written.hmac)
         return
     if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _PG_LOCK_ID})
     head = session.execute(select(AuditEvent.seq, AuditEvent.hmac).where(AuditEvent.seq.is_not(None))
                            .order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq, prev = (head.seq + 1, head.hmac or "") if head else (1, "")
-    session.add(AuditEvent(at=at, seq=seq, prev_hmac=prev, hmac=row_hmac(key, seq, prev, body), **values))
+    mac = row_hmac(key, seq, prev, body)
+    session.add(AuditEvent(at=at, seq=seq, prev_hmac=prev, hmac=mac, **values))
     session.flush()
+    session.info[WRITTEN] = (seq, mac)
 
 
 @dataclass
@@ -186,9 +254,12 @@ class ChainReport:
 
 def verify(session: Session, *, expected_head: tuple[int, str] | None = None, max_problems: int = 100) -> ChainReport:
     """Walk the chain in ``seq`` order and report every row that is missing, out of place,
-    edited or forged. ``expected_head``: a ``(seq, hmac)`` noted earlier that must still be there."""
+    edited or forged. ``expected_head``: a ``(seq, hmac)`` noted earlier that must still be there;
+    by default the highest head in the head log (``noted_head``), when there is one."""
     write_pending(session)
     key = _key_for(session)
+    if expected_head is None:
+        expected_head = noted_head(head_log_of(session))
     report = ChainReport()
     expected_seq, prev = 1, ""
     first_chained_id: int | None = None
@@ -218,7 +289,8 @@ def verify(session: Session, *, expected_head: tuple[int, str] | None = None, ma
         if len(report.problems) >= max_problems:
             break
     if not anchor_seen:
-        report.problems.append((0, expected_head[0], "the head noted earlier is gone: rows were cut off the end"))
+        report.problems.append((0, expected_head[0], "the head noted earlier is gone: rows were cut off the end "
+                                                    "(or the database was restored from an older copy)"))
     unchained = select(AuditEvent.id).where(AuditEvent.seq.is_(None)).order_by(AuditEvent.id)
     for (row_id,) in session.execute(unchained):
         if first_chained_id is None or row_id < first_chained_id:

@@ -49,7 +49,8 @@ def build_services(settings: Settings) -> AppServices:
     """Open (and migrate) the database, the registry and the queue for ``settings``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(settings.sqlalchemy_url)
-    audit.use_key(database, settings.session_secret())  # the audit chain's HMAC key
+    audit.use_key(database, settings.session_secret(),  # the audit chain's HMAC key and head log
+                  head_log=settings.data_dir / audit.HEAD_LOG_NAME)
     registry = open_registry(settings)
     guard_registry(registry, database)  # with PostgreSQL: a lock every machine honours
     return AppServices(settings, database, registry, JobQueue(settings, database, registry))

@@ -95,16 +95,20 @@ def test_audit_verify_exit_codes(data_dir: Path, monkeypatch, capsys) -> None:
     code, out, _ = run(monkeypatch, capsys, "audit", "verify")
     assert code == 0 and out.startswith("audit chain intact: 4 rows")
     head = out.splitlines()[1].removeprefix("head: ")
+    assert out.splitlines()[2] == "the head noted in audit-heads.log (seq 4) is in the chain"
     assert run(monkeypatch, capsys, "audit", "verify", "--expect-head", head)[0] == 0
     with sqlite3.connect(data_dir / "spineseg.db") as raw:
         raw.execute("DELETE FROM audit_events WHERE seq = 4")
-    code, out, _ = run(monkeypatch, capsys, "audit", "verify", "--expect-head", head)
-    assert code == 1 and "rows were cut off the end" in out
+    for extra in ((), ("--expect-head", head)):  # by default against the head log, or a head noted elsewhere
+        code, out, _ = run(monkeypatch, capsys, "audit", "verify", *extra)
+        assert code == 1 and "rows were cut off the end" in out
     with sqlite3.connect(data_dir / "spineseg.db") as raw:
         row_id = raw.execute("SELECT id FROM audit_events WHERE seq = 3").fetchone()[0]
         raw.execute("DELETE FROM audit_events WHERE seq = 2")
     code, out, _ = run(monkeypatch, capsys, "audit", "verify")
     assert code == 1
-    assert out == f"audit chain broken: row id {row_id} (seq 3): seq 2 missing: rows before it were deleted\n"
+    first = out.splitlines()[0]
+    assert first == f"audit chain broken: row id {row_id} (seq 3): seq 2 missing: rows before it were deleted"
+    assert "(seq 4): the head noted earlier is gone" in out.splitlines()[1]
     code, _out, err = run(monkeypatch, capsys, "audit", "verify", "--expect-head", "nonsense")
     assert code == 2 and "--expect-head" in err

@@ -122,6 +122,39 @@ def test_rows_cut_off_the_end_are_detected_against_a_noted_head(database: Databa
     assert "rows were cut off the end" in report.first_problem()  # ... but not the one noted
 
 
+def test_rows_cut_off_the_end_are_detected_by_default_against_the_head_log(tmp_path: Path) -> None:
+    head_log = tmp_path / audit.HEAD_LOG_NAME
+    db = open_database(f"sqlite:///{tmp_path / 'logged.db'}")
+    audit.use_key(db, SECRET, head_log=head_log)
+    try:
+        append_events(db, 5)
+        with pytest.raises(RuntimeError), db.session() as session:  # a rolled-back action notes nothing
+            accounts.record(session, username="ada", action="study.delete", target="gone")
+            audit.count(session)  # the row is written into the transaction ...
+            raise RuntimeError("the delete failed")  # ... which then rolls back
+        lines = head_log.read_text().splitlines()
+        assert [int(line.split(":")[0]) for line in lines] == [1, 2, 3, 4, 5]
+        report = verify(db)
+        assert report.intact and (report.head_seq, report.head_hmac) == audit.noted_head(head_log)
+        with sqlite3.connect(db_file(db)) as raw:
+            raw.execute("DELETE FROM audit_events WHERE seq >= 4")
+        report = verify(db)
+        assert not report.intact
+        assert report.first_problem().startswith("row id 0 (seq 5): the head noted earlier is gone: rows were cut off")
+        with sqlite3.connect(db_file(db)) as raw:  # a forged row 4 and 5 under another key does not pass either
+            raw.execute("DELETE FROM audit_events")
+        assert not verify(db).intact
+    finally:
+        db.dispose()
+
+
+def test_the_head_log_reads_its_highest_head_and_skips_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / audit.HEAD_LOG_NAME
+    assert audit.noted_head(path) is None
+    path.write_text(f"7:{'a' * 64}\n9:{'b' * 64}\n8:{'c' * 64}\n10:{'d' * 20}")  # writers racing, a torn end
+    assert audit.noted_head(path) == (9, "b" * 64)
+
+
 def test_another_key_does_not_verify(database: Database, tmp_path: Path) -> None:
     append_events(database, 2)
     audit.use_key(database, "another-secret-0123456789abcdefghijklmn")
