@@ -237,7 +237,7 @@ def test_openapi_document_lists_the_api(web_env: WebEnv) -> None:
                  "/api/studies/{study_id}/seg.dcm", "/api/studies/{study_id}/mesh.stl", "/api/health"):
         assert path in paths, path
     upload = paths["/api/studies"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(upload["properties"]) == {"files", "truth", "name", "site"}
+    assert set(upload["properties"]) == {"files", "truth", "name", "site", "pixel_mm"}
     assert web_env.client.get("/docs", headers=bearer(web_env.tokens["viewer"])).status_code == 200
 
 
