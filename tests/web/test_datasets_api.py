@@ -189,7 +189,8 @@ def test_fine_tune_on_two_real_shared_cases(env: WebEnv, shared_cases: Path) -> 
     assert run["history"][0]["val_dice"] is not None
     version = env.client.get(f"/api/models/{run['version_id']}", headers=headers).json()
     assert version["parent_id"] == BASE_VERSION
-    assert {c["name"] for c in version["card"]["dataset"]["manifest"]} == {"sub-ct_label-22_ct", "ct"}
+    # default names are numbers, never the client's file names (which often name the patient)
+    assert {c["name"] for c in version["card"]["dataset"]["manifest"]} == {"case-1", "case-2"}
 
 
 def test_dicom_series_with_per_structure_labels_in_a_zip(env: WebEnv, shared_cases: Path, tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_dicom_series_with_per_structure_labels_in_a_zip(env: WebEnv, shared_cas
                             headers=headers)
     assert added.status_code == 201, added.text
     case = added.json()["dataset"]["cases"][0]
-    assert case["name"] == "dicom" and case["coverage"]["shape"] == [512, 512, 20]
+    assert case["name"] == "case-1" and case["coverage"]["shape"] == [512, 512, 20]
     assert case["coverage"]["levels"] == ["T11", "T12"]
 
     ct, labels = write_phantom_case(tmp_path / "structures", seed=3)
@@ -237,3 +238,20 @@ def test_case_folders_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> No
     with TestClient(create_app(settings)):
         pass
     assert kept.is_dir() and fresh.is_dir() and not stale.exists()
+
+
+def test_a_case_is_not_named_after_the_clients_file(env: WebEnv, tmp_path: Path) -> None:
+    """A file named after the patient names nothing in the database (issue 30 item 2): the
+    default case name is a number, and no row keeps the client's name."""
+    from tests.imaging.phi_series import FILE_NAME
+    from tests.web.test_client_names import _rows_text
+
+    dataset = new_dataset(env, "named-files")
+    ct, labels = write_phantom_case(tmp_path / "named", seed=5)
+    parts = [("files", (f"{FILE_NAME}.nii.gz", ct.read_bytes(), "x")),
+             ("truth", (f"{FILE_NAME}_labels.nii.gz", labels.read_bytes(), "x"))]
+    added = env.client.post(f"/api/datasets/{dataset['id']}/cases", files=parts, data={"patient": "P9"},
+                            headers=bearer(env.tokens["researcher"]))
+    assert added.status_code == 201, added.text
+    assert [c["name"] for c in added.json()["dataset"]["cases"]] == ["case-1"]
+    assert FILE_NAME.lower() not in _rows_text(env).lower()

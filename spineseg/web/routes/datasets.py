@@ -7,7 +7,6 @@ with spine labels); a refused upload leaves no file and no row behind.
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,19 +123,16 @@ def _public(text: str, folder: Path, names: dict[Path, str] | None = None) -> st
                               (folder / "labels", "the upload/labels"), (folder, "the upload")))
 
 
-def default_case_name(services: Any, dataset_id: str, files: dict[Path, str], patient: str) -> str:
-    """The uploaded file's (or folder's) name without suffix; with the patient id appended when
-    the dataset already has a case of that name."""
-    first = sorted(files.values())[0].replace("\\", "/").split("/")[0]
-    stem = re.sub(r"(\.nii\.gz|\.nii|\.zip|\.dcm)$", "", first, flags=re.I)
-    stem = re.sub(r"[^A-Za-z0-9 ._-]", "_", stem).lstrip(" ._-")[:80] or "case"
+def default_case_name(services: Any, dataset_id: str) -> str:
+    """``case-N``, the first number not taken in the dataset. Never the uploaded file's or
+    folder's name: a client names files after the patient as often as not, and a case's name goes
+    into the database, the audit trail and the cards of versions trained on it."""
     with services.database.session() as session:
         taken = {c.name for c in load_dataset_row(session, dataset_id).cases}
-    candidate, counter = stem, 1
-    while candidate in taken:
-        counter += 1
-        candidate = f"{stem}-{patient}" if counter == 2 else f"{stem}-{patient}-{counter}"
-    return candidate
+    number = len(taken) + 1
+    while f"case-{number}" in taken:
+        number += 1
+    return f"case-{number}"
 
 
 def _field_of(exc: InputError, folder: Path) -> str:
@@ -168,8 +164,8 @@ async def upload_case(dataset_id: str, request: Request, user: Trainer, services
         partial = fields.get("partial", "").lower() in ("1", "true", "yes", "on")
         ct_path, kind = await run_in_threadpool(arrange_input, received.files, folder / "ct", services.settings)
         names |= received.files  # a zip's entries, which arrange_input put in place of the zip
-        name = check_name(fields.get("name") or await run_in_threadpool(
-            default_case_name, services, dataset_id, received.files, patient), "name")
+        name = check_name(fields.get("name") or await run_in_threadpool(default_case_name, services, dataset_id),
+                          "name")
         labels_path = await run_in_threadpool(unpack_truth, received.truth[0], extract_limit_bytes(services.settings))
         coverage = await run_in_threadpool(validate_case, ct_path, labels_path, convention)
         # validated, so stored de-identified (PS3.15 Basic Profile, NIfTI header text cleared)
