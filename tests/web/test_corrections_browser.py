@@ -336,3 +336,61 @@ def test_two_clinicians_editing_at_once_keep_both_versions(browser, server, stud
         context_a.close()
         context_b.close()
 
+
+
+def _bone_rule(labels: np.ndarray, hu: np.ndarray, value: int, threshold: float, grow: bool) -> np.ndarray:
+    """The grow/shrink-by-bone rule in scipy: one voxel, the six face neighbours, outside the grid
+    not looked at."""
+    from scipy import ndimage
+
+    faces = ndimage.generate_binary_structure(3, 1)
+    inside = labels == value
+    out = labels.copy()
+    if grow:
+        out[ndimage.binary_dilation(inside, faces) & (labels == 0) & (hu >= threshold)] = value
+    else:
+        edge = inside & ~ndimage.binary_erosion(inside, faces, border_value=1)
+        out[edge & (hu < threshold)] = 0
+    return out
+
+
+def test_grow_and_shrink_by_bone_follow_the_rule_voxel_for_voxel(browser, server, study: dict) -> None:
+    live, tokens = server
+    context, page = _open(browser, live, "carla", study["id"])
+    try:
+        _start_editing(page)
+        page.locator("#edit-pen").select_option(label="L3")
+        assert page.input_value("#edit-bone-hu") == "150"  # the default the user sees
+        page.click("#edit-grow")
+        page.wait_for_function("() => document.getElementById('corrections').dataset.history === '1/0'")
+        assert page.locator("#edit-status").inner_text().startswith("grew L3 by")
+        page.fill("#edit-bone-hu", "200")
+        page.click("#edit-shrink")
+        page.wait_for_function("() => document.getElementById('corrections').dataset.history === '2/0'")
+        assert page.locator("#edit-status").inner_text().startswith("shrank L3 by")
+        shrunk = page.evaluate("Array.from(window.spineViewer.nv.drawBitmap)")
+        page.click("#edit-undo")  # one step each
+        assert _history(page) == "1/1"
+        page.click("#edit-redo")
+        assert page.evaluate("Array.from(window.spineViewer.nv.drawBitmap)") == shrunk
+        base = int(page.evaluate("window.spineEditor.state.base"))
+        version = _save(page)
+        stored = _download(live, tokens["carla"], study["id"], version)
+        previous = _download(live, tokens["carla"], study["id"], base)
+    finally:
+        context.close()
+    box = CropBox.from_json(json.loads((live.data_dir / "studies" / study["id"] / "viewer" / "box.json").read_text()))
+    ct = nib.load(str(next(CASE.glob("*_ct.nii.gz"))))
+    hu = np.clip(np.rint(canonical(np.asarray(ct.dataobj, dtype=np.float64), ct.affine)[0][box.slices()]),
+                 -32768, 32767)
+    before = canonical(np.asarray(previous.dataobj), previous.affine)[0][box.slices()].astype(np.int16)
+    grown = _bone_rule(before, hu, L3, 150, grow=True)
+    expected = _bone_rule(grown, hu, L3, 200, grow=False)
+    assert np.count_nonzero(grown != before) > 0 and np.count_nonzero(expected != grown) > 0
+    after = canonical(np.asarray(stored.dataobj), stored.affine)[0]
+    assert np.array_equal(after[box.slices()], expected)  # voxel for voxel on the viewer's grid
+    outside = np.ones(box.canonical_shape, bool)
+    outside[box.slices()] = False
+    assert np.array_equal(after[outside], canonical(np.asarray(previous.dataobj), previous.affine)[0][outside])
+    print(f"\ngrow by bone (150 HU): {np.count_nonzero(grown != before)} voxels added to L3; shrink (200 HU): "
+          f"{np.count_nonzero(expected != grown)} removed")

@@ -3,7 +3,7 @@
 // pen, pen size, filled pen and drawing bitmap, on the viewer CT's voxels at full resolution);
 // what it adds: the label map as the drawing (VerSe ids), an undo/redo history of voxel changes
 // (NiiVue's undo has no redo), per-vertebra rename / merge / remove on the whole volume, a split at
-// a line drawn with NiiVue's pen, and saving the drawing as a NIfTI with the viewer copy's own header, so the server puts every voxel
+// a line drawn with NiiVue's pen, grow/shrink by bone in 3D, and saving the drawing as a NIfTI with the viewer copy's own header, so the server puts every voxel
 // back where it was drawn.
 "use strict";
 (function () {
@@ -282,6 +282,39 @@
     say("split " + levelName(value) + ": " + changed.toLocaleString("en") + " voxels became " + levelName(piece) + " (rename it)");
   }
 
+  // Grow / shrink by bone (issue 32 item 1's 3D aid), on the vertebra chosen under *Paint*, one
+  // voxel in 3D (the six face neighbours, on the viewer's grid; neighbours outside it are not
+  // looked at): grow takes every background voxel touching the vertebra whose CT value is at least
+  // the threshold; shrink drops every voxel of its edge (a face neighbour not the vertebra) whose
+  // CT value is below it. All changes are found first, then made, as one undoable step.
+  function boneStep(grow) {
+    const { nv } = viewer();
+    const bitmap = nv.drawBitmap, ct = nv.back, dims = ct.hdr.dims, img = ct.img;
+    const threshold = Number($("edit-bone-hu").value);
+    if (!Number.isFinite(threshold)) { say("the bone threshold must be a number of HU"); return; }
+    if (img.length !== bitmap.length) { say("the CT is not on the drawing's grid: nothing changed"); return; }
+    const slope = Number.isFinite(ct.hdr.scl_slope) && ct.hdr.scl_slope !== 0 ? ct.hdr.scl_slope : 1;
+    const inter = Number.isFinite(ct.hdr.scl_inter) ? ct.hdr.scl_inter : 0;
+    const value = ed.pen, nx = dims[1], ny = dims[2], nz = dims[3], nxy = nx * ny;
+    const found = [];
+    for (let n = 0; n < bitmap.length; n++) {
+      const label = bitmap[n];
+      if (grow ? label !== 0 : label !== value) continue;
+      const bone = img[n] * slope + inter >= threshold;
+      if (grow !== bone) continue;
+      const x = n % nx, y = Math.floor(n / nx) % ny, z = Math.floor(n / nxy);
+      const around = [x > 0 ? n - 1 : -1, x < nx - 1 ? n + 1 : -1, y > 0 ? n - nx : -1, y < ny - 1 ? n + nx : -1,
+                      z > 0 ? n - nxy : -1, z < nz - 1 ? n + nxy : -1];
+      if (around.some((m) => m >= 0 && (grow ? bitmap[m] === value : bitmap[m] !== value))) found.push(n);
+    }
+    for (const n of found) bitmap[n] = grow ? value : 0;
+    const changed = record();
+    paint();
+    refreshList();
+    say((grow ? "grew " : "shrank ") + levelName(value) + " by " + changed.toLocaleString("en") + " voxels ("
+        + (grow ? "bone" : "not bone") + ": " + (grow ? "≥ " : "< ") + threshold + " HU)");
+  }
+
   async function save() {
     const unnamed = [...counts().keys()].filter((value) => value > UNNAMED_BASE);
     if (unnamed.length) { say("name or remove every vertebra before saving: " + unnamed.map(levelName).join(", ")); return; }
@@ -315,6 +348,8 @@
     $("edit-stop").addEventListener("click", stop);
     $("edit-save").addEventListener("click", () => save().catch((err) => say("not saved: " + err.message)));
     $("edit-undo").addEventListener("click", undo);
+    $("edit-grow").addEventListener("click", () => boneStep(true));
+    $("edit-shrink").addEventListener("click", () => boneStep(false));
     $("edit-redo").addEventListener("click", redo);
     for (const button of document.querySelectorAll("[data-tool]")) button.addEventListener("click", () => setTool(button.dataset.tool));
     $("edit-size").addEventListener("input", () => { $("edit-size-value").textContent = $("edit-size").value; applyPen(); });
