@@ -102,18 +102,34 @@ def write_box_plot(rows: Sequence[CaseRow], path: Path) -> Path:
     return path
 
 
-def table_csv(rows: Sequence[CaseRow]) -> str:
+TRUTH_COLUMNS = ("truth", "correction_voxels_changed", "correction_share_changed", "correction_levels_renamed",
+                 "correction_edit_s", "in_training")
+
+
+def _truth_cells(row: CaseRow) -> list[object]:
+    """What a row is measured against: the truth (upload or correction vN), that correction's
+    effort (blank for an upload, or a figure not recorded), and whether the run's model version
+    saw the study in training."""
+    effort = row.effort or {}
+    cells = [effort.get(key) for key in ("voxels_changed", "share_changed", "levels_renamed", "edit_seconds")]
+    return [row.truth, *("" if c is None else c for c in cells), "yes" if row.in_training else "no"]
+
+
+def table_csv(rows: Sequence[CaseRow], exclude_training: bool = False) -> str:
     """CSV: one line per case (study id, name, site, model version and run, the run's quality
-    verdict, every metric), then ``mean`` and ``sd`` lines."""
+    verdict, every metric, then the truth columns of ``_truth_cells``), then ``mean`` and ``sd``
+    lines (over the cases not seen in training when ``exclude_training``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["study_id", "name", "site", "model_version", "run_id", "quality", *METRIC_KEYS])
+    writer.writerow(["study_id", "name", "site", "model_version", "run_id", "quality", *METRIC_KEYS, *TRUTH_COLUMNS])
     for row in rows:
         writer.writerow([row.study_id, row.name, row.site, row.model_version or "", row.run_id or "",
                          row.quality or "not run",
-                         *("" if row.metrics.get(k) is None else row.metrics[k] for k in METRIC_KEYS)])
-    summary = mean_and_sd(rows)
+                         *("" if row.metrics.get(k) is None else row.metrics[k] for k in METRIC_KEYS),
+                         *_truth_cells(row)])
+    summary = mean_and_sd([r for r in rows if not (exclude_training and r.in_training)])
     for label, index in (("mean", 0), ("sd", 1)):
         writer.writerow([label, "", "", "", "", "",
-                         *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS)])
+                         *("" if summary[k][index] is None else summary[k][index] for k in METRIC_KEYS),
+                         *[""] * len(TRUTH_COLUMNS)])
     return buffer.getvalue()

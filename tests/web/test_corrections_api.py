@@ -6,7 +6,9 @@ real VerSe labels play the corrected truth) segmented by the test model."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 
 import nibabel as nib
 import numpy as np
@@ -150,6 +152,13 @@ def test_the_audit_trail_names_who_saved_which_version(web_env: WebEnv, study: d
     assert "version 1 from run" in events.text and "clinician" in events.text
 
 
+def _csv_row(env: WebEnv, study_id: str, first: str = "", **params: str) -> dict[str, str]:
+    got = env.client.get("/api/evaluation.csv", params={"ids": study_id, **params},
+                         headers=bearer(env.tokens["researcher"]))
+    assert got.status_code == 200, got.text
+    return next(r for r in csv.DictReader(io.StringIO(got.text)) if r["study_id"] == (first or study_id))
+
+
 def test_the_evaluation_scores_the_run_against_the_newest_correction(web_env: WebEnv, study: dict) -> None:
     researcher = bearer(web_env.tokens["researcher"])
     versions = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=researcher).json()["versions"]
@@ -167,6 +176,13 @@ def test_the_evaluation_scores_the_run_against_the_newest_correction(web_env: We
     dice = 2 * np.count_nonzero(pred & true) / (np.count_nonzero(pred) + np.count_nonzero(true))
     assert case["metrics"]["dice"] == pytest.approx(dice, abs=1e-9)
     assert case["in_training"] is False
+    row = _csv_row(web_env, study["id"])
+    assert row["truth"] == f"correction v{latest['version']}" and row["in_training"] == "no"
+    effort = latest["effort"]
+    assert int(row["correction_voxels_changed"]) == effort["voxels_changed"]
+    assert float(row["correction_share_changed"]) == pytest.approx(effort["share_changed"])
+    assert int(row["correction_levels_renamed"]) == effort["levels_renamed"]
+    assert row["correction_edit_s"] == ("" if latest["edit_seconds"] is None else str(latest["edit_seconds"]))
     page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
     assert page.status_code == 200 and f"correction v{latest['version']}" in page.text
 
@@ -210,6 +226,9 @@ def test_every_corrected_study_into_a_dataset_and_the_trained_version_marks_it(w
     excluded = web_env.client.get("/api/evaluation", params={"ids": study["id"], "exclude_training": "true"},
                                   headers=researcher).json()
     assert excluded["cases_in_means"] == 0 and excluded["mean"]["dice"] is None
+    assert _csv_row(web_env, study["id"])["in_training"] == "yes"
+    assert _csv_row(web_env, study["id"], "mean")["dice"] != ""
+    assert _csv_row(web_env, study["id"], "mean", exclude_training="true")["dice"] == ""  # no case left for the mean
     page = web_env.client.get("/evaluation", params={"ids": study["id"]}, headers=researcher)
     assert "seen in training" in page.text
     listed = web_env.client.get(f"/api/studies/{study['id']}/corrections", headers=researcher).json()

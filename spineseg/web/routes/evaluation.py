@@ -92,11 +92,17 @@ def evaluation(ids: Ids, _user: Researcher, session: DbSession, services: Servic
     return data
 
 
-@router.get(".csv", summary="The evaluation table as CSV (cases, then mean and SD lines)")
-def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession, model: Model = "") -> Response:
-    rows = case_rows(session, ids, model)
+ExcludeTraining = Annotated[bool, Query(description="leave studies the run's model version saw in training out of "
+                                                   "the mean and SD")]
+
+
+@router.get(".csv", summary="The evaluation table as CSV (cases with their truth, correction effort and whether "
+                            "the version saw them in training; then mean and SD lines)")
+def evaluation_csv(ids: Ids, _user: Researcher, session: DbSession, services: Services, model: Model = "",
+                   exclude_training: ExcludeTraining = False) -> Response:
+    rows = case_rows(session, ids, model, services.registry)
     accounts.record(session, username=_user.username, action="evaluation", target=ids, detail="csv")
-    return Response(table_csv(rows), media_type="text/csv",
+    return Response(table_csv(rows, exclude_training), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="spineseg-evaluation.csv"'})
 
 
