@@ -7,7 +7,9 @@ saved as the correction."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 from collections.abc import Callable, Iterator
 
@@ -96,6 +98,10 @@ def test_a_correction_trains_a_version_whose_card_names_it_and_the_evaluation_ma
     assert marked["run_id"] == new_run and marked["truth"] == f"correction v{version}"
     assert marked["in_training"] is True
     assert unmarked["run_id"] == base_run["id"] and unmarked["in_training"] is False
+    for model, seen in ((run["version_id"], "yes"), (BASE_VERSION, "no")):  # the CSV says the same
+        got = env.client.get("/api/evaluation.csv", params={"ids": study_id, "model": model}, headers=researcher)
+        line = next(csv.DictReader(io.StringIO(got.text)))
+        assert (line["truth"], line["in_training"]) == (f"correction v{version}", seen)
     listed = env.client.get(f"/api/studies/{study_id}/corrections", headers=researcher).json()
     # the base version never saw it; the version trained on the correction did
     assert listed["runs_in_training"] == {base_run["id"]: False, new_run: True}
