@@ -31,7 +31,7 @@ from spineseg.model.inference import segment
 from spineseg.registry import NO_MODEL_MESSAGE, RegisteredModel, Registry
 from spineseg.services import viewer_files
 from spineseg.services.corrections import study_truth
-from spineseg.services.levels import run_levels
+from spineseg.services.levels import run_levels, withheld_labels
 from spineseg.services.outputs import summary, write_mask
 from spineseg.services.quality import assess_run, verdict_of
 from spineseg.services.run_exports import (
@@ -272,7 +272,7 @@ def _segment_study(study_id: str, job_id: str, *, settings: Settings, database: 
             facts["metrics"] = metrics
             facts["truth"] = truth.to_json()  # what it was scored against: the upload or a correction's version
         inputs = ExportInputs(volume, seg.mask, levels.labels, truth_mask, input_path if dicom else None,
-                              volume.provenance.series_uid, model.id, verdict_of(facts))
+                              volume.provenance.series_uid, model.id, verdict_of(facts), withheld_labels(facts))
         exports = planned_exports(inputs)
         with reporter.stage(plan, "viewer_copies", "preparing the viewer"), times.stage("viewer_copies"):
             held = {files.ct: ct16, files.mask: seg.mask, files.levels: levels.in_convention("verse")}

@@ -4,7 +4,9 @@ built with highdicom's templates (Comprehensive 3D SR storage).
 One TID 1411 group (volumetric ROI measurements) per vertebra, top to bottom:
 
 - tracking identifier: the vertebra's name and a UID; finding and finding site: its level, coded
-  in SNOMED CT as in the levels SEG (``model.level_ids.snomed_code``);
+  in SNOMED CT as in the levels SEG (``model.level_ids.snomed_code``); a vertebra whose name the
+  quality checks withheld is coded as a vertebra of no level (SCT 51282000), its identifier is
+  its SEG segment's label "withheld (read as T7)" and a TEXT item says the level is withheld, why;
 - the ROI: its segment in the levels SEG (``services.level_exports``), with the source CT images
   the segment lies on (the measurements are made on those voxels);
 - measurements (TID 300): trabecular attenuation (mean and median, HU), the trabecular sample's
@@ -35,9 +37,10 @@ from pydicom.sr.coding import Code
 
 from spineseg.errors import InputError
 from spineseg.metrics.vertebra_measures import FLAG_NOTE, PICKHARDT_L1
-from spineseg.model.level_ids import label_name, snomed_code
+from spineseg.model.level_ids import GENERIC_VERTEBRA, label_name, snomed_code
 from spineseg.registry.version import package_version
 from spineseg.services.dicom_seg import complete_identifiers, save_dicom, source_slices, values_on_slice
+from spineseg.services.levels import shown_name
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ VERTEBRA_QUALITY = local_code("VQUALITY", "Vertebra quality verdict")
 VERDICTS = {"ok": local_code("QOK", "ok"), "review": local_code("QREVIEW", "review"),
             "not assessable": local_code("QNA", "not assessable")}
 QUALITY_REASON = local_code("QREASON", "Quality verdict reason")
+LEVEL_WITHHELD = local_code("LVLWITHHELD", "Vertebral level withheld")
 # The change since the newest prior study (metrics.prior_change, via services.prior_studies)
 PRIOR_STUDY = local_code("PRIOR", "Prior study compared")
 PRIOR_CHANGES: dict[str, tuple[Code, Code]] = {
@@ -163,9 +167,10 @@ def vertebra_group(entry: dict[str, Any], *, segment_number: int, seg: pydicom.D
     ``prior`` (one prior of ``services.prior_studies.prior_comparisons``) its change since then
     where the comparison covered this vertebra."""
     measures = {**entry.get("measures", {}), "volume_ml": entry.get("volume_ml")}
-    value, meaning = snomed_code(int(entry["label"]))
-    level = Code(value, "SCT", meaning)
     name = label_name(int(entry["label"]))
+    name_withheld = bool(measures.get("withheld"))
+    value, meaning = GENERIC_VERTEBRA if name_withheld else snomed_code(int(entry["label"]))
+    level = Code(value, "SCT", meaning)
     own = next((v for v in quality.get("vertebrae") or [] if v.get("name") == name), {})
     segment = hd.sr.ReferencedSegment(
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment_number,
@@ -174,13 +179,16 @@ def vertebra_group(entry: dict[str, Any], *, segment_number: int, seg: pydicom.D
                   None)
     numbers, evaluations, texts = _prior_items(change, prior) if change is not None else ([], [], [])
     group = Group(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=shown_name(name, name_withheld)),
         referenced_segment=segment, finding_type=level, finding_sites=[hd.sr.FindingSite(level)],
         algorithm_id=algorithm, measurements=_measurements(measures) + numbers,
         qualitative_evaluations=_evaluations(measures, quality.get("verdict"), own.get("verdict")) + evaluations)
     content = group[0].ContentSequence
     for item in texts:
         content.append(item)
+    if name_withheld:
+        content.append(_text(LEVEL_WITHHELD, f"level withheld (read as {name} by the model, not confirmed): "
+                                             f"{measures.get('withheld')}"))
     if not (measures.get("assessable") and measures.get("genant_grade") is not None):
         reason = measures.get("not_assessable") or "not graded by this run (no height measurements)"
         content.append(_text(NOT_ASSESSABLE_REASON, str(reason)))
@@ -208,7 +216,11 @@ def build_measurement_report(summary: dict[str, Any], levels: np.ndarray, affine
     quality = summary.get("quality") or {}
     groups = []
     for entry in vertebrae:
+        # The SEG's segment label (services.level_exports.segment_label); a SEG made before names
+        # were withheld still has the plain level.
         name = label_name(int(entry["label"]))
+        name = next((n for n in (shown_name(name, bool((entry.get("measures") or {}).get("withheld"))), name)
+                     if n in numbers), name)
         if name not in numbers:
             raise InputError("levels_seg", f"the levels SEG has no segment {name!r}: it was not made from this run")
         images = [sources[i] for i in on_slices.get(int(entry["label"]), [])] or sources

@@ -15,7 +15,7 @@ from pydicom.sr.coding import Code
 from scipy import ndimage
 
 from spineseg.errors import InputError
-from spineseg.model.level_ids import colour, label_name, snomed_code
+from spineseg.model.level_ids import GENERIC_VERTEBRA, colour, label_name, snomed_code
 from spineseg.registry.version import package_version
 from spineseg.services.dicom_seg import (
     complete_identifiers,
@@ -24,6 +24,7 @@ from spineseg.services.dicom_seg import (
     source_slices,
     values_on_slice,
 )
+from spineseg.services.levels import shown_name
 from spineseg.services.mesh import mask_surface, triangle_normals
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,20 @@ def _labels(levels: np.ndarray) -> list[int]:
     return labels
 
 
+def segment_label(label: int, withheld: frozenset[int] | set[int] = frozenset()) -> str:
+    """A levels SEG segment's label: the level's name, or "withheld (read as T7)" for a vertebra
+    whose name the quality checks withheld (its segment stays, coded as a vertebra of no level)."""
+    return shown_name(label_name(label), label in withheld)
+
+
 def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
                            path: Path, *, model_id: str, sources: list | None = None,
-                           quality: str | None = None) -> Path:
+                           quality: str | None = None, withheld: frozenset[int] | set[int] = frozenset()) -> Path:
     """A DICOM SEG of ``levels`` (VerSe ids / unnamed 101..) referencing the source series:
     segment n is the n-th vertebra top to bottom in label order, coded and coloured
     (``sources``: the series' ``source_slices`` when the caller has read them already;
-    ``quality``: the run's verdict, carried in the ContentDescription)."""
+    ``quality``: the run's verdict, carried in the ContentDescription; ``withheld``: the labels
+    whose names the quality checks withheld, labelled and coded by ``segment_label``)."""
     labels = _labels(levels)
     sources = sources if sources is not None else source_slices(dicom_folder, series_uid)
     derived = complete_identifiers(sources)
@@ -55,10 +63,10 @@ def write_levels_dicom_seg(levels: np.ndarray, affine: np.ndarray, dicom_folder:
         name="SpineSeg levels", version=model_id[:64], family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
     for number, label in enumerate(labels, start=1):
-        value, meaning = snomed_code(label)
+        value, meaning = GENERIC_VERTEBRA if label in withheld else snomed_code(label)
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=label_name(label),
+            segment_label=segment_label(label, withheld),
             segmented_property_category=codes.SCT.AnatomicalStructure,
             segmented_property_type=Code(value, "SCT", meaning),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

@@ -36,7 +36,9 @@ CSV_COLUMNS = ("name", "verse_id", "confidence", "complete", "volume_ml", "hu_me
                "hp_neighbours", "genant_grade", "height_flag", "assessable", "not_assessable", "density_flag",
                "quality", "withheld")
 # What a vertebra that fails its quality checks does not show (metrics.quality_levels): every
-# measurement; its volume (what the mask holds) and its name and confidence stay, beside the reason.
+# measurement, and its name is shown as withheld (``shown_name``); its volume (what the mask holds)
+# and confidence stay, beside the reason. Its label in the level map stays (the key of the priors,
+# the corrections and the SEG's segments), so ``name`` keeps the level the model read.
 WITHHELD_KEYS = ("hu_mean", "hu_median", "roi_ml", "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
                  "ha_hp", "hm_hp", "hp_neighbours", "genant_grade", "height_flag", "density_flag")
 
@@ -46,6 +48,19 @@ def check_convention(convention: str) -> str:
         choices = ", ".join(CONVENTIONS)
         raise InputError("--levels-convention", f"unknown convention {convention!r}; choose from {choices}")
     return convention
+
+
+def shown_name(name: str, withheld: bool) -> str:
+    """A vertebra's name as a reader sees it: its level, or for a vertebra that failed its
+    quality checks "withheld (read as T7)": the level is not given as a finding, but the reader
+    can still tell which vertebra of the image the row is (docs/quality.md, "Withheld names")."""
+    return f"withheld (read as {name})" if withheld else str(name)
+
+
+def withheld_labels(summary: dict[str, Any] | None) -> frozenset[int]:
+    """The labels of a run's vertebrae (its summary's) whose measurements and name are withheld."""
+    return frozenset(int(v["label"]) for v in (summary or {}).get("vertebrae") or []
+                     if (v.get("measures") or {}).get("withheld") and v.get("label") is not None)
 
 
 def _rounded(value: float | None, digits: int = 1) -> float | None:
@@ -92,6 +107,7 @@ def withhold_failing(levels: Levels, rows: list[dict[str, Any]]) -> list[dict[st
                               for v, row in zip(levels.vertebrae, rows, strict=True)])
     for row, verdict in zip(rows, judged, strict=True):
         row["quality"], row["withheld"] = verdict["verdict"], None
+        row["shown_name"] = shown_name(row["name"], bool(verdict["withhold"]))
         if verdict["withhold"]:
             reason = "; ".join(verdict["reasons"])
             row.update(dict.fromkeys(WITHHELD_KEYS), withheld=reason, assessable=False,
@@ -107,6 +123,8 @@ def levels_summary(levels: Levels, rows: list[dict[str, Any]]) -> dict[str, Any]
         entry["measures"] = {k: row.get(k) for k in CSV_COLUMNS if k not in entry and k not in ("name",)}
         if "anatomy" in row:
             entry["anatomy"] = row["anatomy"]
+        entry["name_withheld"] = bool(row.get("withheld"))
+        entry["shown_name"] = row.get("shown_name") or shown_name(entry["name"], entry["name_withheld"])
         entries.append(entry)
     return {"vertebrae": entries, "levels": {"named": levels.named, "anchors": levels.anchors,
                                              "reason": levels.reason, "flags_note": FLAG_NOTE}}
@@ -123,12 +141,17 @@ def write_levels_nifti(levels: Levels, affine: np.ndarray, path: Path, conventio
     return write_nifti(levels.in_convention(check_convention(convention)), affine, Path(path), dtype=np.int16)
 
 
-def write_colour_table(levels: Levels, path: Path) -> Path:
-    """``levels_colours.json``: label -> name and RGB, for the viewer and legends."""
+def write_colour_table(levels: Levels, path: Path, rows: list[dict[str, Any]] | None = None) -> Path:
+    """``levels_colours.json``: label -> name and RGB, for the viewer and legends; with ``rows``
+    (``compute_levels``' rows) a withheld vertebra's name is its ``shown_name``."""
     labels = [v.label for v in levels.vertebrae]
+    table = colour_table(labels)
+    for entry, row in zip(table, rows, strict=True) if rows is not None else ():
+        if row.get("withheld"):
+            entry.update(name=row["shown_name"], name_withheld=True, withheld=row["withheld"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"convention": "verse", "labels": colour_table(labels)}, indent=2) + "\n")
+    path.write_text(json.dumps({"convention": "verse", "labels": table}, indent=2) + "\n")
     return path
 
 
@@ -139,7 +162,8 @@ def write_measurements_csv(rows: list[dict[str, Any]], path: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+            shown = {**row, "name": row.get("shown_name") or row["name"]}
+            writer.writerow({k: "" if shown.get(k) is None else shown[k] for k in CSV_COLUMNS})
     return path
 
 
@@ -191,7 +215,7 @@ def run_levels(mask: np.ndarray, ct: np.ndarray, affine: np.ndarray, files: Any,
     with times.stage("levels_measurements"):
         levels, rows = compute_levels(mask, ct, affine)
         write_levels_nifti(levels, affine, files.levels)
-        write_colour_table(levels, files.levels_colours)
+        write_colour_table(levels, files.levels_colours, rows)
         write_measurements_csv(rows, files.vertebrae_csv)
         facts = levels_summary(levels, rows)
     if truth_levels is not None and np.any(truth_levels > 0):

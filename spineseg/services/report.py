@@ -24,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from spineseg.imaging.key_image import sagittal_key_image
 from spineseg.metrics.vertebra_measures import FLAG_NOTE
 from spineseg.model.level_ids import colour, label_name
+from spineseg.services.levels import shown_name
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,13 @@ def study_date_of(input_path: Path) -> tuple[str | None, bool]:
     return None, False
 
 
-def key_image_png(hu: np.ndarray, levels: np.ndarray, affine: np.ndarray) -> bytes:
-    """The sagittal key image with the levels, as PNG bytes."""
+def key_image_png(hu: np.ndarray, levels: np.ndarray, affine: np.ndarray, withheld: set[int] = frozenset()) -> bytes:
+    """The sagittal key image with the levels, as PNG bytes; a vertebra in ``withheld`` is marked
+    "T7?" (its name withheld: the table beside says why) instead of its level."""
+    def name(label: int) -> str:
+        return f"{label_name(label)}?" if label in withheld else label_name(label)
     buffer = io.BytesIO()
-    sagittal_key_image(hu, levels, affine, colour, label_name).save(buffer, format="PNG", optimize=True)
+    sagittal_key_image(hu, levels, affine, colour, name).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
@@ -116,7 +120,7 @@ def report_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
         own = quality.get(v.get("name"), {})
         withheld = bool(m.get("withheld"))
         rows.append({
-            "level": str(v.get("name")) + ("" if v.get("complete", True) else " (cut)"),
+            "level": shown_name(str(v.get("name")), withheld) + ("" if v.get("complete", True) else " (cut)"),
             "hu": WITHHELD if withheld else f"{_number(m.get('hu_mean'))} / {_number(m.get('hu_median'))}",
             "heights": WITHHELD if withheld else " / ".join(
                 _number(m.get(k)) for k in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")),

@@ -23,6 +23,7 @@ from spineseg.errors import InputError
 from spineseg.model.level_ids import colour, label_name
 from spineseg.registry.version import package_version
 from spineseg.services.dicom_seg import complete_identifiers, save_dicom, source_slices, values_on_slice
+from spineseg.services.levels import shown_name
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ def _reference(ds: pydicom.Dataset) -> Dataset:
 
 
 def write_rtstruct(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, series_uid: str | None,
-                   path: Path, *, sources: list[pydicom.Dataset] | None = None) -> Path:
+                   path: Path, *, sources: list[pydicom.Dataset] | None = None,
+                   withheld: frozenset[int] | set[int] = frozenset()) -> Path:
     """One ROI per vertebra label of ``levels`` (on the volume grid, ``affine`` voxel -> RAS mm);
-    ``sources``: the series' ``source_slices`` when the caller has read them already."""
+    ``sources``: the series' ``source_slices`` when the caller has read them already; a label in
+    ``withheld`` (its name withheld by the quality checks) is named "withheld (read as T7)"."""
     labels = [int(v) for v in np.unique(levels) if v > 0]
     if not labels:
         raise InputError("levels", "no vertebra was found in this run, so there is no structure to export")
@@ -102,7 +105,7 @@ def write_rtstruct(levels: np.ndarray, affine: np.ndarray, dicom_folder: Path, s
     for number, label in enumerate(labels, start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID = number, first.FrameOfReferenceUID
-        roi.ROIName, roi.ROIGenerationAlgorithm = label_name(label), "AUTOMATIC"
+        roi.ROIName, roi.ROIGenerationAlgorithm = shown_name(label_name(label), label in withheld), "AUTOMATIC"
         rois.append(roi)
         items = []
         for source, values in zip(sources, frames, strict=True):

@@ -57,6 +57,7 @@ class ExportInputs:
     series_uid: str | None
     model_id: str
     quality: str | None = None  # the run's verdict, carried in the DICOM SEGs' ContentDescription
+    withheld: frozenset[int] = frozenset()  # labels whose names the quality checks withheld (levels SEG)
 
 
 def planned_exports(inputs: ExportInputs) -> list[str]:
@@ -114,10 +115,11 @@ def _make(name: str, files: RunFiles, inputs: ExportInputs, sources: _Sources | 
     elif name == "levels_seg":
         _atomic(files.levels_seg_dcm, lambda tmp: write_levels_dicom_seg(
             inputs.levels, affine, inputs.dicom_folder, inputs.series_uid, tmp, model_id=inputs.model_id,
-            sources=sources.get(), quality=inputs.quality), keep_existing=True)
+            sources=sources.get(), quality=inputs.quality, withheld=inputs.withheld), keep_existing=True)
     elif name == "rtstruct":
         _atomic(files.rtstruct, lambda tmp: write_rtstruct(inputs.levels, affine, inputs.dicom_folder,
-                                                           inputs.series_uid, tmp, sources=sources.get()))
+                                                           inputs.series_uid, tmp, sources=sources.get(),
+                                                           withheld=inputs.withheld))
     else:
         raise ValueError(f"unknown export {name!r}")
 

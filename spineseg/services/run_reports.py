@@ -21,6 +21,7 @@ from spineseg.errors import InputError
 from spineseg.imaging.io import load_volume
 from spineseg.services.dicom_sr import write_measurement_report
 from spineseg.services.level_exports import write_levels_dicom_seg
+from spineseg.services.levels import withheld_labels
 from spineseg.services.prior_studies import prior_comparisons
 from spineseg.services.report import ReportFacts, key_image_png, prior_text, study_date_of
 from spineseg.store.files import RunFiles
@@ -59,7 +60,8 @@ def ensure_levels_seg(study: Study, run: Job, files: RunFiles) -> Path:
         tmp = target.with_name(f".sr{os.getpid()}-{target.name}")
         try:
             write_levels_dicom_seg(levels, affine, Path(study.input_path), (run.summary or {}).get("series_uid"),
-                                   tmp, model_id=run.model_version or "unknown")
+                                   tmp, model_id=run.model_version or "unknown",
+                                   withheld=withheld_labels(run.summary))
             os.link(tmp, target)
         except FileExistsError:
             log.info("run %s: the levels SEG was made meanwhile; that one is kept", run.id)
@@ -113,7 +115,7 @@ def report_facts(study: Study, run: Job, files: RunFiles) -> ReportFacts:
     if files.levels.is_file() and files.ct.is_file():
         levels, affine = _levels(files)
         if levels.any():
-            png = key_image_png(load_volume(files.ct).array, levels, affine)
+            png = key_image_png(load_volume(files.ct).array, levels, affine, withheld_labels(run.summary or {}))
     return ReportFacts(
         study_name=study.name, pseudonym=study.patient_pseudonym, study_date=study_date, dates_shifted=shifted,
         uploaded=study.created_at.isoformat(), run_id=run.id,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pydicom
 
-from spineseg.model.level_ids import label_name, snomed_code
+from spineseg.model.level_ids import GENERIC_VERTEBRA, label_name, snomed_code
 
 # summary key -> (concept code value, derivation code value); the SR's coding, written out here
 # on its own so that a change in the writer's table shows up as a failing test
@@ -65,9 +65,19 @@ def check_against_summary(sr: pydicom.Dataset, levels_seg: pydicom.Dataset, sour
     verdicts = {v["name"]: v for v in summary["quality"].get("vertebrae", [])}
     compared = 0
     for group, entry in zip(groups, vertebrae, strict=True):
-        name = label_name(entry["label"])
+        level = label_name(entry["label"])
+        withheld = entry["measures"].get("withheld")
+        # a vertebra whose name the quality checks withheld: no level coded, the reading said as such
+        name = f"withheld (read as {level})" if withheld else level
+        site = GENERIC_VERTEBRA[0] if withheld else snomed_code(entry["label"])[0]
         assert group["texts"]["112039"] == [name]  # tracking identifier
-        assert group["codes"]["363698007"] == (snomed_code(entry["label"])[0], "SCT")  # finding site: the level
+        assert group["codes"]["363698007"] == (site, "SCT")  # finding site: the level, or a vertebra
+        assert group["codes"]["121071"] == (site, "SCT")  # finding: the same
+        if withheld:
+            assert group["texts"]["LVLWITHHELD"] == [
+                f"level withheld (read as {level} by the model, not confirmed): {withheld}"]
+        else:
+            assert "LVLWITHHELD" not in group["texts"]
         assert group["texts"]["111003"] == [model_id]  # algorithm version
         seg_uid, number = group["segment"]
         assert seg_uid == levels_seg.SOPInstanceUID and segments[number] == name
@@ -88,7 +98,7 @@ def check_against_summary(sr: pydicom.Dataset, levels_seg: pydicom.Dataset, sour
             assert group["texts"]["NAREASON"] == [measures["not_assessable"]]
         assert ("DENSFLAG" in group["codes"]) == bool(measures["density_flag"])
         assert group["codes"]["QUALITY"] == (VERDICT_CODES[summary["quality"]["verdict"]], "99SPINESEG")
-        own = verdicts.get(name)
+        own = verdicts.get(level)
         if own is not None:
             assert group["codes"]["VQUALITY"] == (VERDICT_CODES[own["verdict"]], "99SPINESEG")
             assert group["texts"].get("QREASON", []) == [*summary["quality"]["reasons"], *own["reasons"]]

@@ -17,6 +17,7 @@ import pytest
 from spineseg.errors import InputError
 from spineseg.services.dicom_sr import build_measurement_report, write_measurement_report
 from spineseg.services.level_exports import write_levels_dicom_seg
+from spineseg.services.levels import withheld_labels
 from tests.services.report_case import ReportCase
 from tests.services.sr_reading import check_against_summary
 
@@ -29,7 +30,7 @@ def case(tmp_path_factory: pytest.TempPathFactory, report_case: ReportCase) -> I
     root = tmp_path_factory.mktemp("sr")
     made = report_case
     seg = write_levels_dicom_seg(made.levels, made.volume.affine, made.folder, None, root / "levels_seg.dcm",
-                                 model_id=MODEL_ID)
+                                 model_id=MODEL_ID, withheld=withheld_labels(made.summary))
     sr = write_measurement_report(made.summary, made.levels, made.volume.affine, seg, made.folder, None,
                                   root / "sr.dcm", model_id=MODEL_ID)
     yield made, seg, sr
@@ -59,7 +60,12 @@ def test_highdicom_reads_the_report_as_tid_1500(case: tuple[ReportCase, Path, Pa
     made, _seg, sr_path = case
     report = hd.sr.srread(sr_path)
     groups = report.content.get_volumetric_roi_measurement_groups()
-    assert [g.tracking_identifier for g in groups] == [v["name"] for v in made.summary["vertebrae"]]
+    # a vertebra whose name the quality checks withheld is identified as such, never by its level
+    assert [g.tracking_identifier for g in groups] == [v["shown_name"] for v in made.summary["vertebrae"]]
+    withheld = [v["name"] for v in made.summary["vertebrae"] if v["name_withheld"]]
+    assert withheld and len(withheld) < len(groups)
+    assert [g.tracking_identifier for g in groups if g.tracking_identifier.startswith("withheld")] == [
+        f"withheld (read as {n})" for n in withheld]
     first = next(g for g in groups if g.get_measurements())
     assert first.referenced_segment is not None and first.finding_sites
 

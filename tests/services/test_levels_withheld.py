@@ -4,11 +4,18 @@ in the measurement rows, the summary's entries and vertebrae.csv alike."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 
-from spineseg.services.levels import WITHHELD_KEYS, compute_levels, levels_summary, write_measurements_csv
+from spineseg.services.levels import (
+    WITHHELD_KEYS,
+    compute_levels,
+    levels_summary,
+    write_colour_table,
+    write_measurements_csv,
+)
 from tests.model.synthetic_spine import BODY_MM, DISC_MM, RADIUS_MM, SPACING, build_spine
 
 NAMES = ["T12", "L1", "L2", "L3", "L4"]
@@ -38,9 +45,19 @@ def test_clean_column_keeps_its_measurements_and_a_bridged_disc_withholds_its_ne
     shown = {e["name"]: e["measures"] for e in entries}
     assert all(shown[name]["withheld"] == row["withheld"] and shown[name]["hu_mean"] is None
                for name, row in withheld.items())
+    # The name is withheld too, wherever it is shown: the reader sees which vertebra the row is,
+    # never the level as a finding.
+    assert all(e["name_withheld"] is (e["name"] in withheld) for e in entries)
+    assert {e["shown_name"] for e in entries if e["name_withheld"]} == {f"withheld (read as {n})" for n in withheld}
+    assert all(e["shown_name"] == e["name"] for e in entries if not e["name_withheld"])
     table = list(csv.DictReader(write_measurements_csv(rows, tmp_path / "v.csv").open()))
+    assert [line["name"] for line in table] == [
+        f"withheld (read as {r['name']})" if r["withheld"] else r["name"] for r in rows]
     for line in table:
-        if line["name"] in withheld:
+        if line["name"].startswith("withheld"):
             assert line["hu_mean"] == "" and line["height_middle_mm"] == "" and line["withheld"]
         else:
             assert line["withheld"] == ""
+    colours = json.loads(write_colour_table(levels, tmp_path / "c.json", rows).read_text())["labels"]
+    assert [c["name"] for c in colours] == [e["shown_name"] for e in entries]
+    assert [bool(c.get("name_withheld")) for c in colours] == [e["name_withheld"] for e in entries]

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from spineseg.errors import InputError
+from spineseg.services.levels import withheld_labels
 from spineseg.services.report import ReportFacts, key_image_png, render_report_html, study_date_of
 from spineseg.services.report_pdf import render_report_pdf
 from tests.services.ct_series import STUDY_DATE
@@ -28,7 +29,8 @@ PAPER_POINTS = {"a4": (595.28, 841.89), "letter": (612.0, 792.0)}
 @pytest.fixture(scope="module")
 def facts(report_case: ReportCase) -> ReportFacts:
     date, shifted = study_date_of(report_case.folder)
-    png = key_image_png(report_case.volume.array, report_case.levels, report_case.volume.affine)
+    png = key_image_png(report_case.volume.array, report_case.levels, report_case.volume.affine,
+                        withheld_labels(report_case.summary))
     return ReportFacts(study_name="Study 5f3a CT lower thorax", pseudonym=PSEUDONYM, study_date=date,
                        dates_shifted=shifted, uploaded="2026-12-07T10:00:00+00:00", run_id="run-0001",
                        run_finished="2026-12-07T10:01:30+00:00", model_version=MODEL_ID,
@@ -45,7 +47,8 @@ def expected_phrases(facts: ReportFacts) -> list[str]:
     phrases = [PSEUDONYM, date, MODEL_ID, "ok: the scan and the mask passed the checks", "not a diagnosis"]
     for v in facts.summary["vertebrae"]:
         m = v["measures"]
-        phrases.append(v["name"])
+        # a vertebra that failed its checks is named only as withheld, with the level it was read as
+        phrases.append(f"withheld (read as {v['name']})" if m.get("withheld") else v["name"])
         if not m.get("withheld") and m["hu_mean"] is not None:
             phrases.append(f"{m['hu_mean']:.1f} / {m['hu_median']:.1f}")
         if m["genant_grade"] is None:
@@ -70,10 +73,12 @@ def test_html_report_says_everything_once(facts: ReportFacts) -> None:
     numbered = {n: unescape(r) for n, r in re.findall(r"<li>\[(\d+)\] not assessable: (.*?)</li>", html)}
     cells = {unescape(re.sub(r"<[^>]+>| \(cut\)", "", name)).strip(): row
              for name, row in re.findall(r"<tr><th[^>]*>(.*?)</th>(.*?)</tr>", html, re.S)}
+    assert sum(name.startswith("withheld (read as ") for name in cells) == failed > 0  # no level given as found
     for v in facts.summary["vertebrae"]:
         m = v["measures"]
         if m["genant_grade"] is None:  # the row points at its own reason
-            number = re.search(r"not assessable \[(\d+)\]", cells[v["name"]]).group(1)
+            shown = f"withheld (read as {v['name']})" if m.get("withheld") else v["name"]
+            number = re.search(r"not assessable \[(\d+)\]", cells[shown]).group(1)
             assert numbered[number] == m["not_assessable"]
     src = re.search(r'id="report-key-image" src="data:image/png;base64,([^"]+)"', html).group(1)
     picture = Image.open(io.BytesIO(base64.b64decode(src)))

@@ -7,11 +7,13 @@ clear refusals (a NIfTI study has no SR, an unknown paper)."""
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from html import unescape
 
 import pydicom
 import pytest
@@ -180,7 +182,9 @@ def test_a_second_study_of_the_patient_reports_its_prior(run: Run, tmp_path) -> 
     changes = {v["name"]: v for v in priors[-1]["vertebrae"] if v["compared"]}
     assert changes, "no level was compared with the prior"
     sr = pydicom.dcmread(io.BytesIO(run.client.get(study["downloads"]["measurements_sr"], headers=run.headers).content))
-    groups = {g["texts"]["112039"][0]: g for g in read_groups(sr)}
+    # keyed by the level read: a vertebra whose name is withheld is identified as "withheld (read as T11)"
+    shown = {v["shown_name"]: v["name"] for v in study["summary"]["vertebrae"]}
+    groups = {shown[g["texts"]["112039"][0]]: g for g in read_groups(sr)}
     for name, change in changes.items():
         assert groups[name]["codes"]["PRIORFLAG"] == ("N", "99SPINESEG")
         if change["hu_change"] is not None:
@@ -189,3 +193,37 @@ def test_a_second_study_of_the_patient_reports_its_prior(run: Run, tmp_path) -> 
     first_sr = pydicom.dcmread(io.BytesIO(run.client.get(run.study["downloads"]["measurements_sr"],
                                                          headers=run.headers).content))
     assert all("PRIORFLAG" not in g["codes"] for g in read_groups(first_sr))
+
+
+def test_a_failing_vertebra_is_named_only_as_withheld_everywhere(run: Run) -> None:
+    """Issue 29 item 4: a vertebra that fails its quality checks shows no level as a finding in the
+    API JSON, the result page's table, vertebrae.csv, the viewer's colour table and the levels SEG;
+    each says "withheld (read as T9)", the page with the reason."""
+    vertebrae = run.study["summary"]["vertebrae"]
+    withheld = {v["name"]: v["measures"]["withheld"] for v in vertebrae if v["measures"]["withheld"]}
+    assert withheld and len(withheld) < len(vertebrae), "the report case no longer has a vertebra to withhold"
+    assert all(v["name_withheld"] is (v["name"] in withheld) for v in vertebrae)
+    assert {v["shown_name"] for v in vertebrae if v["name_withheld"]} == {f"withheld (read as {n})" for n in withheld}
+    downloads = run.study["downloads"]
+    page = unescape(run.client.get(f"/studies/{run.study['id']}", headers=run.headers).text)
+    table = page[page.index('id="vertebrae-table"'):page.index("</table>", page.index('id="vertebrae-table"'))]
+    headings = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<tr data-label=\"\d+\"><th>(.*?)</th>", table)]
+    assert headings == [f"withheld (read as {v['name']})" + (" (cut)" if not v["complete"] else "")
+                        if v["name"] in withheld else v["name"] + ("" if v["complete"] else " (cut)")
+                        for v in vertebrae]
+    for name, reason in withheld.items():
+        assert f'title="level withheld: {reason}">withheld (read as {name})' in table
+    rows = list(csv.DictReader(io.StringIO(run.client.get(downloads["vertebrae_csv"], headers=run.headers).text)))
+    assert [r["name"] for r in rows] == [v["shown_name"] for v in vertebrae]
+    assert all(r["withheld"] == withheld[r["name"][len("withheld (read as "):-1]]
+               for r in rows if r["name"].startswith("withheld"))
+    colours = run.client.get(downloads["levels_colours"], headers=run.headers).json()["labels"]
+    assert [c["name"] for c in colours] == [v["shown_name"] for v in vertebrae]
+    seg = pydicom.dcmread(io.BytesIO(run.client.get(downloads["levels_seg"], headers=run.headers).content),
+                          stop_before_pixels=True)
+    segments = {str(s.SegmentLabel): s for s in seg.SegmentSequence}
+    assert set(segments) == {v["shown_name"] for v in vertebrae}  # every segment kept, none named as a level
+    for name in withheld:
+        assert segments[f"withheld (read as {name})"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "51282000"
+    rt = pydicom.dcmread(io.BytesIO(run.client.get(downloads["rtstruct"], headers=run.headers).content))
+    assert {str(r.ROIName) for r in rt.StructureSetROISequence} == {v["shown_name"] for v in vertebrae}

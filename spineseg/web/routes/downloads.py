@@ -28,6 +28,7 @@ from spineseg.imaging.io import load_volume
 from spineseg.imaging.overlay import axial_slice_count, write_overlays
 from spineseg.services.dicom_seg import write_dicom_seg
 from spineseg.services.level_exports import write_levels_dicom_seg, write_vertebrae_stl_zip
+from spineseg.services.levels import withheld_labels
 from spineseg.services.mesh import write_mask_stl
 from spineseg.services.original_series import original_offer, original_series_of, reidentified_dicom
 from spineseg.services.quality import verdict_of
@@ -320,7 +321,7 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
     async def levels_seg(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
                          identity: Identity = "deidentified") -> Response:
         write = partial(write_levels_dicom_seg, model_id=target.run.model_version or "unknown",
-                        quality=verdict_of(target.run.summary))
+                        quality=verdict_of(target.run.summary), withheld=withheld_labels(target.run.summary))
         await _dicom_levels_export(target, target.files.levels_seg_dcm, write,
                                    "there is no source series for a DICOM SEG to reference")
         return await _dicom_answer(target, target.files.levels_seg_dcm, f"{_stem(target)}-levels_seg.dcm", identity,
@@ -330,7 +331,8 @@ def add_level_routes(prefix: str, target_of: Callable[..., RunTarget], whose: st
          "application/dicom")
     async def rtstruct(target: RunTarget, user: CurrentUser, session: DbSession, services: Services,
                        identity: Identity = "deidentified") -> Response:
-        await _dicom_levels_export(target, target.files.rtstruct, write_rtstruct,
+        await _dicom_levels_export(target, target.files.rtstruct,
+                                   partial(write_rtstruct, withheld=withheld_labels(target.run.summary)),
                                    "an RTSTRUCT needs the source series to reference")
         return await _dicom_answer(target, target.files.rtstruct, f"{_stem(target)}-rtstruct.dcm", identity, user,
                                    session, services)
