@@ -20,6 +20,7 @@ from spineseg.imaging.nifti import open_nifti
 from spineseg.imaging.viewer_copy import CropBox
 from spineseg.services import viewer_files
 from spineseg.services.mesh import write_mask_stl
+from spineseg.services.uncertainty import UNCERTAINTY_FILE
 from spineseg.store.files import RunFiles, StudyFiles
 from spineseg.web.deps import Services
 from spineseg.web.routes.downloads import RunTarget, _binary, chosen_target, current_target
@@ -29,6 +30,8 @@ router = APIRouter(prefix="/api/studies/{study_id}", tags=["viewer"])
 VIEWER_NIFTI = "application/octet-stream"
 LABEL_FILES = {"mask.nii": "mask", "truth.nii": "truth_on_grid", "levels.nii": "levels"}  # -> RunFiles attribute
 OUTLINE = "-outline.nii"  # mask-outline.nii: only the label's one-voxel shell
+# Maps of values rather than labels: copied on the same grid, never as an outline.
+VALUE_FILES = {"uncertainty.nii": UNCERTAINTY_FILE}  # -> file in the run's folder (percent, uint8)
 
 
 def _gzip_encoded(path: Path, name: str, extra: dict[str, str] | None = None) -> FileResponse:
@@ -55,8 +58,13 @@ def _ct_copy(root: Path, files: RunFiles, step: int) -> tuple[Path, CropBox]:
 def _label_copy(root: Path, files: RunFiles, name: str, step: int) -> Path:
     as_outline = name.endswith(OUTLINE)
     key = name.removesuffix(OUTLINE) + ".nii" if as_outline else name
+    if key in VALUE_FILES and not as_outline:
+        label_path = files.folder / VALUE_FILES[key]
+        if not label_path.is_file():
+            raise HTTPException(404, f"{key} is not among this run's outputs (a run made before the uncertainty map)")
+        return viewer_files.label_copy(root, files.ct, label_path, step=step)
     if key not in LABEL_FILES:
-        names = sorted([*LABEL_FILES, *(n.removesuffix(".nii") + OUTLINE for n in LABEL_FILES)])
+        names = sorted([*LABEL_FILES, *(n.removesuffix(".nii") + OUTLINE for n in LABEL_FILES), *VALUE_FILES])
         raise HTTPException(404, f"no viewer file {name!r}: one of {', '.join(names)}")
     label_path: Path = getattr(files, LABEL_FILES[key])
     if not label_path.is_file():
@@ -94,7 +102,8 @@ def add_viewer_routes(prefix: str, target_of: Callable[..., RunTarget], whose: s
                                               "X-Canonical-Shape": ",".join(map(str, box.canonical_shape))})
 
     @router.get(prefix + "/viewer/{name}", summary=f"A label map for the viewer (mask.nii, truth.nii, or "
-                f"mask-outline.nii, truth-outline.nii: the labels' shells) on the viewer CT's grid, uint8, "
+                f"mask-outline.nii, truth-outline.nii: the labels' shells; uncertainty.nii: the probability "
+                f"margin in percent) on the viewer CT's grid, uint8, "
                 f"gzip-encoded, of {whose}", responses=_binary(VIEWER_NIFTI))
     async def label(name: str, target: Target, services: Services, step: Step = 1) -> FileResponse:
         path = await run_in_threadpool(_label_copy, _study_root(services, target), target.files, name, step)
