@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MIN_SEGMENT_MM = 5.0  # a piece of the curve shorter than this is part of its neighbour
 MIN_SEGMENT_ML = 0.5
+NEAREST_MARGIN_MM = 10.0  # first box margin round voxels handed to their nearest vertebra (grown as needed)
 SLIVER_SHARE = 0.2  # a piece under this share of the median vertebra's volume is a sliver of a neighbour
 CONFIDENCE_DECAY = 0.97  # per vertebra counted away from an anchor
 # Sacrum length along its curve (adult ~100-115 mm; Gray's Anatomy, 41st ed.): its fused parts lie
@@ -190,8 +191,7 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
     grown = watershed(-depth, seeds, mask=mask)
     leftover = mask & (grown == 0)
     if leftover.any() and (grown > 0).any():  # islands the seeds cannot reach: nearest vertebra
-        _, nearest = ndi.distance_transform_edt(grown == 0, sampling=sp, return_indices=True)
-        grown[leftover] = grown[tuple(nearest[:, leftover])]
+        grown[leftover] = _nearest_labels(grown, leftover, sp)
     out[:] = grown
     # Drop pieces too small to be a vertebra into their neighbours.
     voxel_ml = float(np.prod(sp)) / 1000.0
@@ -208,10 +208,41 @@ def separate(mask: np.ndarray, spacing: tuple[float, float, float],
         small = mask & (remap[out] == 0)
         out = remap[out]
         if small.any():
-            _, nearest = ndi.distance_transform_edt(out == 0, sampling=sp, return_indices=True)
-            out[small] = out[tuple(nearest[:, small])]
+            out[small] = _nearest_labels(out, small, sp)
         pieces = [pieces[old - 1] for old in keep]
     return out, pieces, curve
+
+
+def _nearest_labels(labels: np.ndarray, where: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """The label of the nearest labelled voxel (nonzero ``labels``) to each voxel of ``where``
+    (in C order), by the feature transform. It runs in a box round ``where``, grown until every
+    voxel's nearest label lies strictly closer than anything outside the box (or the box is the
+    grid): the same answer as on the whole grid, at the cost of the box."""
+    first, last = extent(where)
+    shape = np.asarray(labels.shape)
+    margin = np.maximum(np.ceil(NEAREST_MARGIN_MM / sp).astype(int), 1)
+    while True:
+        lo, hi = np.maximum(first - margin, 0), np.minimum(last + margin + 1, shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        whole = bool(np.all(lo == 0) and np.all(hi == shape))
+        crop = labels[box]
+        if whole or crop.any():
+            dist, nearest = ndi.distance_transform_edt(crop == 0, sampling=sp, return_indices=True)
+            inside = where[box]
+            found = crop[tuple(nearest[:, inside])]
+            if whole:
+                return found
+            pos = np.argwhere(inside)
+            # The nearest voxel outside the box is at least this far (mm), per open side.
+            gap = np.full(len(pos), np.inf)
+            for axis in range(3):
+                if lo[axis] > 0:
+                    gap = np.minimum(gap, (pos[:, axis] + 1) * sp[axis])
+                if hi[axis] < shape[axis]:
+                    gap = np.minimum(gap, (hi[axis] - lo[axis] - pos[:, axis]) * sp[axis])
+            if np.all(dist[inside] < gap):
+                return found
+        margin = margin * 2
 
 
 def _merge_sacrum(labels: np.ndarray,
