@@ -80,7 +80,7 @@ def test_a_correction_trains_a_version_whose_card_names_it_and_the_evaluation_ma
     manifest = trained["card"]["dataset"]["manifest"]
     print("card manifest of", run["version_id"], json.dumps(manifest, indent=1))
     # exactly the one correction it saw: the study (its id's first 8 characters) and the version
-    assert [(m["name"], m["split"]) for m in manifest] == [(f"lumbar loop {study_id[:8]} correction v{version}",
+    assert [(m["name"], m["split"]) for m in manifest] == [(f"study {study_id[:8]} correction v{version}",
                                                            "train")]
     assert manifest[0]["patient"] == case["patient"]
 

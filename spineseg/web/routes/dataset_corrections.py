@@ -70,7 +70,7 @@ async def cases_from_corrections(dataset_id: str, user: Trainer, services: Servi
                 continue
             found.append(CorrectedSource(study.id, Path(study.input_path),
                                          file_of(StudyFiles.of(studies_dir, study.id).root, latest),
-                                         f"{study.name[:70]} {study.id[:8]} correction v{latest.version}",
+                                         f"study {study.id[:8]} correction v{latest.version}",  # not its name
                                          study.patient_pseudonym or f"study-{study.id[:12]}", study.site))
         return found
 
