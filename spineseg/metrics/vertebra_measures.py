@@ -26,6 +26,7 @@ thresholds shown as flags, never as a diagnosis (definitions and sources in docs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -197,24 +198,35 @@ def _sampled(mask: np.ndarray, inverse: np.ndarray, origins: np.ndarray, directi
 
 
 def _runs_through(mask: np.ndarray, affine: np.ndarray, origins: np.ndarray, direction: np.ndarray,
-                  t_range: tuple[float, float], step: float, bridge_mm: float) -> tuple[np.ndarray, np.ndarray]:
+                  t_range: tuple[float, float], step: float, bridge_mm: float,
+                  also: np.ndarray | None = None) -> Any:
     """(start, end) along ``direction`` (mm from each origin; NaN where a line misses ``mask``) of
     the run of ``mask`` on each line ``origins + t direction`` that holds t = 0, or else the run
     nearest to it. Each voxel is a box (nearest-neighbour lookup), so a run's length is exact to
     ``step``; gaps shorter than ``bridge_mm`` inside a run are closed (a one-voxel crack of a
-    mask does not halve a body)."""
+    mask does not halve a body). With ``also`` (a subset of ``mask`` on its grid), the same lines
+    are sampled once for both, and the answer is [mask's, also's]."""
     t = np.arange(t_range[0], t_range[1] + step / 2, step)
     inverse = np.linalg.inv(affine)
     width = int(np.ceil(bridge_mm / step))
     t = t[_sampled(mask, inverse, origins, direction, t, width + 2)]
+    targets = [mask] if also is None else [mask, also]
     if len(t) == 0:  # no line comes near the mask
-        missed = np.full(len(origins), np.nan)
-        return missed, missed.copy()
+        answers = [(np.full(len(origins), np.nan), np.full(len(origins), np.nan)) for _ in targets]
+        return answers[0] if also is None else answers
     pts = origins[:, None, :] + t[None, :, None] * direction
     ijk = np.rint(pts @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.int64)
     ok = np.all((ijk >= 0) & (ijk < np.asarray(mask.shape)), axis=2)
+    where = tuple(ijk[ok].T)
+    answers = [_run_near_zero(target[where], ok, t, step, width) for target in targets]
+    return answers[0] if also is None else answers
+
+
+def _run_near_zero(values: np.ndarray, ok: np.ndarray, t: np.ndarray, step: float,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_runs_through``'s runs from the samples ``values`` taken where ``ok`` (rays x t)."""
     inside = np.zeros(ok.shape, dtype=bool)
-    inside[ok] = mask[tuple(ijk[ok].T)]
+    inside[ok] = values
     if width > 1:
         inside = ndi.binary_closing(inside, structure=np.ones((1, width), dtype=bool)) & ok | inside
     hit = inside.any(axis=1)
@@ -299,8 +311,8 @@ def _walls(region: np.ndarray, body: np.ndarray, affine: np.ndarray, seed: np.nd
     step = RAY_STEP_SHARE * float(np.linalg.norm(affine[:3, :3], axis=0).min())
     bridge = _voxel_extent(a, affine[:3, :3])
     reach = _reach(region.shape, affine, a)
-    back, _ = _runs_through(body, affine, origins, a, reach, step, bridge)
-    _, front = _runs_through(region, affine, origins, a, reach, step, bridge)
+    # The opened body is a subset of the vertebra: one sampling of the lines serves both.
+    (_, front), (back, _) = _runs_through(region, affine, origins, a, reach, step, bridge, also=body)
     if not (np.isfinite(back).any() and np.isfinite(front).any()):
         return None
     offset = float((seed - centre) @ a)
