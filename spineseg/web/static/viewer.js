@@ -20,6 +20,8 @@
       tableUrl: d.levelsColoursUrl || d.levelsTableUrl, name: "Vertebra levels", opacity: 0.45, outline: false, visible: !d.truthUrl },
     { key: "prediction", url: d.maskUrl, outlineUrl: d.maskOutlineUrl, name: "Prediction", rgb: [255, 64, 32], opacity: 0.45, outline: false, visible: true },
   ].filter((layer) => layer.url);
+  // The uncertainty map (issue 29): a second NiiVue volume over the CT, not a drawing layer; hidden at first.
+  const UNCERTAINTY = d.uncertaintyUrl ? { url: d.uncertaintyUrl, name: "Uncertainty", opacity: 0.7, visible: false } : null;
   const CROSSHAIR = [1, 0.85, 0.1, 1];  // yellow: neither the prediction's red nor the truth's blue
   const state = { crop: [0, 0, 0], shape: [0, 0, 0], view: "multi", hoverTile: "axial", measuring: false, ready: false,
                   hiddenLevels: new Set() };  // vertebrae hidden from the segment list (issue 28 item 9)
@@ -88,6 +90,7 @@
       state.crop = (headers.get("X-Crop-Start") || "0,0,0").split(",").map(Number);
       state.shape = (headers.get("X-Canonical-Shape") || "0,0,0").split(",").map(Number);
     } }].concat(LAYERS.map((layer) => ({ url: withStep(layer.outline && layer.outlineUrl ? layer.outlineUrl : layer.url), name: layer.name, raw: true })));
+    if (UNCERTAINTY) files.push({ url: withStep(UNCERTAINTY.url), name: UNCERTAINTY.name });
     const urls = await fetchAll(files);
     const t1 = performance.now();
     mark("fetched step " + state.step);
@@ -95,8 +98,14 @@
     const keep = state.ready ? { pos: nv.scene.crosshairPos && nv.frac2mm(nv.scene.crosshairPos), window: windowOf() } : null;
     while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
     const [low, high] = keep ? range(keep.window) : range(PRESETS.bone);
-    await nv.loadVolumes([{ url: urls[0], name: "ct.nii", colormap: "gray", cal_min: low, cal_max: high }]);
+    const volumes = [{ url: urls[0], name: "ct.nii", colormap: "gray", cal_min: low, cal_max: high }];
+    if (UNCERTAINTY) {  // percent: 0 (sure) transparent, 1..100 viridis: purple to yellow, no layer's red or blue
+      volumes.push({ url: urls[LAYERS.length + 1], name: "uncertainty.nii", colormap: "viridis", cal_min: 1, cal_max: 100,
+                     opacity: UNCERTAINTY.visible ? UNCERTAINTY.opacity : 0 });
+    }
+    await nv.loadVolumes(volumes);
     URL.revokeObjectURL(urls[0]);
+    if (UNCERTAINTY) URL.revokeObjectURL(urls[LAYERS.length + 1]);
     LAYERS.forEach((layer, n) => {
       layer.table = tables[layer.key];
       layer.data = { [layer.outline && layer.outlineUrl ? "outline" : "fill"]: urls[n + 1] };
@@ -562,6 +571,7 @@
         legend.appendChild(both);
       }
     }
+    if (UNCERTAINTY) buildUncertaintyControls(list, legend);
     const cross = document.createElement("li");
     cross.innerHTML = `<span class="swatch swatch-crosshair"></span> <label>Crosshair <select id="crosshair-width" aria-label="Crosshair">`
       + `<option value="1">thin</option><option value="3">thick</option><option value="0">hidden</option></select></label>`
@@ -579,6 +589,33 @@
       if (e.target.matches("[data-level-jump]")) goToLevel(Number(e.target.closest("[data-level]").dataset.level));
     });
     syncLayerControls();
+  }
+  // The uncertainty map's row (show, opacity) and its legend entry: what the colours mean.
+  function buildUncertaintyControls(list, legend) {
+    const row = document.createElement("li");
+    row.dataset.layer = "uncertainty";
+    const meaning = "where the network was unsure, its probability margin (docs/quality.md): purple at 1 %, "
+      + "then blue and green, yellow at 100 % (a probability of 0.5); no colour where it was sure";
+    row.title = meaning;
+    row.innerHTML = `<span class="swatch swatch-uncertainty"></span><label><input type="checkbox" data-show> Uncertainty</label>
+      <label>opacity <input type="range" min="0" max="1" step="0.05" data-opacity aria-label="Uncertainty opacity"></label>`;
+    list.appendChild(row);
+    const show = row.querySelector("[data-show]"), opacity = row.querySelector("[data-opacity]");
+    show.checked = UNCERTAINTY.visible;
+    opacity.value = String(UNCERTAINTY.opacity);
+    show.addEventListener("change", (e) => setUncertainty({ visible: e.target.checked }));
+    opacity.addEventListener("input", (e) => setUncertainty({ opacity: Number(e.target.value) }));
+    const item = document.createElement("li");
+    item.dataset.legend = "uncertainty";
+    item.title = meaning;  // the short line below, in full
+    item.innerHTML = `<span class="swatch swatch-uncertainty"></span> <span class="what">Uncertainty: 1 % purple → 100 % yellow</span>`;
+    legend.appendChild(item);
+    root.dataset.uncertainty = JSON.stringify([UNCERTAINTY.visible, UNCERTAINTY.opacity]);
+  }
+  function setUncertainty(changes) {
+    Object.assign(UNCERTAINTY, changes);
+    if (nv.volumes.length > 1) nv.setOpacity(1, UNCERTAINTY.visible ? UNCERTAINTY.opacity : 0);
+    root.dataset.uncertainty = JSON.stringify([UNCERTAINTY.visible, UNCERTAINTY.opacity]);
   }
   // The crosshair thin (1 px, the default), thick or hidden; C cycles through them.
   function setCrosshair(width) {
