@@ -231,7 +231,7 @@ def send_result(services, *, study_id: str, username: str) -> dict[str, object]:
     study attributes are read from the PACS now (WADO-RS metadata), never stored here.
     Failures are recorded on the link and in the audit trail, and raised."""
     from spineseg.integrations.endpoints import endpoint_named
-    from spineseg.integrations.results import reidentified, study_result
+    from spineseg.integrations.results import output_name, reidentified, study_result
     from spineseg.store import accounts
     from spineseg.store.pacs_links import mark_send_failed, mark_sent
 
@@ -258,4 +258,5 @@ def send_result(services, *, study_id: str, username: str) -> dict[str, object]:
                         detail=f"{'+'.join(kinds)} of run {result.job_id[:8]} to {link.endpoint}: {stored} stored")
     log.info("study %s: %s of run %s stored in PACS %s", study_id, "+".join(kinds), result.job_id, link.endpoint)
     return {"study_id": study_id, "run_id": result.job_id, "endpoint": link.endpoint, "stored": stored,
-            "modalities": kinds, "series_uids": [str(ds.SeriesInstanceUID) for ds in datasets]}
+            "modalities": kinds, "outputs": [output_name(path) for path in result.paths],
+            "series_uids": [str(ds.SeriesInstanceUID) for ds in datasets]}

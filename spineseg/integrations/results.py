@@ -77,6 +77,15 @@ def study_result(settings: Settings, database: Database, study_id: str) -> Study
         return StudyResult(study_id, job.id, link, [seg, *others])
 
 
+# What a reader calls each DICOM output of a run (two of them are SEGs).
+OUTPUT_NAMES = {"seg.dcm": "SEG", "levels_seg.dcm": "levels SEG", "rtstruct.dcm": "RTSTRUCT",
+                "measurements_sr.dcm": "measurement SR"}
+
+
+def output_name(path: Path) -> str:
+    return OUTPUT_NAMES.get(path.name, path.stem)
+
+
 def reidentified(result: StudyResult, header: Dataset) -> list[Dataset]:
     """The result's files read and re-identified with the link's map and ``header`` (the
     original's patient / study attributes)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,9 +87,13 @@ def test_import_from_pacs_then_send_the_seg_back(servers: tuple[LiveServer, Orth
     assert "has not been sent back yet" in page.inner_text("#pacs-send-state")
     page.click("#pacs-send-button")
     page.wait_for_selector("#pacs-send-result:text-matches('^(Sent|Not sent)')", timeout=60_000)
-    assert "Sent SEG of run" in page.inner_text("#pacs-send-result")
-    assert "(1 stored)" in page.inner_text("#pacs-send-result")
-    assert orthanc.count()["CountInstances"] == before + 1
+    # the SEG first, then what the run has made so far of the levels SEG, the SR and the RTSTRUCT
+    sent = re.match(r"Sent SEG((?: \+ (?:levels SEG|measurement SR|RTSTRUCT))*) of run \w{8} to \S+ \((\d+) stored\)",
+                    page.inner_text("#pacs-send-result"))
+    assert sent is not None, page.inner_text("#pacs-send-result")
+    stored = int(sent.group(2))
+    assert stored == 1 + sent.group(1).count(" + ")
+    assert orthanc.count()["CountInstances"] == before + stored
     page.locator("#pacs-send").scroll_into_view_if_needed()
     _shot(page, "pacs-send.png")
 

@@ -25,8 +25,18 @@ from tests.web.web_helpers import add_user, bearer, make_settings, register_test
 JOBS = 3
 # a run folder holds exactly these (nothing half-written): the outputs, the vertebra levels and
 # the viewer's copies
-OUTPUTS = {"ct.nii.gz", "mask.nii.gz", "truth.nii.gz", "summary.json", "overlays",
-           "levels.nii.gz", "levels_colours.json", "vertebrae.csv", "viewer"}
+OUTPUTS = {"ct.nii.gz", "mask.nii.gz", "truth.nii.gz", "summary.json", "overlays", "uncertainty.nii.gz",
+           "levels.nii.gz", "levels_colours.json", "vertebrae.csv", "viewer", "mesh.stl", "vertebrae_stl.zip"}
+
+
+def exports_finished(summary_path: Path, timeout_s: float = 180) -> dict:
+    """The run's summary once the exports that follow "done" (overlays, STLs) are all written."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = json.loads(summary_path.read_text())
+        if not summary.get("outputs_pending") or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.5)
 
 
 def job(server: LiveServer, token: str, job_id: str) -> dict:
@@ -89,8 +99,10 @@ def test_kill_9_with_a_running_and_queued_jobs_finishes_each_once(tmp_path: Path
         for job_id, study_id in study_ids.items():
             study_files = StudyFiles.of(settings.studies_dir, study_id)
             files = study_files.run(f"runs/{job_id}")
+            assert not exports_finished(files.summary).get("outputs_pending"), job_id
             assert {p.name for p in files.folder.iterdir()} == OUTPUTS, job_id
-            assert sorted(p.name for p in study_files.root.iterdir()) == ["input", "runs", "truth", "viewer"]
+            assert sorted(p.name for p in study_files.root.iterdir()) == ["input", "intake_times.json", "runs",
+                                                                          "truth", "viewer"]
             assert [p.name for p in study_files.runs_dir.iterdir()] == [job_id]
             assert nib.load(str(files.mask)).shape == volume.shape
             assert json.loads(files.summary.read_text())["model_version"] == "test-untrained"

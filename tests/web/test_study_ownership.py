@@ -29,13 +29,17 @@ CHANGES: list[tuple[str, str, dict | None]] = [
     ("POST", "/studies/{study_id}/delete", None),
     ("DELETE", "/api/studies/{study_id}", None),
 ]
+# Routes that add to a study without changing what is there, open to every clinician who sees it:
+# a correction is a second reader's new, attributed, audited truth version (issue 32: two readers
+# editing one study keep both versions); the owner's name, site, runs and earlier versions stay.
+ADDITIONS: set[tuple[str, str]] = {("POST", "/api/studies/{study_id}/corrections")}
 
 
 def test_every_route_that_changes_a_study_is_listed() -> None:
     changing = {(method, route.path) for router in all_routers() for route in router.routes
                 if isinstance(route, APIRoute) and re.search(r"\{(study|job)_id\}", route.path)
                 for method in route.methods - {"GET", "HEAD"}}
-    assert changing == {(method, path) for method, path, _body in CHANGES}
+    assert changing == {(method, path) for method, path, _body in CHANGES} | ADDITIONS
 
 
 @pytest.fixture(scope="module")

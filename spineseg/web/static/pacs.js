@@ -39,7 +39,7 @@
       .then(({ ok, body }) => {
         if (ok) {
           state.textContent = describe({ sent_run_id: body.run_id, endpoint: body.endpoint });
-          result.textContent = "Sent " + body.modalities.join(" + ") + " of run " + body.run_id.slice(0, 8) +
+          result.textContent = "Sent " + (body.outputs || body.modalities).join(" + ") + " of run " + body.run_id.slice(0, 8) +
             " to " + body.endpoint + " (" + body.stored + " stored).";
         } else {
           result.className = "error";
