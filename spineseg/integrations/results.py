@@ -31,6 +31,11 @@ from spineseg.store.studies import get_study
 log = logging.getLogger(__name__)
 
 
+# What a reader calls each DICOM output of a run (two of them are SEGs).
+OUTPUT_NAMES = {"seg.dcm": "SEG", "levels_seg.dcm": "levels SEG", "rtstruct.dcm": "RTSTRUCT",
+                "measurements_sr.dcm": "measurement SR"}
+
+
 @dataclass(frozen=True)
 class StudyResult:
     """What to send for one study: the run it came from, the link, and the output files."""
@@ -73,13 +78,10 @@ def study_result(settings: Settings, database: Database, study_id: str) -> Study
                 ensure_measurement_sr(study, job, run_files(settings.studies_dir, job))
             except InputError as exc:  # the SEG still goes; the answer's modalities say what went
                 log.warning("study %s: no measurement SR to send (%s)", study_id, exc)
-        others = sorted(p for p in seg.parent.glob("*.dcm") if p != seg)
+        # the finished outputs by name: an export still being written lies under a temporary
+        # name beside them (renamed when whole), and must not be read half-written
+        others = sorted(p for p in (seg.parent / name for name in OUTPUT_NAMES if name != seg.name) if p.is_file())
         return StudyResult(study_id, job.id, link, [seg, *others])
-
-
-# What a reader calls each DICOM output of a run (two of them are SEGs).
-OUTPUT_NAMES = {"seg.dcm": "SEG", "levels_seg.dcm": "levels SEG", "rtstruct.dcm": "RTSTRUCT",
-                "measurements_sr.dcm": "measurement SR"}
 
 
 def output_name(path: Path) -> str:
