@@ -47,6 +47,22 @@ def needles() -> dict[str, bytes]:
     return found
 
 
+def rows_text(database_url: str) -> str:
+    """Every row of every table of the database at ``database_url``, as text (to search for PHI)."""
+    from sqlalchemy import MetaData, select
+
+    from spineseg.store.database import open_database
+
+    database = open_database(database_url)
+    metadata = MetaData()
+    metadata.reflect(database.engine)
+    with database.engine.connect() as connection:
+        text = "\n".join(repr(tuple(row)) for table in metadata.sorted_tables
+                         for row in connection.execute(select(table)))
+    database.dispose()
+    return text
+
+
 def leaks(data: bytes) -> list[str]:
     """The identifiers found in ``data`` (case-insensitive)."""
     lower = data.lower()

@@ -30,14 +30,14 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
-from sqlalchemy import MetaData, select, update
+from sqlalchemy import select, update
 
 from spineseg.integrations.dimse_series import HELD_NOTE, SeriesCollector
 from spineseg.services.sealing import sealing_key, unseal
 from spineseg.store.database import open_database
 from spineseg.store.models import AuditEvent, Study
 from spineseg.store.pacs_links import PacsLink
-from tests.imaging.phi_series import PHI, leaks, phi_dataset
+from tests.imaging.phi_series import PHI, leaks, phi_dataset, rows_text
 from tests.web.live_server import free_port
 from tests.web.web_helpers import TEST_SECRET_KEY, add_user, make_settings, register_test_model
 
@@ -230,7 +230,7 @@ def test_the_listener_keeps_only_whole_series_and_only_while_needed(listener: Li
     assert isinstance(link.return_header, str) and link.return_header_expires_at is not None
     opened = pydicom.Dataset.from_json(unseal(sealing_key(make_settings(listener.data_dir)), link.return_header))
     assert str(opened.PatientName) == PHI["name"] and opened.PatientID == PHI["mrn"]
-    rows = rows_text(listener)
+    rows = rows_text(f"sqlite:///{listener.data_dir / 'spineseg.db'}")
     assert [k for k in leaks(rows.encode()) if k in IDENTITY] == []
 
     # a hole in the slice spacing: held, though released and idle, until it is filled
@@ -265,17 +265,6 @@ def test_the_listener_keeps_only_whole_series_and_only_while_needed(listener: Li
     listener.stop()
     log = listener.log()
     assert "series" in log and [k for k in leaks(log.encode())] == [], log[-3000:]
-
-
-def rows_text(node: Listener) -> str:
-    database = open_database(f"sqlite:///{node.data_dir / 'spineseg.db'}")
-    metadata = MetaData()
-    metadata.reflect(database.engine)
-    with database.engine.connect() as connection:
-        text = "\n".join(repr(tuple(row)) for table in metadata.sorted_tables
-                         for row in connection.execute(select(table)))
-    database.dispose()
-    return text
 
 
 def test_a_series_with_a_hole_nobody_fills_is_taken_in_after_its_evidence_hold(tmp_path: Path) -> None:

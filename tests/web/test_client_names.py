@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import MetaData, select
 
-from spineseg.store.database import open_database
 from spineseg.web.app import create_app
-from tests.imaging.phi_series import FILE_NAME, leaks, write_phi_series
+from tests.imaging.phi_series import FILE_NAME, leaks, rows_text, write_phi_series
 from tests.web.conftest import WebEnv
 from tests.web.test_api_studies import wait_for_job
 from tests.web.web_helpers import add_user, bearer, make_settings, register_test_model
@@ -32,18 +30,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebEnv]:
     register_test_model(settings)
     with TestClient(create_app(settings)) as client:
         yield WebEnv(settings, client, {"clinician": add_user(settings, "clinician", "clinician")})
-
-
-def _rows_text(env: WebEnv) -> str:
-    """Every row of every table, as text."""
-    database = open_database(env.settings.sqlalchemy_url)
-    metadata = MetaData()
-    metadata.reflect(database.engine)
-    with database.engine.connect() as connection:
-        text = "\n".join(repr(tuple(row)) for table in metadata.sorted_tables
-                         for row in connection.execute(select(table)))
-    database.dispose()
-    return text
 
 
 def _database_file_bytes(env: WebEnv) -> bytes:
@@ -94,7 +80,7 @@ def test_no_client_name_or_original_identifier_is_kept_in_rows_files_or_logs(
     state = env.client.get(f"/api/uploads/{upload['upload_id']}", headers=bearer(token)).json()
     assert state["status"] == "done" and [f["name"] for f in state["files"]] == [""] * len(paths)
 
-    rows = _rows_text(env)
+    rows = rows_text(env.settings.sqlalchemy_url)
     assert leaks(rows.encode()) == []  # neither the names nor the series' identifiers (kept only sealed)
     assert FILE_NAME.encode().lower() not in _database_file_bytes(env).lower()
     kept = [p.relative_to(env.settings.data_dir).as_posix() for p in env.settings.data_dir.rglob("*")]

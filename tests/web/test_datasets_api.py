@@ -243,8 +243,7 @@ def test_case_folders_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> No
 def test_a_case_is_not_named_after_the_clients_file(env: WebEnv, tmp_path: Path) -> None:
     """A file named after the patient names nothing in the database (issue 30 item 2): the
     default case name is a number, and no row keeps the client's name."""
-    from tests.imaging.phi_series import FILE_NAME
-    from tests.web.test_client_names import _rows_text
+    from tests.imaging.phi_series import FILE_NAME, rows_text
 
     dataset = new_dataset(env, "named-files")
     ct, labels = write_phantom_case(tmp_path / "named", seed=5)
@@ -254,4 +253,4 @@ def test_a_case_is_not_named_after_the_clients_file(env: WebEnv, tmp_path: Path)
                             headers=bearer(env.tokens["researcher"]))
     assert added.status_code == 201, added.text
     assert [c["name"] for c in added.json()["dataset"]["cases"]] == ["case-1"]
-    assert FILE_NAME.lower() not in _rows_text(env).lower()
+    assert FILE_NAME.lower() not in rows_text(env.settings.sqlalchemy_url).lower()
